@@ -1,0 +1,6 @@
+//! ruroco-commander: a thin wrapper around the library's `run`.
+#![forbid(unsafe_code)]
+
+fn main() {
+    std::process::exit(ruroco_commander::run());
+}

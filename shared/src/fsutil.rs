@@ -1,0 +1,180 @@
+//! File helpers shared by all binaries: atomic durable writes (temp, fsync, rename, fsync of
+//! the directory), bounded reads, and permission checks for secrets.
+//! Never leaves a half-written target file behind; never follows up a failed write with a rename.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Write `data` to `path` so that after a crash at any instant the file holds either the old
+/// or the new content, and once this returns `Ok` the new content survives power loss.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        // A stale temp file from a crashed earlier run with the same pid is ours to replace.
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// fsync a directory so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Read at most `max` bytes of a text file; a larger file is an error, not a truncation.
+pub fn read_bounded(path: &Path, max: u64) -> io::Result<String> {
+    let f = File::open(path)?;
+    let mut s = String::new();
+    f.take(max + 1).read_to_string(&mut s)?;
+    if s.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(s)
+}
+
+/// What is wrong with the permissions of a file that holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PermError {
+    #[error("{path} is group- or world-writable (mode {mode:04o}): chmod go-w {path}")]
+    Writable { path: String, mode: u32 },
+    #[error(
+        "{path} is world-readable (mode {mode:04o}): chmod 0600 {path} (or 0640 with a trusted group)"
+    )]
+    WorldReadable { path: String, mode: u32 },
+    #[error("{path} is owned by uid {uid}, expected uid {expected}: chown {expected} {path}")]
+    Owner {
+        path: String,
+        uid: u32,
+        expected: u32,
+    },
+}
+
+/// Refuse a secret file that others could change or read.
+pub fn check_secret_mode(path: &Path, meta: &fs::Metadata) -> Result<(), PermError> {
+    let mode = meta.mode() & 0o7777;
+    let p = path.display().to_string();
+    if mode & 0o022 != 0 {
+        return Err(PermError::Writable { path: p, mode });
+    }
+    if mode & 0o004 != 0 {
+        return Err(PermError::WorldReadable { path: p, mode });
+    }
+    Ok(())
+}
+
+/// Refuse a file not owned by `expected` or writable by group/others.
+pub fn check_owner_not_writable(
+    path: &Path,
+    meta: &fs::Metadata,
+    expected: u32,
+) -> Result<(), PermError> {
+    let mode = meta.mode() & 0o7777;
+    let p = path.display().to_string();
+    if meta.uid() != expected {
+        return Err(PermError::Owner {
+            path: p,
+            uid: meta.uid(),
+            expected,
+        });
+    }
+    if mode & 0o022 != 0 {
+        return Err(PermError::Writable { path: p, mode });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("state");
+        write_atomic(&p, b"one", 0o600)?;
+        write_atomic(&p, b"two", 0o600)?;
+        assert_eq!(fs::read(&p)?, b"two");
+        assert_eq!(fs::metadata(&p)?.mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn atomic_write_into_missing_dir_fails_cleanly() {
+        let dir = tempfile::tempdir();
+        let dir = match dir {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        };
+        assert!(write_atomic(&dir.path().join("nope/state"), b"x", 0o600).is_err());
+    }
+
+    #[test]
+    fn bounded_read_refuses_large() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("f");
+        fs::write(&p, "abcdef")?;
+        assert_eq!(read_bounded(&p, 6)?, "abcdef");
+        assert!(read_bounded(&p, 5).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn secret_modes() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("k");
+        fs::write(&p, "x")?;
+        for (mode, ok) in [
+            (0o600, true),
+            (0o640, true),
+            (0o644, false),
+            (0o660, false),
+            (0o602, false),
+        ] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+            let r = check_secret_mode(&p, &fs::metadata(&p)?);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("chmod"), "{e}");
+            }
+        }
+        Ok(())
+    }
+}
