@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: set-up on a fresh Debian machine (as root), format, lint,
+# license/source policy, unit + black-box + end-to-end tests, packages and the booted-systemd
+# install test. Usage: scripts/test.sh [--quick]   (--quick skips packaging and the install test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: run as root (the tests start daemons as root and as nobody)" >&2
+    exit 77
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# systemd: systemd-socket-activate; util-linux: setpriv; the rest serves the package install test.
+apt_pkgs=(systemd util-linux procps iproute2 ca-certificates)
+[ "$quick" = 1 ] || apt_pkgs+=(debootstrap systemd-container lintian rpm)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+getent passwd nobody >/dev/null || { echo "no user nobody on this machine" >&2; exit 1; }
+
+step "toolchain components"
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo deny (licenses, bans, sources)"
+cargo deny --offline check licenses bans sources
+
+step "cargo test (unit, property, black-box, end-to-end)"
+cargo test --workspace --locked
+
+echo
+echo "scripts/test.sh: all checks passed"
