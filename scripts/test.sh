@@ -42,6 +42,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo deny (licenses, bans, sources)"
 cargo deny --offline check licenses bans sources
 
+step "cargo build (the binaries the end-to-end tests start; same profile as the tests)"
+cargo build --workspace --locked
+
 step "cargo test (unit, property, black-box, end-to-end)"
 cargo test --workspace --locked
 
