@@ -2,6 +2,7 @@
 //! fields, the whole verdict accepts them in order and rejects each again as a replay, and
 //! no single-bit flip of any of them survives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
 use proptest::prelude::*;
 use ruroco_shared::protocol::{self, OpenError, Plaintext};
 use ruroco_shared::verdict::{self, Policy, Reject};
