@@ -2,8 +2,23 @@
 //! keys, writable state dir only) and a seccomp allow-list of the syscalls the server needs.
 //! It must never weaken anything systemd already applied; failure to confine is reported, and
 //! the caller decides whether that is fatal.
+//!
+//! Both layers only ever add restrictions (the kernel stacks them on top of whatever the
+//! service manager installed). Missed syscalls fail with `EPERM` instead of killing the
+//! daemon: one operation fails and is logged, the daemon keeps answering (see SECURITY.md).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, BitFlags, LandlockStatus, PathBeneath, PathFd,
+    RestrictSelfAttr, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+};
+use nix::libc;
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 /// The paths the running server still needs after start-up.
 #[derive(Debug, Clone, Copy)]
@@ -27,10 +42,473 @@ pub enum SandboxError {
     Failed(String),
 }
 
+/// Debug probe: when set to a path, `apply` tries to open it for reading right after
+/// confining and logs `event="sandbox_selftest" result="denied"|"allowed"`. It reads no
+/// content and can reach nothing the sandbox forbids; tests use it to prove confinement.
+pub const SELFTEST_ENV: &str = "RUROCO_SANDBOX_SELFTEST";
+
+/// The Landlock ABI whose filesystem rights this module was written and reviewed against.
+/// V9 adds `ResolveUnix` (pathname `connect`/`sendto` on Unix sockets), which is granted
+/// below on the directories of the sockets the server talks to.
+const FS_ABI: ABI = ABI::V9;
+/// Network rights: the server never binds, connects or sends on TCP or UDP after start-up
+/// (its UDP socket is already bound and it never replies), so every handled right is denied.
+const NET_ABI: ABI = ABI::V10;
+
+/// Directories too broad to grant beneath: for a config file directly inside one of them
+/// only the file itself is granted (an editor that replaces the file then needs a restart
+/// instead of SIGHUP to be picked up).
+const BROAD_DIRS: [&str; 9] = [
+    "/", "/etc", "/usr", "/var", "/tmp", "/run", "/home", "/root", "/opt",
+];
+
+/// Where journald's native protocol socket lives (tracing-journald sends there).
+const JOURNALD_SOCKET_DIR: &str = "/run/systemd/journal";
+
 /// Confine the calling process (all threads started after this inherit it).
-pub fn apply(_paths: &Paths<'_>) -> Result<Applied, SandboxError> {
-    Ok(Applied {
-        landlock: "not applied".to_owned(),
-        seccomp: false,
+pub fn apply(paths: &Paths<'_>) -> Result<Applied, SandboxError> {
+    let landlock = apply_landlock(paths)?;
+    let seccomp = apply_seccomp()?;
+    if let Some(probe) = std::env::var_os(SELFTEST_ENV) {
+        selftest(Path::new(&probe));
+    }
+    Ok(Applied { landlock, seccomp })
+}
+
+fn selftest(probe: &Path) {
+    match std::fs::File::open(probe) {
+        Ok(_) => tracing::warn!(
+            event = "sandbox_selftest",
+            result = "allowed",
+            path = %probe.display()
+        ),
+        Err(e) => tracing::info!(
+            event = "sandbox_selftest",
+            result = "denied",
+            path = %probe.display(),
+            error = %e
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Landlock
+// ---------------------------------------------------------------------------------------
+
+/// One path-beneath rule: where, and which rights.
+#[derive(Debug)]
+struct Grant {
+    path: PathBuf,
+    access: BitFlags<AccessFs>,
+    what: &'static str,
+}
+
+fn read_file() -> BitFlags<AccessFs> {
+    AccessFs::ReadFile.into()
+}
+
+fn read_dir() -> BitFlags<AccessFs> {
+    AccessFs::ReadFile | AccessFs::ReadDir
+}
+
+/// The state dir holds the replay file, replaced by write-temp, fsync, rename, fsync-dir.
+fn state_rights() -> BitFlags<AccessFs> {
+    AccessFs::ReadFile
+        | AccessFs::ReadDir
+        | AccessFs::WriteFile
+        | AccessFs::MakeReg
+        | AccessFs::RemoveFile
+        | AccessFs::Truncate
+}
+
+fn resolve_unix() -> BitFlags<AccessFs> {
+    AccessFs::ResolveUnix.into()
+}
+
+/// The nearest existing directory at or above `dir` (a socket directory may not exist yet
+/// when the server starts before the commander).
+fn existing_ancestor(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|p| !p.as_os_str().is_empty() && p.is_dir())
+        .map(Path::to_path_buf)
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Every filesystem grant, from the configured paths and the notify/journal environment.
+fn grants(paths: &Paths<'_>, notify_socket: Option<&str>, journald: bool) -> Vec<Grant> {
+    let mut out = Vec::new();
+    // The config is re-read on SIGHUP; editors replace the file (new inode), so grant its
+    // directory unless that directory is a broad system one.
+    let config_dir = parent_of(paths.config);
+    let broad = BROAD_DIRS.iter().any(|d| config_dir == Path::new(d));
+    out.push(Grant {
+        path: if broad {
+            paths.config.to_path_buf()
+        } else {
+            config_dir
+        },
+        access: read_file(),
+        what: "config",
+    });
+    out.push(Grant {
+        path: paths.keys_dir.to_path_buf(),
+        access: read_dir(),
+        what: "keys_dir",
+    });
+    out.push(Grant {
+        path: paths.state_dir.to_path_buf(),
+        access: state_rights(),
+        what: "state_dir",
+    });
+    // The commander may recreate its socket (new inode) on restart: grant the directory.
+    if let Some(dir) = existing_ancestor(&parent_of(paths.commander_socket)) {
+        out.push(Grant {
+            path: dir,
+            access: resolve_unix(),
+            what: "commander_socket",
+        });
+    }
+    if let Some(sock) = notify_socket.filter(|s| s.starts_with('/')) {
+        if let Some(dir) = existing_ancestor(&parent_of(Path::new(sock))) {
+            out.push(Grant {
+                path: dir,
+                access: resolve_unix(),
+                what: "NOTIFY_SOCKET",
+            });
+        }
+    }
+    if journald && Path::new(JOURNALD_SOCKET_DIR).is_dir() {
+        out.push(Grant {
+            path: PathBuf::from(JOURNALD_SOCKET_DIR),
+            access: resolve_unix(),
+            what: "journald",
+        });
+    }
+    out
+}
+
+/// Scopes (ABI 6): no signals to processes outside the sandbox; no abstract Unix sockets
+/// unless NOTIFY_SOCKET is one (`@...`), which sd_notify must keep reaching.
+fn scopes(notify_socket: Option<&str>) -> BitFlags<Scope> {
+    if notify_socket.is_some_and(|s| s.starts_with('@')) {
+        Scope::Signal.into()
+    } else {
+        Scope::Signal | Scope::AbstractUnixSocket
+    }
+}
+
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+fn landlock_err(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Failed(format!("landlock: {e}"))
+}
+
+fn apply_landlock(paths: &Paths<'_>) -> Result<String, SandboxError> {
+    let notify = std::env::var("NOTIFY_SOCKET").ok();
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Read before confining: /proc is not among the grants.
+    let threads = thread_count();
+
+    let ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(FS_ABI))
+        .map_err(landlock_err)?
+        .handle_access(AccessNet::from_all(NET_ABI))
+        .map_err(landlock_err)?
+        .scope(scopes(notify.as_deref()))
+        .map_err(landlock_err)?
+        .create()
+        .map_err(landlock_err)?;
+    let mut created = ruleset;
+    for g in grants(paths, notify.as_deref(), journald) {
+        let fd = PathFd::new(&g.path).map_err(|e| {
+            SandboxError::Failed(format!(
+                "landlock: cannot open {} ({}) to grant access: {e}",
+                g.path.display(),
+                g.what
+            ))
+        })?;
+        created = created
+            .add_rule(PathBeneath::new(fd, g.access))
+            .map_err(landlock_err)?;
+    }
+    let status = created
+        .all_threads(true)
+        .map_err(landlock_err)?
+        .restrict_self()
+        .map_err(landlock_err)?;
+
+    let abi = match status.landlock {
+        LandlockStatus::Available { effective_abi, .. } => format!("{effective_abi:?}"),
+        LandlockStatus::NotEnabled => "not enabled in this kernel".to_owned(),
+        LandlockStatus::NotImplemented => "not built into this kernel".to_owned(),
+    };
+    let mut text = match status.ruleset {
+        RulesetStatus::FullyEnforced => format!("fully enforced ({abi})"),
+        RulesetStatus::PartiallyEnforced => format!("partially enforced ({abi})"),
+        RulesetStatus::NotEnforced => format!("not enforced ({abi})"),
+    };
+    if status.ruleset != RulesetStatus::NotEnforced && !status.all_threads && threads > 1 {
+        text.push_str(&format!(
+            ", {} other thread(s) unrestricted",
+            threads.saturating_sub(1)
+        ));
+    }
+    Ok(text)
+}
+
+// ---------------------------------------------------------------------------------------
+// seccomp
+// ---------------------------------------------------------------------------------------
+
+/// The action for any syscall not on the list. EPERM rather than a kill: an overlooked
+/// syscall on a rare path (say, a reload) fails that one operation with a logged error
+/// instead of taking the daemon and its replay protection down.
+const DEFAULT_ACTION: SeccompAction = SeccompAction::Errno(libc::EPERM as u32);
+
+/// Syscalls allowed with any arguments, on every architecture.
+/// Found by running the server under `strace -f` through start, accepted and rejected
+/// datagrams, persisting, commander reconnects, SIGHUP reload, STATUS/WATCHDOG and SIGTERM.
+const ALLOWED_COMMON: &[libc::c_long] = &[
+    // tokio current_thread runtime: epoll, its eventfd waker, timers
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_epoll_ctl,
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_futex,
+    libc::SYS_sched_yield,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    // datagrams in; frames and sd_notify messages out
+    libc::SYS_recvmmsg,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_connect,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_shutdown,
+    // files: keys/config (reload), the replay state
+    libc::SYS_openat,
+    libc::SYS_close,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_fcntl,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_unlinkat,
+    libc::SYS_getdents64,
+    // randomness (rate-limit hash key), signals, identity
+    libc::SYS_getrandom,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    // panic = "abort" raises SIGABRT on itself (Landlock's signal scope keeps others out)
+    libc::SYS_tgkill,
+    // memory
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    libc::SYS_madvise,
+    // thread exit paths
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_restart_syscall,
+];
+
+/// x86_64 has the legacy path-based variants that std and libc still use there.
+#[cfg(target_arch = "x86_64")]
+const ALLOWED_ARCH: &[libc::c_long] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_rename,
+    libc::SYS_unlink,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_poll,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const ALLOWED_ARCH: &[libc::c_long] = &[libc::SYS_ppoll];
+
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SandboxError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
+        .map_err(|e| SandboxError::Failed(format!("seccomp condition: {e}")))
+}
+
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
+    SeccompRule::new(conds).map_err(|e| SandboxError::Failed(format!("seccomp rule: {e}")))
+}
+
+/// The seccomp filter for this architecture.
+pub fn build_filter() -> Result<BpfProgram, SandboxError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| {
+        SandboxError::Failed(format!(
+            "seccomp: no filter for architecture {}: {e}",
+            std::env::consts::ARCH
+        ))
+    })?;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for &nr in ALLOWED_COMMON.iter().chain(ALLOWED_ARCH) {
+        rules.insert(nr, Vec::new());
+    }
+    // New sockets only of family AF_UNIX (commander reconnects, sd_notify); never network.
+    rules.insert(
+        libc::SYS_socket,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
+    );
+    // No executable memory: mmap/mprotect only without PROT_EXEC.
+    let no_exec = || -> Result<Vec<SeccompRule>, SandboxError> {
+        Ok(vec![rule(vec![cond(
+            2,
+            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+            0,
+        )?])?])
+    };
+    rules.insert(libc::SYS_mmap, no_exec()?);
+    rules.insert(libc::SYS_mprotect, no_exec()?);
+    // Only the non-blocking / close-on-exec ioctls std and tokio use on sockets.
+    rules.insert(
+        libc::SYS_ioctl,
+        vec![
+            rule(vec![cond(1, SeccompCmpOp::Eq, libc::FIONBIO as u64)?])?,
+            rule(vec![cond(1, SeccompCmpOp::Eq, libc::FIOCLEX as u64)?])?,
+        ],
+    );
+    let filter = SeccompFilter::new(rules, DEFAULT_ACTION, SeccompAction::Allow, arch)
+        .map_err(|e| SandboxError::Failed(format!("seccomp filter: {e}")))?;
+    filter.try_into().map_err(|e: seccompiler::BackendError| {
+        SandboxError::Failed(format!("seccomp compile: {e}"))
     })
+}
+
+/// True when the running kernel has seccomp filter support (`Seccomp:` in /proc status).
+fn seccomp_supported() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
+        .unwrap_or(false)
+}
+
+fn apply_seccomp() -> Result<bool, SandboxError> {
+    let program = build_filter()?;
+    match seccompiler::apply_filter_all_threads(&program) {
+        Ok(()) => Ok(true),
+        Err(e) if !seccomp_supported() => {
+            tracing::warn!(event = "sandbox", seccomp = "unsupported", error = %e);
+            Ok(false)
+        }
+        Err(e) => Err(SandboxError::Failed(format!("seccomp: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_builds_for_this_arch() {
+        let prog = build_filter().unwrap();
+        assert!(!prog.is_empty());
+    }
+
+    #[test]
+    fn no_duplicate_syscalls() {
+        let mut all: Vec<_> = ALLOWED_COMMON.iter().chain(ALLOWED_ARCH).collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn dangerous_syscalls_not_listed() {
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_ptrace,
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_bind,
+            libc::SYS_listen,
+            libc::SYS_accept4,
+            libc::SYS_mount,
+            libc::SYS_setuid,
+            libc::SYS_prctl,
+            libc::SYS_socket,
+        ] {
+            assert!(
+                !ALLOWED_COMMON.contains(&nr) && !ALLOWED_ARCH.contains(&nr),
+                "syscall {nr} must not be allowed unconditionally"
+            );
+        }
+    }
+
+    #[test]
+    fn grants_cover_paths_and_socket_dirs() {
+        let p = Paths {
+            config: Path::new("/etc/ruroco/server.toml"),
+            keys_dir: Path::new("/etc/ruroco/keys"),
+            state_dir: Path::new("/var/lib/ruroco"),
+            commander_socket: Path::new("/tmp/ruroco-no-such-dir/commander.sock"),
+        };
+        let g = grants(&p, Some("/tmp/notify.sock"), false);
+        let find = |w: &str| g.iter().find(|g| g.what == w).unwrap();
+        assert_eq!(find("config").path, Path::new("/etc/ruroco"));
+        assert_eq!(find("config").access, read_file());
+        assert_eq!(find("keys_dir").access, read_dir());
+        assert!(find("state_dir").access.contains(AccessFs::MakeReg));
+        assert!(!find("state_dir").access.contains(AccessFs::Execute));
+        // Missing socket dir: the nearest existing ancestor.
+        assert_eq!(find("commander_socket").path, Path::new("/tmp"));
+        assert_eq!(find("NOTIFY_SOCKET").access, resolve_unix());
+        assert!(g.iter().all(|g| g.what != "journald"));
+    }
+
+    #[test]
+    fn config_in_broad_dir_grants_only_the_file() {
+        let p = Paths {
+            config: Path::new("/etc/ruroco-server.toml"),
+            keys_dir: Path::new("/k"),
+            state_dir: Path::new("/s"),
+            commander_socket: Path::new("/run/ruroco/c.sock"),
+        };
+        let g = grants(&p, None, false);
+        assert_eq!(g[0].path, Path::new("/etc/ruroco-server.toml"));
+    }
+
+    #[test]
+    fn abstract_notify_socket_keeps_abstract_scope_open() {
+        assert!(!scopes(Some("@/org/x")).contains(Scope::AbstractUnixSocket));
+        assert!(scopes(Some("/run/systemd/notify")).contains(Scope::AbstractUnixSocket));
+        assert!(scopes(None).contains(Scope::Signal));
+    }
 }
