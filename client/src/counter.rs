@@ -1,0 +1,298 @@
+//! The client's state: where it lives, the single-instance lock, and the replay counter.
+//! Never lets the counter go backwards during a send, and never writes it non-atomically.
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ruroco_shared::fsutil;
+
+/// Name of the counter file inside the state directory.
+pub const COUNTER_FILE: &str = "counter";
+/// Name of the lock file inside the state directory.
+pub const LOCK_FILE: &str = "counter.lock";
+/// A counter file is one decimal u128 (at most 39 digits) and a newline; anything much
+/// larger is not a counter file and is not read whole.
+const COUNTER_MAX_LEN: u64 = 64;
+/// Mode of the state directory when the client creates it.
+const STATE_DIR_MODE: u32 = 0o700;
+/// Mode of the counter and lock files.
+const STATE_FILE_MODE: u32 = 0o600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CounterError {
+    #[error(
+        "no state directory: neither XDG_STATE_HOME nor HOME is set to an absolute path; pass --state-dir DIR"
+    )]
+    NoStateDir,
+    #[error(
+        "state directory {path}: cannot create: {source} (pass --state-dir DIR to use another)"
+    )]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("lock file {path}: cannot open: {source} (check the state directory's permissions)")]
+    OpenLock { path: PathBuf, source: io::Error },
+    #[error("lock file {path}: cannot lock: {source}")]
+    Lock { path: PathBuf, source: Errno },
+    #[error("counter file {path}: cannot read: {source} (check its permissions)")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("counter file {path} is corrupt ({detail}): run `ruroco-client reseed` to reset it")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("counter file {path}: cannot write: {source} (check free space and permissions)")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Where the client keeps its state: `--state-dir`, else `$XDG_STATE_HOME/ruroco`, else
+/// `$HOME/.local/state/ruroco`. Relative XDG/HOME values are ignored, as the XDG spec asks.
+pub fn state_dir(
+    cli: Option<&Path>,
+    xdg_state_home: Option<&str>,
+    home: Option<&str>,
+) -> Result<PathBuf, CounterError> {
+    if let Some(dir) = cli {
+        return Ok(dir.to_owned());
+    }
+    if let Some(xdg) = absolute(xdg_state_home) {
+        return Ok(xdg.join("ruroco"));
+    }
+    if let Some(home) = absolute(home) {
+        return Ok(home.join(".local/state/ruroco"));
+    }
+    Err(CounterError::NoStateDir)
+}
+
+fn absolute(v: Option<&str>) -> Option<&Path> {
+    v.map(Path::new).filter(|p| p.is_absolute())
+}
+
+/// The state directory from the command line and the process environment.
+pub fn state_dir_from_env(cli: Option<&Path>) -> Result<PathBuf, CounterError> {
+    let xdg = std::env::var("XDG_STATE_HOME").ok();
+    let home = std::env::var("HOME").ok();
+    state_dir(cli, xdg.as_deref(), home.as_deref())
+}
+
+/// Nanoseconds since the Unix epoch (0 for a clock set before 1970).
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The counter for the next send: one past the stored value, or the clock if that is later.
+/// `None` when the stored value cannot be exceeded (only a corrupt or hostile file does that).
+pub fn next_counter(stored: u128, now: u128) -> Option<u128> {
+    stored.checked_add(1).map(|n| n.max(now))
+}
+
+/// Parse the text of a counter file: one decimal u128, surrounding whitespace ignored.
+pub fn parse_counter(text: &str) -> Result<u128, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty".to_owned());
+    }
+    if !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a decimal number".to_owned());
+    }
+    t.parse::<u128>()
+        .map_err(|_| "number larger than 128 bits".to_owned())
+}
+
+/// The state directory with its exclusive lock held; the lock is released on drop.
+#[derive(Debug)]
+pub struct LockedState {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl LockedState {
+    /// Create the state directory if needed (0700) and take the exclusive lock, waiting for
+    /// another running `ruroco-client` to finish. `on_wait` runs once if we have to wait.
+    pub fn acquire(dir: &Path, on_wait: impl FnOnce(&Path)) -> Result<Self, CounterError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(STATE_DIR_MODE)
+            .create(dir)
+            .map_err(|source| CounterError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(STATE_FILE_MODE)
+            .open(&path)
+            .map_err(|source| CounterError::OpenLock {
+                path: path.clone(),
+                source,
+            })?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((file, Errno::EWOULDBLOCK)) => {
+                on_wait(&path);
+                lock_blocking(file, &path)?
+            }
+            Err((_, source)) => return Err(CounterError::Lock { path, source }),
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub fn counter_path(&self) -> PathBuf {
+        self.dir.join(COUNTER_FILE)
+    }
+
+    /// The stored counter; a missing file is 0, anything unparsable is an error naming the fix.
+    pub fn read(&self) -> Result<u128, CounterError> {
+        let path = self.counter_path();
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(CounterError::Read { path, source }),
+            Ok(m) if !m.is_file() => {
+                return Err(CounterError::Corrupt {
+                    path,
+                    detail: "not a regular file".to_owned(),
+                });
+            }
+            Ok(_) => {}
+        }
+        let text = fsutil::read_bounded(&path, COUNTER_MAX_LEN).map_err(|source| {
+            if source.kind() == io::ErrorKind::InvalidData {
+                CounterError::Corrupt {
+                    path: path.clone(),
+                    detail: source.to_string(),
+                }
+            } else {
+                CounterError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        parse_counter(&text).map_err(|detail| CounterError::Corrupt { path, detail })
+    }
+
+    /// Persist `value` atomically and durably (temp file, fsync, rename, fsync of the dir).
+    pub fn write(&self, value: u128) -> Result<(), CounterError> {
+        let path = self.counter_path();
+        fsutil::write_atomic(&path, format!("{value}\n").as_bytes(), STATE_FILE_MODE)
+            .map_err(|source| CounterError::Write { path, source })
+    }
+
+    /// Take the counter for one send: max(stored + 1, now), persisted before it is returned.
+    pub fn advance(&self, now: u128) -> Result<u128, CounterError> {
+        let stored = self.read()?;
+        let next = next_counter(stored, now).ok_or_else(|| CounterError::Corrupt {
+            path: self.counter_path(),
+            detail: "at its maximum value".to_owned(),
+        })?;
+        self.write(next)?;
+        Ok(next)
+    }
+}
+
+fn lock_blocking(mut file: File, path: &Path) -> Result<Flock<File>, CounterError> {
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(lock),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, source)) => {
+                return Err(CounterError::Lock {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn state_dir_precedence() {
+        let cli = Path::new("/x/cli");
+        assert_eq!(
+            state_dir(Some(cli), Some("/xdg"), Some("/home/u")).unwrap(),
+            PathBuf::from("/x/cli")
+        );
+        assert_eq!(
+            state_dir(None, Some("/xdg"), Some("/home/u")).unwrap(),
+            PathBuf::from("/xdg/ruroco")
+        );
+        assert_eq!(
+            state_dir(None, Some(""), Some("/home/u")).unwrap(),
+            PathBuf::from("/home/u/.local/state/ruroco")
+        );
+        assert_eq!(
+            state_dir(None, Some("relative"), Some("/home/u")).unwrap(),
+            PathBuf::from("/home/u/.local/state/ruroco")
+        );
+        assert!(matches!(
+            state_dir(None, None, None),
+            Err(CounterError::NoStateDir)
+        ));
+    }
+
+    #[test]
+    fn next_counter_rules() {
+        assert_eq!(next_counter(0, 100), Some(100));
+        assert_eq!(next_counter(100, 100), Some(101));
+        assert_eq!(next_counter(500, 100), Some(501));
+        assert_eq!(next_counter(u128::MAX, 1), None);
+    }
+
+    #[test]
+    fn parse_counter_accepts_decimal_only() {
+        assert_eq!(parse_counter("42\n"), Ok(42));
+        assert_eq!(parse_counter("  7 "), Ok(7));
+        assert!(parse_counter("").is_err());
+        assert!(parse_counter("-1").is_err());
+        assert!(parse_counter("+1").is_err());
+        assert!(parse_counter("12abc").is_err());
+        assert!(parse_counter(&"9".repeat(40)).is_err());
+    }
+
+    #[test]
+    fn advance_persists_and_is_monotonic() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = dir.path().join("a/b/ruroco");
+        let st = LockedState::acquire(&sd, |_| {}).unwrap();
+        assert_eq!(
+            fs::metadata(&sd).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(st.read().unwrap(), 0);
+        assert_eq!(st.advance(1000).unwrap(), 1000);
+        assert_eq!(st.advance(10).unwrap(), 1001);
+        assert_eq!(fs::read_to_string(st.counter_path()).unwrap(), "1001\n");
+        let mode = fs::metadata(st.counter_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn corrupt_counter_names_file_and_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LockedState::acquire(dir.path(), |_| {}).unwrap();
+        fs::write(st.counter_path(), "garbage").unwrap();
+        let e = st.advance(1).unwrap_err().to_string();
+        assert!(e.contains("reseed"), "{e}");
+        assert!(e.contains(&st.counter_path().display().to_string()), "{e}");
+        fs::write(st.counter_path(), "1".repeat(100)).unwrap();
+        assert!(matches!(st.read(), Err(CounterError::Corrupt { .. })));
+    }
+}

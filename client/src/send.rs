@@ -1,0 +1,385 @@
+//! `send`: parse HOST[:PORT], resolve it, and send one sealed datagram per address with the
+//! counter of this send. Never waits for or reads a reply.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use ruroco_shared::protocol::{self, VERSION};
+use ruroco_shared::{CmdHash, Key, Plaintext};
+
+/// The server's port when HOST has none.
+pub const DEFAULT_PORT: u16 = 34020;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("address is empty: give HOST, HOST:PORT, IPv6 or [IPv6]:PORT")]
+    Empty,
+    #[error("address {0:?}: bad port {1:?}: must be a number from 1 to 65535")]
+    BadPort(String, String),
+    #[error("address {0:?}: unclosed '[': write an IPv6 address with a port as [IPv6]:PORT")]
+    Unbracketed(String),
+    #[error("address {0:?}: not an IPv6 address inside [..]")]
+    BadBracketed(String),
+}
+
+/// A parsed `-a` value: a host name or IP literal and the port to send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn parse_port(input: &str, port: &str) -> Result<u16, AddrError> {
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+        _ => Err(AddrError::BadPort(input.to_owned(), port.to_owned())),
+    }
+}
+
+/// Parse `HOST`, `HOST:PORT`, `IPv4[:PORT]`, `IPv6`, `[IPv6]` or `[IPv6]:PORT`. A bare IPv6
+/// literal (more than one colon, no brackets) takes the default port; so does a zone id form
+/// like `fe80::1%eth0`, which is left to the resolver.
+pub fn parse_target(input: &str) -> Result<Target, AddrError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(AddrError::Empty);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (inside, after) = rest
+            .split_once(']')
+            .ok_or_else(|| AddrError::Unbracketed(input.to_owned()))?;
+        let host = inside.split('%').next().unwrap_or(inside);
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(AddrError::BadBracketed(input.to_owned()));
+        }
+        let port = match after {
+            "" => DEFAULT_PORT,
+            p => match p.strip_prefix(':') {
+                Some(p) => parse_port(input, p)?,
+                None => return Err(AddrError::BadPort(input.to_owned(), p.to_owned())),
+            },
+        };
+        return Ok(Target {
+            host: inside.to_owned(),
+            port,
+        });
+    }
+    match s.matches(':').count() {
+        0 => Ok(Target {
+            host: s.to_owned(),
+            port: DEFAULT_PORT,
+        }),
+        1 => {
+            let (host, port) = s.split_once(':').unwrap_or((s, ""));
+            if host.is_empty() {
+                return Err(AddrError::Empty);
+            }
+            Ok(Target {
+                host: host.to_owned(),
+                port: parse_port(input, port)?,
+            })
+        }
+        _ => Ok(Target {
+            host: s.to_owned(),
+            port: DEFAULT_PORT,
+        }),
+    }
+}
+
+/// Which address families `-4`/`-6` leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Any,
+    V4,
+    V6,
+}
+
+impl Family {
+    fn admits(self, ip: IpAddr) -> bool {
+        match self {
+            Family::Any => true,
+            Family::V4 => ip.is_ipv4(),
+            Family::V6 => ip.is_ipv6(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::Any => "IP",
+            Family::V4 => "IPv4 (-4)",
+            Family::V6 => "IPv6 (-6)",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("address {target}: cannot resolve: {detail}")]
+    Lookup { target: String, detail: String },
+    #[error("address {target}: resolved to no address")]
+    Nothing { target: String },
+    #[error("address {target}: resolved to {found} but none of them is {family}")]
+    NoneOfFamily {
+        target: String,
+        found: String,
+        family: &'static str,
+    },
+}
+
+/// Keep the addresses of `family`, in order, without duplicates; IPv4-mapped IPv6 counts as
+/// IPv4 (it is sent from an IPv4 socket and encodes the same on the wire).
+pub fn filter_addrs(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    family: Family,
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    for a in addrs {
+        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+        if seen.insert(a) {
+            all.push(a);
+        }
+    }
+    let kept = all
+        .iter()
+        .copied()
+        .filter(|a| family.admits(a.ip()))
+        .collect();
+    (kept, all)
+}
+
+/// Resolve one target to the addresses of `family` (IP literals need no lookup).
+pub fn resolve(target: &Target, family: Family) -> Result<Vec<SocketAddr>, ResolveError> {
+    let name = target.to_string();
+    let found = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| ResolveError::Lookup {
+            target: name.clone(),
+            detail: e.to_string(),
+        })?;
+    let (kept, all) = filter_addrs(found, family);
+    if all.is_empty() {
+        return Err(ResolveError::Nothing { target: name });
+    }
+    if kept.is_empty() {
+        let found = all
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ResolveError::NoneOfFamily {
+            target: name,
+            found,
+            family: family.name(),
+        });
+    }
+    Ok(kept)
+}
+
+/// The plaintext for one datagram of a send.
+pub fn plaintext(
+    command: &str,
+    counter: u128,
+    strict: bool,
+    src_ip: Option<IpAddr>,
+    dst: SocketAddr,
+) -> Plaintext {
+    Plaintext {
+        version: VERSION,
+        cmd: CmdHash::of_name(command),
+        counter,
+        strict,
+        src_ip: src_ip.map(|ip| ip.to_canonical()),
+        dst_ip: Some(dst.ip().to_canonical()),
+    }
+}
+
+/// A warning when a key file others may read; the client runs as a user, so it only warns
+/// (the server is the one that refuses loose permissions).
+pub fn key_mode_warning(path: &Path) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "warning: key file {} is accessible by group/others (mode {mode:04o}): chmod 0600 {}",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+/// One unconnected UDP socket per family, opened on first use.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+impl Sockets {
+    fn for_addr(&mut self, to: SocketAddr) -> io::Result<&UdpSocket> {
+        let (slot, bind) = match to {
+            SocketAddr::V4(_) => (&mut self.v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            SocketAddr::V6(_) => (&mut self.v6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))),
+        };
+        if slot.is_none() {
+            *slot = Some(UdpSocket::bind(bind)?);
+        }
+        slot.as_ref()
+            .ok_or_else(|| io::Error::other("socket slot empty after bind"))
+    }
+
+    /// Send one datagram; a short send is an error (it would be dropped as `bad_length`).
+    pub fn send(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        let n = self.for_addr(to)?.send_to(datagram, to)?;
+        if n != datagram.len() {
+            return Err(io::Error::other(format!(
+                "short send: {n} of {} bytes",
+                datagram.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What every datagram of one send carries, apart from its destination.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub command: &'a str,
+    pub counter: u128,
+    pub strict: bool,
+    pub src_ip: Option<IpAddr>,
+}
+
+/// Seal and send one datagram per address with the same counter, `delay` apart.
+/// `report` gets each address with the outcome; returns how many sends succeeded.
+pub fn send_all(
+    key: &Key,
+    req: Request<'_>,
+    addrs: &[SocketAddr],
+    delay: Duration,
+    mut report: impl FnMut(SocketAddr, &io::Result<()>),
+) -> usize {
+    let mut sockets = Sockets::default();
+    let mut ok = 0;
+    for (i, &to) in addrs.iter().enumerate() {
+        if i > 0 && !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let pt = plaintext(req.command, req.counter, req.strict, req.src_ip, to);
+        let result = protocol::seal_random(key, &pt)
+            .map_err(|e| io::Error::other(format!("random IV: {e}")))
+            .and_then(|d| sockets.send(&d, to));
+        if result.is_ok() {
+            ok += 1;
+        }
+        report(to, &result);
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(host: &str, port: u16) -> Target {
+        Target {
+            host: host.to_owned(),
+            port,
+        }
+    }
+
+    #[test]
+    fn parses_every_address_form() {
+        let cases = [
+            ("example.org", t("example.org", DEFAULT_PORT)),
+            ("example.org:80", t("example.org", 80)),
+            ("10.0.0.1", t("10.0.0.1", DEFAULT_PORT)),
+            ("10.0.0.1:1234", t("10.0.0.1", 1234)),
+            ("::1", t("::1", DEFAULT_PORT)),
+            ("2001:db8::5", t("2001:db8::5", DEFAULT_PORT)),
+            ("[::1]", t("::1", DEFAULT_PORT)),
+            ("[2001:db8::5]:9", t("2001:db8::5", 9)),
+            ("fe80::1%eth0", t("fe80::1%eth0", DEFAULT_PORT)),
+            ("[fe80::1%eth0]:7", t("fe80::1%eth0", 7)),
+            ("  localhost:65535 ", t("localhost", 65535)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_target(input), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_addresses() {
+        for input in [
+            "",
+            "  ",
+            ":80",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:+80",
+            "host:http",
+            "[::1",
+            "[::1]80",
+            "[::1]:",
+            "[nope]:80",
+            "[1.2.3.4]:80",
+        ] {
+            assert!(parse_target(input).is_err(), "{input:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn display_brackets_v6() {
+        assert_eq!(t("::1", 5).to_string(), "[::1]:5");
+        assert_eq!(t("a.b", 5).to_string(), "a.b:5");
+    }
+
+    #[test]
+    fn filter_by_family_dedups_and_maps() {
+        let v4: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        let v6: SocketAddr = "[::1]:5".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5".parse().unwrap();
+        let (kept, all) = filter_addrs([v4, v6, mapped, v6], Family::Any);
+        assert_eq!(kept, vec![v4, v6]);
+        assert_eq!(all, vec![v4, v6]);
+        assert_eq!(filter_addrs([v4, v6], Family::V4).0, vec![v4]);
+        assert_eq!(filter_addrs([v4, v6], Family::V6).0, vec![v6]);
+        assert!(filter_addrs([v4], Family::V6).0.is_empty());
+    }
+
+    #[test]
+    fn resolves_literals_without_lookup() {
+        let a = resolve(&t("127.0.0.1", 9), Family::Any).unwrap();
+        assert_eq!(a, vec!["127.0.0.1:9".parse().unwrap()]);
+        let a = resolve(&t("::1", 9), Family::V6).unwrap();
+        assert_eq!(a, vec!["[::1]:9".parse().unwrap()]);
+        let e = resolve(&t("127.0.0.1", 9), Family::V6).unwrap_err();
+        assert!(e.to_string().contains("IPv6"), "{e}");
+    }
+
+    #[test]
+    fn plaintext_fields() {
+        let dst: SocketAddr = "[::ffff:10.1.2.3]:9".parse().unwrap();
+        let p = plaintext("hello", 77, false, Some("1.2.3.4".parse().unwrap()), dst);
+        assert_eq!(p.version, 1);
+        assert_eq!(p.cmd, CmdHash::of_name("hello"));
+        assert_eq!(p.counter, 77);
+        assert!(!p.strict);
+        assert_eq!(p.src_ip, Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(p.dst_ip, Some("10.1.2.3".parse().unwrap()));
+    }
+}
