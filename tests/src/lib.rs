@@ -1,1 +1,1196 @@
-//! Helpers for end-to-end tests that start the real ruroco binaries.
+//! End-to-end harness: runs the real ruroco binaries (commander as root, server as an
+//! unprivileged user, socket-activated or binding itself) in a temp dir, owns their notify
+//! sockets, sends datagrams, reads outcomes. It must never leave a process it started running,
+//! nor touch anything outside its own temp dirs.
+// A harness failure is a test failure: panicking with a clear message is the intended way out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Gid, Group, Pid, Uid, User, chown};
+use ruroco_shared::protocol::{self, Plaintext};
+use ruroco_shared::{CmdHash, DATAGRAM_LEN, Key};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long any wait for a condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// How often a condition is polled.
+pub const POLL: Duration = Duration::from_millis(20);
+/// Names of the three binaries the chain runs.
+pub const SERVER: &str = "ruroco-server";
+pub const COMMANDER: &str = "ruroco-commander";
+pub const CLIENT: &str = "ruroco-client";
+/// The counters the server reports in `STATUS=` besides one per rejection reason.
+pub const STATUS_TOTALS: [&str; 5] = [
+    "received",
+    "accepted",
+    "forwarded",
+    "queue_dropped",
+    "persist_failed",
+];
+/// Receive-queue bytes above which paced senders wait for the server to catch up: well below
+/// the kernel's default socket buffer (`rmem_default`, 208 KiB) so nothing is dropped.
+const PACE_QUEUE_BYTES: u64 = 64 * 1024;
+
+/// Poll `f` every [`POLL`] until it returns `Some`, or fail after `deadline` naming `what`
+/// and what `f` last saw (via `last`).
+pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > until {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// A counter for a hand-made datagram: now in ns, strictly above every one handed out before
+/// in this process (the same rule as the client's).
+pub fn fresh_counter() -> u128 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    // ns since the epoch fit in u64 until 2554.
+    let now = now_ns() as u64;
+    let mut prev = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return u128::from(next),
+            Err(p) => prev = p,
+        }
+    }
+}
+
+/// A plaintext for `cmd` with a fresh counter, strict, nothing claimed, sent to `dst`.
+pub fn plaintext(cmd: &str, dst: IpAddr) -> Plaintext {
+    Plaintext {
+        version: protocol::VERSION,
+        cmd: CmdHash::of_name(cmd),
+        counter: fresh_counter(),
+        strict: true,
+        src_ip: None,
+        dst_ip: Some(dst),
+    }
+}
+
+pub fn seal(key: &Key, pt: &Plaintext) -> [u8; DATAGRAM_LEN] {
+    protocol::seal_random(key, pt).expect("OS random generator")
+}
+
+pub fn uid_of(user: &str) -> Uid {
+    User::from_name(user)
+        .expect("getpwnam")
+        .unwrap_or_else(|| panic!("no user {user} on this machine"))
+        .uid
+}
+
+pub fn gid_of(group: &str) -> Gid {
+    Group::from_name(group)
+        .expect("getgrnam")
+        .unwrap_or_else(|| panic!("no group {group} on this machine"))
+        .gid
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+pub fn chown_to(path: &Path, user: Option<&str>, group: Option<&str>) {
+    chown(path, user.map(uid_of), group.map(gid_of))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+/// The cargo target profile dir holding the binaries: the test exe lives in `<it>/deps/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Copy the three binaries into `dest` (mode 0755) so an unprivileged user can run them
+/// wherever the checkout lives.
+pub fn install_binaries(dest: &Path) {
+    let src = profile_dir();
+    fs::create_dir_all(dest).unwrap();
+    chmod(dest, 0o755);
+    for name in [SERVER, COMMANDER, CLIENT] {
+        let from = src.join(name);
+        if !from.is_file() {
+            panic!(
+                "{} is missing: run `cargo build --workspace` first (the end-to-end tests start \
+                 the real binaries)",
+                from.display()
+            );
+        }
+        let to = dest.join(name);
+        fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        chmod(&to, 0o755);
+    }
+}
+
+/// A fresh temp dir, mode 0755, under /tmp (never under a possibly-0700 home).
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    chmod(d.path(), 0o755);
+    d
+}
+
+/// A UDP port free on both IPv4 and IPv6 loopback/wildcard right now.
+pub fn free_udp_port() -> u16 {
+    for _ in 0..100 {
+        let s = UdpSocket::bind("[::]:0").expect("bind [::]:0");
+        let port = s.local_addr().unwrap().port();
+        drop(s);
+        if UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port");
+}
+
+/// Parse a `STATUS=` text of `key=value` words into numbers (non-numeric words are skipped).
+pub fn parse_status(text: &str) -> BTreeMap<String, u64> {
+    text.split_whitespace()
+        .filter_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `(rx_queue bytes, drops)` summed over the UDP sockets bound to local `port`
+/// (/proc/net/udp and udp6), or `None` when no such socket exists.
+pub fn udp_queue(port: u16) -> Option<(u64, u64)> {
+    let mut found = None;
+    let want = format!(":{port:04X}");
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 13 || !f[1].ends_with(&want) {
+                continue;
+            }
+            let rx = f[4]
+                .split_once(':')
+                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+                .unwrap_or(0);
+            let drops: u64 = f[f.len() - 1].parse().unwrap_or(0);
+            let (r, d) = found.unwrap_or((0, 0));
+            found = Some((r + rx, d + drops));
+        }
+    }
+    found
+}
+
+/// `/proc/PID/status` as a map of field -> value text.
+pub fn proc_status(pid: u32) -> BTreeMap<String, String> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// A `VmHWM`-style "1234 kB" value in bytes.
+pub fn kb_field(v: &str) -> u64 {
+    v.split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// A process this harness started, with a notify socket of its own and a log file.
+#[derive(Debug)]
+pub struct Daemon {
+    pub name: String,
+    child: Child,
+    notify: UnixDatagram,
+    notify_path: PathBuf,
+    pub log: PathBuf,
+    /// Every notify datagram received so far, in order.
+    pub messages: Vec<String>,
+    exited: Option<ExitStatus>,
+}
+
+impl Daemon {
+    /// Spawn `cmd` in its own process group, stdout+stderr appended to `log`, with
+    /// `NOTIFY_SOCKET` pointing at a socket this harness owns (writable by anyone, so a
+    /// daemon that switched user can still notify).
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path, log: &Path) -> Self {
+        let notify_path = dir.join(format!("{name}.notify"));
+        let _ = fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify.set_nonblocking(true).unwrap();
+        chmod(&notify_path, 0o777);
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        cmd.env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        Self {
+            name: name.to_owned(),
+            child,
+            notify,
+            notify_path,
+            log: log.to_path_buf(),
+            messages: Vec::new(),
+            exited: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Collect every notify datagram waiting on the socket.
+    pub fn drain_notify(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.notify.recv(&mut buf) {
+            self.messages
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+
+    /// How many notify datagrams carried the line `line` (e.g. "READY=1").
+    pub fn count_notify(&mut self, line: &str) -> usize {
+        self.drain_notify();
+        self.messages
+            .iter()
+            .filter(|m| m.lines().any(|l| l == line))
+            .count()
+    }
+
+    /// Wait until `line` has been seen at least `n` times in total; fails early if the
+    /// process exits, showing its log.
+    pub fn wait_notify(&mut self, line: &str, n: usize) {
+        let what = format!("{} to send {line} ({n} times)", self.name);
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if self.count_notify(line) >= n {
+                return;
+            }
+            if let Some(st) = self.try_exit() {
+                panic!(
+                    "{} exited ({st}) before {line}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            if Instant::now() > until {
+                panic!(
+                    "timed out waiting for {what}; notify so far: {:?}; log:\n{}",
+                    self.messages,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The counters of the last `STATUS=` the daemon sent (empty before the first).
+    pub fn status(&mut self) -> BTreeMap<String, u64> {
+        self.drain_notify();
+        self.messages
+            .iter()
+            .rev()
+            .find_map(|m| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
+            .map(parse_status)
+            .unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log contains `needle`.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let text = self.log_text();
+            if text.contains(needle) {
+                return text;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "timed out waiting for {:?} in the {} log:\n{text}",
+                    needle, self.name
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Exit status if the process has ended (reaped).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.try_exit().is_none()
+    }
+
+    /// Assert the process is still running, showing its log otherwise.
+    pub fn assert_alive(&mut self) {
+        if let Some(st) = self.try_exit() {
+            panic!("{} died ({st}); log:\n{}", self.name, self.log_text());
+        }
+    }
+
+    pub fn signal(&mut self, sig: Signal) {
+        if self.alive() {
+            kill(Pid::from_raw(self.pid() as i32), sig)
+                .unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
+        }
+    }
+
+    /// Wait for the process to exit and reap it.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let name = self.name.clone();
+        wait_for(&format!("{name} to exit"), DEADLINE, || self.try_exit())
+    }
+
+    /// SIGKILL the whole process group and reap.
+    pub fn kill_group(&mut self) -> ExitStatus {
+        if self.alive() {
+            let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+        }
+        self.wait_exit()
+    }
+
+    /// Exit code, or 128+signal.
+    pub fn exit_code(st: ExitStatus) -> i32 {
+        st.code()
+            .or_else(|| st.signal().map(|s| 128 + s))
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+        let _ = fs::remove_file(&self.notify_path);
+    }
+}
+
+/// How the server gets its UDP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// `systemd-socket-activate --datagram -l HOST:PORT ...` running the server through
+    /// `setpriv` as the server user from the start. Hosts like "127.0.0.1" or "[::]".
+    Socket(Vec<String>),
+    /// The server started as root binds `listen` (HOST) itself and switches to the user.
+    Direct(String),
+}
+
+/// Describes a chain before it starts.
+#[derive(Debug, Clone)]
+pub struct ChainBuilder {
+    keys: Vec<String>,
+    key_texts: Vec<(String, String)>,
+    allow: Vec<(String, Vec<String>)>,
+    commands: Vec<(String, String)>,
+    ips: Vec<String>,
+    activation: Activation,
+    server_user: String,
+    server_extra: Vec<String>,
+    rate_limit: Vec<String>,
+    commander_extra: Vec<String>,
+    start_commander: bool,
+    start_server: bool,
+}
+
+impl Default for ChainBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Shell text that records one run: a line `<command> <ip>` appended to `out`.
+pub fn record(out: &Path) -> String {
+    format!("echo \"$RUROCO_COMMAND $RUROCO_IP\" >> '{}'", out.display())
+}
+
+impl ChainBuilder {
+    /// One key `k1`, commands `default`, `hello`, `other` recording to the out file,
+    /// `ips = ["127.0.0.1"]`, socket-activated on 127.0.0.1, server as nobody, rate limits
+    /// high enough that one test source never hits them.
+    pub fn new() -> Self {
+        Self {
+            keys: vec!["k1".to_owned()],
+            key_texts: Vec::new(),
+            allow: Vec::new(),
+            commands: ["default", "hello", "other"]
+                .iter()
+                .map(|c| ((*c).to_owned(), "@record".to_owned()))
+                .collect(),
+            ips: vec!["127.0.0.1".to_owned()],
+            activation: Activation::Socket(vec!["127.0.0.1".to_owned()]),
+            server_user: "nobody".to_owned(),
+            server_extra: Vec::new(),
+            rate_limit: vec![
+                "per_source = 100000.0".to_owned(),
+                "burst = 100000".to_owned(),
+                "global = 10000000".to_owned(),
+            ],
+            commander_extra: Vec::new(),
+            start_commander: true,
+            start_server: true,
+        }
+    }
+
+    /// Generated keys named `names` (files `<name>.key`), replacing the default `k1`.
+    pub fn keys(mut self, names: &[&str]) -> Self {
+        self.keys = names.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// A key file with the given text (e.g. the reference vectors' keys).
+    pub fn key_text(mut self, name: &str, text: &str) -> Self {
+        self.key_texts.push((name.to_owned(), text.to_owned()));
+        self
+    }
+
+    pub fn allow(mut self, key: &str, commands: &[&str]) -> Self {
+        self.allow.push((
+            key.to_owned(),
+            commands.iter().map(|s| (*s).to_owned()).collect(),
+        ));
+        self
+    }
+
+    /// A command recording its runs to the out file.
+    pub fn record_command(mut self, name: &str) -> Self {
+        self.commands.retain(|(n, _)| n != name);
+        self.commands.push((name.to_owned(), "@record".to_owned()));
+        self
+    }
+
+    /// A command with a raw TOML value (string or inline table); `@OUT` in it becomes the
+    /// quoted-safe path of the out file, `@DIR` the chain dir.
+    pub fn command(mut self, name: &str, toml_value: &str) -> Self {
+        self.commands.retain(|(n, _)| n != name);
+        self.commands.push((name.to_owned(), toml_value.to_owned()));
+        self
+    }
+
+    pub fn ips(mut self, ips: &[&str]) -> Self {
+        self.ips = ips.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    pub fn activation(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+
+    /// Run the server as this user (group stays nogroup, which may read the keys).
+    pub fn server_user(mut self, user: &str) -> Self {
+        self.server_user = user.to_owned();
+        self
+    }
+
+    /// Extra top-level lines for server.toml.
+    pub fn server_line(mut self, line: &str) -> Self {
+        self.server_extra.push(line.to_owned());
+        self
+    }
+
+    /// Replace the `[rate_limit]` lines.
+    pub fn rate_limit(mut self, lines: &[&str]) -> Self {
+        self.rate_limit = lines.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Extra top-level lines for commander.toml.
+    pub fn commander_line(mut self, line: &str) -> Self {
+        self.commander_extra.push(line.to_owned());
+        self
+    }
+
+    /// Prepare everything but do not start the commander.
+    pub fn without_commander(mut self) -> Self {
+        self.start_commander = false;
+        self
+    }
+
+    /// Prepare everything but do not start the server.
+    pub fn without_server(mut self) -> Self {
+        self.start_server = false;
+        self
+    }
+
+    /// Write the temp dir, configs and keys, then start the commander and the server.
+    pub fn start(self) -> Chain {
+        let dir = temp_dir("ruroco-e2e.");
+        let root = dir.path().to_path_buf();
+        let bin = root.join("bin");
+        install_binaries(&bin);
+        let keys_dir = root.join("keys");
+        let state_dir = root.join("state");
+        let cstate_dir = root.join("commander-state");
+        let run_dir = root.join("run");
+        let client_state = root.join("client-state");
+        for d in [&keys_dir, &state_dir, &cstate_dir, &run_dir, &client_state] {
+            fs::create_dir(d).unwrap();
+        }
+        chmod(&keys_dir, 0o750);
+        chown_to(&keys_dir, None, Some("nogroup"));
+        chmod(&state_dir, 0o700);
+        chown_to(&state_dir, Some(&self.server_user), Some("nogroup"));
+        chmod(&cstate_dir, 0o700);
+        chmod(&run_dir, 0o755);
+        chmod(&client_state, 0o700);
+        let out = root.join("out");
+        let port = free_udp_port();
+        let mut chain = Chain {
+            server: None,
+            commander: None,
+            bin,
+            keys_dir,
+            state_dir,
+            cstate_dir,
+            run_dir: run_dir.clone(),
+            client_state,
+            out,
+            server_toml: root.join("server.toml"),
+            commander_toml: root.join("commander.toml"),
+            socket: run_dir.join("commander.sock"),
+            port,
+            kicks: 0,
+            baseline: BTreeMap::new(),
+            cfg: self,
+            root,
+            dir,
+        };
+        for name in chain.cfg.keys.clone() {
+            let key = Key::generate().expect("generate key");
+            chain.write_key(&name, &key.to_file_text());
+        }
+        for (name, text) in chain.cfg.key_texts.clone() {
+            chain.write_key(&name, &text);
+        }
+        chain.write_server_config();
+        chain.write_commander_config();
+        if chain.cfg.start_commander {
+            chain.start_commander();
+        }
+        if chain.cfg.start_server {
+            chain.start_server();
+        }
+        chain
+    }
+}
+
+/// A running (or ready to run) commander + server pair in a temp dir.
+#[derive(Debug)]
+pub struct Chain {
+    // Declared first so they are killed before the temp dir goes.
+    pub server: Option<Daemon>,
+    pub commander: Option<Daemon>,
+    pub bin: PathBuf,
+    pub keys_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub cstate_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub client_state: PathBuf,
+    /// Every recorded command appends `<command> <ip>` here.
+    pub out: PathBuf,
+    pub server_toml: PathBuf,
+    pub commander_toml: PathBuf,
+    /// The commander's socket path (also the server's `commander_socket`).
+    pub socket: PathBuf,
+    pub port: u16,
+    /// Datagrams the harness sent to wake socket activation since the server started.
+    pub kicks: u64,
+    /// Counters at server start (after the kicks were counted); tests speak in deltas.
+    pub baseline: BTreeMap<String, u64>,
+    pub cfg: ChainBuilder,
+    pub root: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Chain {
+    pub fn builder() -> ChainBuilder {
+        ChainBuilder::new()
+    }
+
+    pub fn key_path(&self, name: &str) -> PathBuf {
+        self.keys_dir.join(format!("{name}.key"))
+    }
+
+    /// Write a key file the way an operator would for a server running as an unprivileged
+    /// user: 0640 root:nogroup.
+    pub fn write_key(&self, name: &str, text: &str) {
+        let p = self.key_path(name);
+        fs::write(&p, text).unwrap();
+        chmod(&p, 0o640);
+        chown_to(&p, None, Some("nogroup"));
+    }
+
+    pub fn key(&self, name: &str) -> Key {
+        Key::load(&self.key_path(name)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn expand(&self, text: &str) -> String {
+        text.replace("@OUT", &self.out.display().to_string())
+            .replace("@DIR", &self.root.display().to_string())
+    }
+
+    pub fn write_server_config(&self) {
+        let c = &self.cfg;
+        let ips: Vec<String> = c.ips.iter().map(|i| format!("\"{i}\"")).collect();
+        let listen = match &c.activation {
+            Activation::Direct(host) => format!("{host}:{}", self.port),
+            Activation::Socket(_) => format!("127.0.0.1:{}", self.port),
+        };
+        let mut t = format!(
+            "ips = [{}]\nlisten = \"{listen}\"\nkeys_dir = \"{}\"\nstate_dir = \"{}\"\n\
+             commander_socket = \"{}\"\nuser = \"{}\"\n",
+            ips.join(", "),
+            self.keys_dir.display(),
+            self.state_dir.display(),
+            self.socket.display(),
+            c.server_user,
+        );
+        for l in &c.server_extra {
+            t.push_str(&self.expand(l));
+            t.push('\n');
+        }
+        t.push_str("\n[rate_limit]\n");
+        for l in &c.rate_limit {
+            t.push_str(l);
+            t.push('\n');
+        }
+        for (key, cmds) in &c.allow {
+            let list: Vec<String> = cmds.iter().map(|c| format!("\"{c}\"")).collect();
+            t.push_str(&format!(
+                "\n[keys.{key}]\ncommands = [{}]\n",
+                list.join(", ")
+            ));
+        }
+        fs::write(&self.server_toml, t).unwrap();
+        chmod(&self.server_toml, 0o644);
+    }
+
+    pub fn write_commander_config(&self) {
+        let c = &self.cfg;
+        let mut t = format!(
+            "server_user = \"{}\"\nsocket = \"{}\"\nsocket_group = \"nogroup\"\nstate_dir = \"{}\"\n",
+            c.server_user,
+            self.socket.display(),
+            self.cstate_dir.display(),
+        );
+        for l in &c.commander_extra {
+            t.push_str(&self.expand(l));
+            t.push('\n');
+        }
+        t.push_str("\n[commands]\n");
+        for (name, v) in &c.commands {
+            let value = if v == "@record" {
+                toml_string(&record(&self.out))
+            } else {
+                self.expand(v)
+            };
+            t.push_str(&format!("{name} = {value}\n"));
+        }
+        fs::write(&self.commander_toml, t).unwrap();
+        chmod(&self.commander_toml, 0o600);
+    }
+
+    /// Start the commander as root and wait for READY=1.
+    pub fn start_commander(&mut self) {
+        let mut cmd = Command::new(self.bin.join(COMMANDER));
+        cmd.arg("--config").arg(&self.commander_toml);
+        let mut d = Daemon::spawn(
+            "commander",
+            cmd,
+            &self.root,
+            &self.root.join("commander.log"),
+        );
+        d.wait_notify("READY=1", 1);
+        self.commander = Some(d);
+    }
+
+    /// Start the server as configured and wait for READY=1 (waking socket activation with an
+    /// empty datagram, counted as `bad_length`, when needed).
+    pub fn start_server(&mut self) {
+        let log = self.root.join("server.log");
+        let user = self.cfg.server_user.clone();
+        let d = match self.cfg.activation.clone() {
+            Activation::Socket(hosts) => {
+                let mut cmd = Command::new("systemd-socket-activate");
+                cmd.arg("--datagram");
+                for h in &hosts {
+                    cmd.arg("-l").arg(format!("{h}:{}", self.port));
+                }
+                cmd.arg("-E")
+                    .arg("NOTIFY_SOCKET")
+                    .arg("-E")
+                    .arg("RUROCO_LOG")
+                    .arg("setpriv")
+                    .arg(format!("--reuid={user}"))
+                    .arg("--regid=nogroup")
+                    .args(["--clear-groups", "--bounding-set=-all", "--no-new-privs"])
+                    .arg(self.bin.join(SERVER))
+                    .arg("--config")
+                    .arg(&self.server_toml);
+                let mut d = Daemon::spawn("server", cmd, &self.root, &log);
+                // systemd-socket-activate starts the daemon on the first datagram.
+                let host = hosts[0].trim_start_matches('[').trim_end_matches(']');
+                let target: IpAddr = match host {
+                    "::" => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                    "0.0.0.0" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    h => h.parse().expect("listen host"),
+                };
+                wait_for("systemd-socket-activate to listen", DEADLINE, || {
+                    udp_queue(self.port).map(|_| ())
+                });
+                send_from(
+                    unspecified_like(target),
+                    SocketAddr::new(target, self.port),
+                    &[],
+                );
+                self.kicks = 1;
+                d.wait_notify("READY=1", 1);
+                d
+            }
+            Activation::Direct(_) => {
+                let mut cmd = Command::new(self.bin.join(SERVER));
+                cmd.arg("--config").arg(&self.server_toml);
+                self.kicks = 0;
+                let mut d = Daemon::spawn("server", cmd, &self.root, &log);
+                d.wait_notify("READY=1", 1);
+                d
+            }
+        };
+        self.server = Some(d);
+        self.baseline = BTreeMap::new();
+        if self.kicks > 0 {
+            let kicks = self.kicks;
+            let base = wait_for(
+                "the server to count the activation datagram",
+                DEADLINE,
+                || {
+                    let s = self.server_mut().status();
+                    (s.get("received") == Some(&kicks)).then_some(s)
+                },
+            );
+            self.baseline = base;
+        }
+    }
+
+    pub fn server_mut(&mut self) -> &mut Daemon {
+        self.server.as_mut().expect("server not running")
+    }
+
+    pub fn commander_mut(&mut self) -> &mut Daemon {
+        self.commander.as_mut().expect("commander not running")
+    }
+
+    pub fn server_pid(&self) -> u32 {
+        self.server.as_ref().expect("server not running").pid()
+    }
+
+    /// Stop the server with `sig` (SIGTERM or SIGKILL) and reap it; returns its exit status.
+    pub fn stop_server(&mut self, sig: Signal) -> ExitStatus {
+        let mut d = self.server.take().expect("server not running");
+        d.signal(sig);
+        let st = d.wait_exit();
+        // Keep the log of earlier runs readable: the next start appends.
+        drop(d);
+        st
+    }
+
+    pub fn stop_commander(&mut self, sig: Signal) -> ExitStatus {
+        let mut d = self.commander.take().expect("commander not running");
+        d.signal(sig);
+        let st = d.wait_exit();
+        drop(d);
+        st
+    }
+
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn commander_log(&self) -> String {
+        fs::read_to_string(self.root.join("commander.log")).unwrap_or_default()
+    }
+
+    /// The server's destination for IPv4 (127.0.0.1:port).
+    pub fn addr4(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
+    }
+
+    pub fn addr6(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), self.port)
+    }
+
+    /// Run the real client with this chain's state dir.
+    pub fn client(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join(CLIENT))
+            .arg("--state-dir")
+            .arg(&self.client_state)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ruroco-client")
+    }
+
+    /// `ruroco-client send -a <addr> -k <key> <extra...>`; fails the test unless it exits 0.
+    pub fn client_send(&self, addr: &str, key: &str, extra: &[&str]) -> Output {
+        let kp = self.key_path(key);
+        let mut args = vec!["send", "-a", addr, "-k", kp.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = self.client(&args);
+        assert!(
+            o.status.success(),
+            "ruroco-client {args:?} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    /// Send `bytes` to the server from `from` (port chosen by the kernel).
+    pub fn send_raw(&self, from: IpAddr, bytes: &[u8]) {
+        let to = if from.is_ipv4() {
+            self.addr4()
+        } else {
+            self.addr6()
+        };
+        send_from(from, to, bytes);
+    }
+
+    /// Send many datagrams from one source at a pace the server's socket buffer absorbs.
+    pub fn send_paced<'a>(&self, from: IpAddr, datagrams: impl IntoIterator<Item = &'a [u8]>) {
+        let to = if from.is_ipv4() {
+            self.addr4()
+        } else {
+            self.addr6()
+        };
+        let sock = UdpSocket::bind(SocketAddr::new(from, 0)).expect("bind sender");
+        for (i, d) in datagrams.into_iter().enumerate() {
+            if i % 32 == 0 {
+                self.wait_queue_below(PACE_QUEUE_BYTES);
+            }
+            sock.send_to(d, to).expect("send_to");
+        }
+    }
+
+    /// Wait until the server socket's receive queue holds at most `bytes`.
+    pub fn wait_queue_below(&self, bytes: u64) {
+        let port = self.port;
+        wait_for(
+            "the server's receive queue to drain",
+            DEADLINE,
+            || match udp_queue(port) {
+                Some((rx, _)) if rx > bytes => None,
+                _ => Some(()),
+            },
+        );
+    }
+
+    /// Kernel drops counted on the server's UDP socket(s).
+    pub fn udp_drops(&self) -> u64 {
+        udp_queue(self.port).map(|(_, d)| d).unwrap_or(0)
+    }
+
+    /// Current counters minus the baseline at server start.
+    pub fn status_delta(&mut self) -> BTreeMap<String, u64> {
+        let base = self.baseline.clone();
+        let mut s = self.server_mut().status();
+        for (k, v) in s.iter_mut() {
+            *v = v.saturating_sub(base.get(k).copied().unwrap_or(0));
+        }
+        s
+    }
+
+    /// Wait until the `STATUS=` counters, as deltas since the server started, are exactly
+    /// `expected` for the listed names and zero for every other counter except those in
+    /// `ignore`. Fails at once if a counter already exceeds its expectation.
+    pub fn expect_status(&mut self, expected: &[(&str, u64)], ignore: &[&str]) {
+        let mut names: Vec<String> = STATUS_TOTALS.iter().map(|s| (*s).to_owned()).collect();
+        names.extend(
+            ruroco_shared::Reject::ALL
+                .iter()
+                .map(|r| r.as_str().to_owned()),
+        );
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let d = self.status_delta();
+            let mut ok = true;
+            for n in &names {
+                if ignore.contains(&n.as_str()) {
+                    continue;
+                }
+                let want = expected
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| *v)
+                    .unwrap_or(0);
+                let got = d.get(n).copied().unwrap_or(0);
+                if got > want {
+                    panic!(
+                        "STATUS counter {n} is {got}, expected {want}\nexpected {expected:?}\n\
+                         got (delta since start) {d:?}\nserver log:\n{}",
+                        self.server_log()
+                    );
+                }
+                if got != want {
+                    ok = false;
+                }
+            }
+            if ok {
+                return;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "timed out waiting for STATUS counters {expected:?} (others zero, ignoring \
+                     {ignore:?}); last seen (delta since start) {d:?}; server log:\n{}",
+                    self.server_log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Wait until `name` (delta since start) is at least `n`.
+    pub fn wait_counter(&mut self, name: &str, n: u64) -> BTreeMap<String, u64> {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let d = self.status_delta();
+            if d.get(name).copied().unwrap_or(0) >= n {
+                return d;
+            }
+            if let Some(s) = self.server.as_mut() {
+                s.assert_alive();
+            }
+            if Instant::now() > until {
+                panic!(
+                    "timed out waiting for STATUS {name} >= {n}; last seen (delta) {d:?}; \
+                     server log:\n{}",
+                    self.server_log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Lines recorded by the commands so far.
+    pub fn out_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Wait until at least `n` lines were recorded; returns them.
+    pub fn wait_out(&self, n: usize) -> Vec<String> {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let lines = self.out_lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "timed out waiting for {n} recorded runs, have {lines:?}\nserver log:\n{}\n\
+                     commander log:\n{}",
+                    self.server_log(),
+                    self.commander_log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Prove that nothing more than `expected` ran: send a fresh `hello` marker from
+    /// `marker_src` (a source of its own), wait for it to run, then require the recorded
+    /// lines to be exactly `expected` followed by the marker.
+    pub fn assert_only_ran(&mut self, key: &str, expected: &[&str], marker_src: IpAddr) {
+        let k = self.key(key);
+        let dst = if marker_src.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        };
+        let mut pt = plaintext("hello", dst);
+        pt.strict = false;
+        let marker_ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 250));
+        pt.src_ip = Some(marker_ip);
+        self.send_raw(marker_src, &seal(&k, &pt));
+        let marker = format!("hello {marker_ip}");
+        let n = expected.len() + 1;
+        let lines = self.wait_out(n);
+        let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        want.push(marker);
+        assert_eq!(lines, want, "recorded runs (the last is the marker)");
+    }
+
+    /// Assert both daemons still run.
+    pub fn assert_alive(&mut self) {
+        if let Some(s) = self.server.as_mut() {
+            s.assert_alive();
+        }
+        if let Some(c) = self.commander.as_mut() {
+            c.assert_alive();
+        }
+    }
+
+    /// Copy the current test executable to a 0755 dir so `nobody` can run a probe from it.
+    pub fn probe_exe(&self) -> PathBuf {
+        let exe = std::env::current_exe().expect("current_exe");
+        let to = self.bin.join(exe.file_name().expect("exe name"));
+        if !to.exists() {
+            fs::copy(&exe, &to).expect("copy test exe");
+            chmod(&to, 0o755);
+        }
+        to
+    }
+
+    /// Start `probe` (an #[ignore]d test fn of the current test binary) as uid/gid
+    /// 65534 with no capabilities, passing `env`.
+    pub fn spawn_probe_as_nobody(&self, probe: &str, env: &[(&str, &str)], log: &Path) -> Daemon {
+        let exe = self.probe_exe();
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--bounding-set=-all",
+            "--no-new-privs",
+        ])
+        .arg(exe)
+        .args([
+            "--exact",
+            probe,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .current_dir("/");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon::spawn(probe, cmd, &self.root, log)
+    }
+
+    /// The chain's temp dir path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The unspecified address of the same family (a "bind anywhere" source).
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Send one datagram from `from` (any port) to `to`.
+pub fn send_from(from: IpAddr, to: SocketAddr, bytes: &[u8]) {
+    let sock = UdpSocket::bind(SocketAddr::new(from, 0))
+        .unwrap_or_else(|e| panic!("bind sender {from}: {e}"));
+    sock.send_to(bytes, to)
+        .unwrap_or_else(|e| panic!("send {from} -> {to}: {e}"));
+}
+
+/// PIDs of processes whose command line contains `needle` (for orphan checks).
+pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A TOML basic string holding `s`.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Append a line to a file (creating it), for probes reporting to the test.
+pub fn append_line(path: &Path, line: &str) {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    writeln!(f, "{line}").unwrap();
+}
