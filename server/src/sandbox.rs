@@ -174,14 +174,14 @@ fn grants(paths: &Paths<'_>, notify_socket: Option<&str>, journald: bool) -> Vec
             what: "commander_socket",
         });
     }
-    if let Some(sock) = notify_socket.filter(|s| s.starts_with('/')) {
-        if let Some(dir) = existing_ancestor(&parent_of(Path::new(sock))) {
-            out.push(Grant {
-                path: dir,
-                access: resolve_unix(),
-                what: "NOTIFY_SOCKET",
-            });
-        }
+    if let Some(sock) = notify_socket.filter(|s| s.starts_with('/'))
+        && let Some(dir) = existing_ancestor(&parent_of(Path::new(sock)))
+    {
+        out.push(Grant {
+            path: dir,
+            access: resolve_unix(),
+            what: "NOTIFY_SOCKET",
+        });
     }
     if journald && Path::new(JOURNALD_SOCKET_DIR).is_dir() {
         out.push(Grant {
@@ -397,11 +397,14 @@ pub fn build_filter() -> Result<BpfProgram, SandboxError> {
     rules.insert(libc::SYS_mmap, no_exec()?);
     rules.insert(libc::SYS_mprotect, no_exec()?);
     // Only the non-blocking / close-on-exec ioctls std and tokio use on sockets.
+    // (The request type differs between libc targets, hence the casts.)
+    #[allow(clippy::unnecessary_cast)]
+    let (fionbio, fioclex) = (libc::FIONBIO as u64, libc::FIOCLEX as u64);
     rules.insert(
         libc::SYS_ioctl,
         vec![
-            rule(vec![cond(1, SeccompCmpOp::Eq, libc::FIONBIO as u64)?])?,
-            rule(vec![cond(1, SeccompCmpOp::Eq, libc::FIOCLEX as u64)?])?,
+            rule(vec![cond(1, SeccompCmpOp::Eq, fionbio)?])?,
+            rule(vec![cond(1, SeccompCmpOp::Eq, fioclex)?])?,
         ],
     );
     let filter = SeccompFilter::new(rules, DEFAULT_ACTION, SeccompAction::Allow, arch)
