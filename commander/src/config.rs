@@ -1,0 +1,446 @@
+//! The commander's configuration: `commander.toml` parsed strictly (unknown fields are errors),
+//! checked for root ownership and safe permissions, and turned into a hash -> command table.
+//! It must never accept a file others could have written, nor guess at a malformed command.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ruroco_shared::CmdHash;
+use ruroco_shared::duration::HumanDuration;
+use ruroco_shared::fsutil::{self, PermError};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// Where the config lives unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/ruroco/commander.toml";
+/// A config larger than this is refused rather than parsed (it holds a handful of commands).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+const DEFAULT_SERVER_USER: &str = "ruroco";
+const DEFAULT_SOCKET: &str = "/run/ruroco/commander.sock";
+const DEFAULT_SOCKET_GROUP: &str = "ruroco";
+const DEFAULT_STATE_DIR: &str = "/var/lib/ruroco-commander";
+const DEFAULT_MAX_PARALLEL: usize = 4;
+const DEFAULT_QUEUE: usize = 64;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bounds that keep a typo from turning into unbounded concurrency or memory.
+const MAX_MAX_PARALLEL: usize = 1024;
+const MAX_QUEUE: usize = 65536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source} (pass another file with --config PATH)")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refusing config: {0}")]
+    Perm(PermError),
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(
+        "config {path}: server_user {user:?} does not exist: create it (e.g. via the package's sysusers.d) or fix server_user"
+    )]
+    UnknownUser { path: String, user: String },
+    #[error("config {path}: socket_group {group:?} does not exist: create it or fix socket_group")]
+    UnknownGroup { path: String, group: String },
+}
+
+/// One configured command, with its limits and optional undo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub name: String,
+    pub run: String,
+    pub timeout: Duration,
+    pub undo: Option<Undo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undo {
+    pub run: String,
+    pub after: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server_user: String,
+    pub socket: PathBuf,
+    pub socket_group: String,
+    pub state_dir: PathBuf,
+    pub max_parallel: usize,
+    pub queue: usize,
+    pub default_timeout: Duration,
+    pub commands: Commands,
+}
+
+/// Commands by the hash the server sends; names are unique and so are their hashes.
+#[derive(Debug, Clone, Default)]
+pub struct Commands {
+    by_hash: BTreeMap<CmdHash, Command>,
+}
+
+impl Commands {
+    /// The sans-IO lookup: which command, if any, a frame's hash names.
+    pub fn get(&self, hash: CmdHash) -> Option<&Command> {
+        self.by_hash.get(&hash)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Command> {
+        self.by_hash.values().find(|c| c.name == name)
+    }
+
+    /// Every command sorted by name, with its hash (what `--check` prints).
+    pub fn sorted(&self) -> Vec<(&str, CmdHash)> {
+        let mut v: Vec<_> = self
+            .by_hash
+            .iter()
+            .map(|(h, c)| (c.name.as_str(), *h))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "d_server_user")]
+    server_user: String,
+    #[serde(default = "d_socket")]
+    socket: PathBuf,
+    #[serde(default = "d_socket_group")]
+    socket_group: String,
+    #[serde(default = "d_state_dir")]
+    state_dir: PathBuf,
+    #[serde(default = "d_max_parallel")]
+    max_parallel: usize,
+    #[serde(default = "d_queue")]
+    queue: usize,
+    default_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    commands: BTreeMap<String, RawCommand>,
+}
+
+fn d_server_user() -> String {
+    DEFAULT_SERVER_USER.to_owned()
+}
+fn d_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn d_socket_group() -> String {
+    DEFAULT_SOCKET_GROUP.to_owned()
+}
+fn d_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+fn d_max_parallel() -> usize {
+    DEFAULT_MAX_PARALLEL
+}
+fn d_queue() -> usize {
+    DEFAULT_QUEUE
+}
+
+/// A command is either a bare string or a table; both forms keep serde's precise errors.
+#[derive(Debug)]
+struct RawCommand(CommandTable);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandTable {
+    run: String,
+    timeout: Option<HumanDuration>,
+    undo: Option<String>,
+    undo_after: Option<HumanDuration>,
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawCommand;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a shell command string, or a table with run, timeout, undo, undo_after",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand(CommandTable {
+                    run: s.to_owned(),
+                    timeout: None,
+                    undo: None,
+                    undo_after: None,
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCommand, A::Error> {
+                CommandTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawCommand)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Config {
+    /// Parse and validate config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            message: one_line(&e.to_string()),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: p.clone(),
+            message,
+        };
+        if raw.max_parallel == 0 || raw.max_parallel > MAX_MAX_PARALLEL {
+            return Err(invalid(format!(
+                "max_parallel = {} is out of range: use 1..={MAX_MAX_PARALLEL}",
+                raw.max_parallel
+            )));
+        }
+        if raw.queue > MAX_QUEUE {
+            return Err(invalid(format!(
+                "queue = {} is out of range: use 0..={MAX_QUEUE}",
+                raw.queue
+            )));
+        }
+        if raw.server_user.is_empty() || raw.socket_group.is_empty() {
+            return Err(invalid(
+                "server_user and socket_group must not be empty".to_owned(),
+            ));
+        }
+        if !raw.socket.is_absolute() || !raw.state_dir.is_absolute() {
+            return Err(invalid(
+                "socket and state_dir must be absolute paths".to_owned(),
+            ));
+        }
+        let default_timeout = raw.default_timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
+        if default_timeout.is_zero() {
+            return Err(invalid(
+                "default_timeout must be longer than zero, e.g. \"30s\"".to_owned(),
+            ));
+        }
+        if raw.commands.is_empty() {
+            return Err(invalid(
+                "no commands: add a [commands] table, e.g. hello = \"echo hello from $RUROCO_IP\""
+                    .to_owned(),
+            ));
+        }
+        let mut by_hash = BTreeMap::new();
+        for (name, RawCommand(t)) in raw.commands {
+            if name.is_empty() {
+                return Err(invalid("a command name is empty".to_owned()));
+            }
+            if t.run.trim().is_empty() {
+                return Err(invalid(format!(
+                    "commands.{name}: run is empty: give the shell text to run"
+                )));
+            }
+            let timeout = t.timeout.map_or(default_timeout, |d| d.0);
+            if timeout.is_zero() {
+                return Err(invalid(format!(
+                    "commands.{name}: timeout must be longer than zero"
+                )));
+            }
+            let undo = match (t.undo, t.undo_after) {
+                (None, None) => None,
+                (Some(run), Some(after)) => {
+                    if run.trim().is_empty() {
+                        return Err(invalid(format!("commands.{name}: undo is empty")));
+                    }
+                    Some(Undo {
+                        run,
+                        after: after.0,
+                    })
+                }
+                (Some(_), None) => {
+                    return Err(invalid(format!(
+                        "commands.{name}: undo without undo_after: add undo_after = \"5m\" (or remove undo)"
+                    )));
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(format!(
+                        "commands.{name}: undo_after without undo: add undo = \"...\" (or remove undo_after)"
+                    )));
+                }
+            };
+            let hash = CmdHash::of_name(&name);
+            if let Some(other) = by_hash.get(&hash) {
+                let other: &Command = other;
+                return Err(invalid(format!(
+                    "commands.{name} and commands.{} share the hash {hash}: rename one",
+                    other.name
+                )));
+            }
+            by_hash.insert(
+                hash,
+                Command {
+                    name,
+                    run: t.run,
+                    timeout,
+                    undo,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            server_user: raw.server_user,
+            socket: raw.socket,
+            socket_group: raw.socket_group,
+            state_dir: raw.state_dir,
+            max_parallel: raw.max_parallel,
+            queue: raw.queue,
+            default_timeout,
+            commands: Commands { by_hash },
+        })
+    }
+
+    /// Read the file, refuse it unless root-owned and not group/other-writable, then parse.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let read_err = |source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(ConfigError::Invalid {
+                path: p,
+                message: "not a regular file".to_owned(),
+            });
+        }
+        fsutil::check_owner_not_writable(path, &meta, 0).map_err(ConfigError::Perm)?;
+        let text = fsutil::read_bounded(path, MAX_CONFIG_BYTES).map_err(read_err)?;
+        Self::parse(&text, path)
+    }
+
+    /// The uid allowed to send frames.
+    pub fn server_uid(&self) -> Result<u32, ConfigError> {
+        match nix::unistd::User::from_name(&self.server_user) {
+            Ok(Some(u)) => Ok(u.uid.as_raw()),
+            _ => Err(ConfigError::UnknownUser {
+                path: self.path.display().to_string(),
+                user: self.server_user.clone(),
+            }),
+        }
+    }
+
+    /// The group owning a socket file the commander creates itself.
+    pub fn socket_gid(&self) -> Result<u32, ConfigError> {
+        match nix::unistd::Group::from_name(&self.socket_group) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            _ => Err(ConfigError::UnknownGroup {
+                path: self.path.display().to_string(),
+                group: self.socket_group.clone(),
+            }),
+        }
+    }
+}
+
+/// toml errors span several lines with a source excerpt; the daemon reports one line.
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+server_user = "ruroco"
+socket = "/run/ruroco/commander.sock"
+socket_group = "ruroco"
+state_dir = "/var/lib/ruroco-commander"
+max_parallel = 4
+queue = 64
+default_timeout = "30s"
+[commands]
+hello = "echo hello from $RUROCO_IP"
+open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "10s",
+             undo = "nft delete element inet ruroco ssh { $RUROCO_IP }", undo_after = "5m" }
+"#;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/ruroco/commander.toml"))
+    }
+
+    #[test]
+    fn both_command_forms() {
+        let c = parse(EXAMPLE).unwrap();
+        let hello = c.commands.get(CmdHash::of_name("hello")).unwrap();
+        assert_eq!(hello.run, "echo hello from $RUROCO_IP");
+        assert_eq!(hello.timeout, Duration::from_secs(30));
+        assert_eq!(hello.undo, None);
+        let ssh = c.commands.by_name("open_ssh").unwrap();
+        assert_eq!(ssh.timeout, Duration::from_secs(10));
+        assert_eq!(ssh.undo.as_ref().unwrap().after, Duration::from_secs(300));
+        assert_eq!(
+            c.commands.sorted(),
+            vec![
+                ("hello", CmdHash::of_name("hello")),
+                ("open_ssh", CmdHash::of_name("open_ssh"))
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("[commands]\nx = \"true\"\n").unwrap();
+        assert_eq!(c.server_user, "ruroco");
+        assert_eq!(c.socket, Path::new(DEFAULT_SOCKET));
+        assert_eq!(c.max_parallel, 4);
+        assert_eq!(c.queue, 64);
+        assert_eq!(c.default_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("bogus = 1\n[commands]\nx = \"true\"", "bogus"),
+            (
+                "[commands]\nx = { run = \"true\", tiemout = \"1s\" }",
+                "tiemout",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", undo = \"false\" }",
+                "undo_after",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", undo_after = \"1s\" }",
+                "undo",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", timeout = \"5 minutes\" }",
+                "duration",
+            ),
+            ("[commands]\nx = 5", "shell command string"),
+            ("max_parallel = 0\n[commands]\nx = \"true\"", "max_parallel"),
+            ("", "no commands"),
+            ("[commands]\nx = \"  \"", "run is empty"),
+        ];
+        for (text, needle) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "multi-line error: {e}");
+        }
+    }
+}
