@@ -1,8 +1,442 @@
-//! ruroco-server library: all logic lives here so tests can reach it.
+//! ruroco-server: receives 94-byte datagrams, validates them (shared::verdict), persists the
+//! replay floor and forwards 24-byte frames to the root commander. All logic lives here so
+//! tests can reach it; `run()` shows the start-up order. It must never run a command, read
+//! the commands file, or answer on UDP.
 #![forbid(unsafe_code)]
 
-/// Entry point called by `main`.
+pub mod activation;
+pub mod commander_link;
+pub mod config;
+pub mod keys;
+pub mod privileges;
+pub mod rate_limit;
+pub mod receive;
+pub mod replay;
+mod sandbox;
+pub mod status;
+
+use clap::{CommandFactory, Parser};
+use ruroco_shared::verdict::{self, Accepted};
+use ruroco_shared::{KeyId, Policy, Reject, ip, notify};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::Interest;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::commander_link::Outgoing;
+use crate::config::Config;
+use crate::keys::KeySet;
+use crate::rate_limit::RateLimiter;
+use crate::replay::ReplayState;
+use crate::status::{Counters, RejectLog};
+
+/// Rejection summaries: at most one per reason per this many seconds.
+pub const SUMMARY_INTERVAL_S: u64 = 10;
+/// `STATUS=` is sent at most this often (and only when it changed).
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Receive batches handled per wake-up before signals and timers get a turn.
+pub const BATCHES_PER_WAKE: usize = 64;
+/// How long queued frames may still drain to the commander at shutdown.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+/// Command line of `ruroco-server`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ruroco-server",
+    version,
+    about = "Receive ruroco datagrams, validate them and forward commands to ruroco-commander"
+)]
+struct Args {
+    /// Path of the server config.
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Validate the config and keys, print what would be loaded, and exit (0 or 78).
+    #[arg(long)]
+    check: bool,
+}
+
+/// The clap definition, for man pages and completions.
+pub fn cli() -> clap::Command {
+    Args::command()
+}
+
+/// Everything that stops the server, each mapped to a sysexits code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+    #[error(transparent)]
+    Socket(#[from] activation::ActivationError),
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivError),
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl ServerError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ServerError::Config(_) | ServerError::Keys(_) | ServerError::Replay(_) => 78,
+            ServerError::Socket(_) => 74,
+            ServerError::Privileges(_) => 77,
+            ServerError::Sandbox(_) | ServerError::Runtime(_) => 70,
+        }
+    }
+}
+
+/// Entry point called by `main`; returns the process exit code.
 pub fn run() -> i32 {
-    println!("ruroco-server {}", env!("CARGO_PKG_VERSION"));
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 64 } else { 0 };
+        }
+    };
+    if args.check {
+        return check(&args.config);
+    }
+    ruroco_shared::logging::init("ruroco-server");
+    match serve(&args.config) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(event = "failed", error = %e, "{e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// `--check`: config and keys, one line per key, then the effective settings.
+fn check(path: &Path) -> i32 {
+    let loaded = Config::load(path)
+        .map_err(ServerError::from)
+        .and_then(|c| Ok((KeySet::load(&c.keys_dir, &c.keys)?, c)));
+    let (keys, c) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return e.exit_code();
+        }
+    };
+    for k in keys.sorted() {
+        let cmds = k
+            .allowed_names
+            .as_ref()
+            .map_or_else(|| "all".to_owned(), |n| n.join(","));
+        println!("key {} {} commands={cmds}", k.key.id(), k.path.display());
+    }
+    let ips: Vec<String> = c.ips.iter().map(IpAddr::to_string).collect();
+    println!("ips={}", ips.join(","));
+    println!("listen={}", c.listen);
+    println!("keys_dir={}", c.keys_dir.display());
+    println!("state_dir={}", c.state_dir.display());
+    println!("commander_socket={}", c.commander_socket.display());
+    println!("user={}", c.user);
+    println!("commander_uid={}", c.commander_uid);
+    println!("max_clock_skew={}s", c.max_clock_skew.0.as_secs());
+    match c.max_age {
+        Some(d) => println!("max_age={}s", d.0.as_secs()),
+        None => println!("max_age=off"),
+    }
+    println!("receive_buffer={}", c.receive_buffer);
+    let rl = &c.rate_limit;
+    println!(
+        "rate_limit per_source={} burst={} global={} sources={}",
+        rl.per_source, rl.burst, rl.global, rl.sources
+    );
     0
+}
+
+/// Start-up steps 1–2, then the runtime for the rest.
+fn serve(config_path: &Path) -> Result<(), ServerError> {
+    let cfg = Config::load(config_path)?;
+    let keys = KeySet::load(&cfg.keys_dir, &cfg.keys)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::Runtime)?;
+    rt.block_on(serve_async(config_path, cfg, keys))
+}
+
+async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<(), ServerError> {
+    // 3. The socket (activated or bound), while we may still be root.
+    let taken = activation::take(cfg.listen, cfg.receive_buffer)?;
+    let origin = taken.origin.clone();
+    let socket = tokio::net::UdpSocket::from_std(taken.socket).map_err(ServerError::Runtime)?;
+    // Signal streams now, so nothing needs new setup syscalls once confined.
+    let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Runtime)?;
+    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Runtime)?;
+    // 4–5. Switch user if root, drop every capability, verify.
+    let dropped = privileges::drop_privileges(&cfg.user)?;
+    // 6. The replay floors, read as the unprivileged user that will write them.
+    let replay = ReplayState::load(&cfg.state_dir)?;
+    let counters = Arc::new(Counters::default());
+    let (tx, link) = commander_link::new(
+        cfg.commander_socket.clone(),
+        cfg.commander_uid,
+        counters.clone(),
+    );
+    let link = tokio::spawn(link.run());
+    // In-process confinement: after the drop, before READY, with every socket, signal
+    // stream and the runtime already in place.
+    let applied = sandbox::apply(&sandbox::Paths {
+        config: config_path,
+        keys_dir: &cfg.keys_dir,
+        state_dir: &cfg.state_dir,
+        commander_socket: &cfg.commander_socket,
+    })?;
+    if cfg.commander_uid != 0 {
+        tracing::warn!(
+            event = "commander_uid",
+            uid = cfg.commander_uid,
+            "commander_uid is not 0: frames go to a non-root commander (tests only)"
+        );
+    }
+    tracing::info!(
+        event = "started",
+        listen = %taken.local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+        activation = matches!(origin, activation::Origin::Activated),
+        receive_buffer = taken.receive_buffer,
+        keys = keys.len(),
+        floors = replay.len(),
+        user = dropped.switched_to.as_deref().unwrap_or("(unchanged)"),
+        uid = dropped.uid,
+        bounding_cleared = dropped.bounding_cleared,
+        landlock = %applied.landlock,
+        seccomp = applied.seccomp,
+        "ruroco-server started"
+    );
+
+    let mut engine = Engine {
+        policy: cfg.policy(),
+        limiter: RateLimiter::new(
+            cfg.rate_limit.per_source,
+            cfg.rate_limit.burst,
+            cfg.rate_limit.global,
+            cfg.rate_limit.sources,
+        ),
+        keys,
+        replay,
+        counters: counters.clone(),
+        rejects: RejectLog::new(SUMMARY_INTERVAL_S),
+        pending: Vec::with_capacity(receive::BATCH),
+        tx,
+        started: Instant::now(),
+    };
+    let mut receiver = receive::Receiver::new();
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watchdog = notify::watchdog_period().map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut last_status = counters.status_line();
+    notify::ready_with_status(&last_status);
+
+    loop {
+        tokio::select! {
+            r = socket.readable() => {
+                r.map_err(ServerError::Runtime)?;
+                for _ in 0..BATCHES_PER_WAKE {
+                    match socket.try_io(Interest::READABLE, || {
+                        receiver.recv(&socket)
+                    }) {
+                        Ok(_) => engine.batch(&receiver),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            // e.g. ECONNREFUSED from an ICMP error: not fatal for a UDP server.
+                            tracing::debug!(event = "recv_error", error = %e);
+                        }
+                    }
+                }
+            }
+            _ = hup.recv() => engine.reload(config_path, &cfg.keys_dir),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                let line = counters.status_line();
+                if line != last_status {
+                    notify::status(&line);
+                    last_status = line;
+                }
+                let now_s = engine.started.elapsed().as_secs();
+                status::log_summary(&engine.rejects.due(now_s));
+            }
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(i) => { i.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => notify::watchdog(),
+        }
+    }
+    notify::stopping();
+    tracing::info!(event = "stopping", status = %counters.status_line());
+    drop(engine);
+    // Let frames already persisted reach the commander, briefly.
+    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, link).await;
+    Ok(())
+}
+
+/// The per-datagram pipeline and the state it owns.
+struct Engine {
+    policy: Policy,
+    limiter: RateLimiter,
+    keys: KeySet,
+    replay: ReplayState,
+    counters: Arc<Counters>,
+    rejects: RejectLog,
+    /// Accepted in this batch, not yet durable: (verdict, real source).
+    pending: Vec<(Accepted, IpAddr)>,
+    tx: commander_link::Sender,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Judge every datagram of one receive batch, then one durable write, then forward.
+    fn batch(&mut self, rx: &receive::Receiver) {
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mono_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut n = 0u64;
+        for (data, source) in rx.datagrams() {
+            n += 1;
+            if let Some(source) = source {
+                self.datagram(data, ip::canonical(source), now_ns, mono_ns);
+            }
+        }
+        Counters::add(&self.counters.received, n);
+        self.commit();
+    }
+
+    fn reject(&mut self, r: Reject, source: IpAddr) {
+        self.counters.reject(r);
+        self.rejects.record(r, source);
+    }
+
+    /// SPEC §3 order: length, key id, rate limit, then judge (tag, version, replay, clock,
+    /// destination, source, allow-list).
+    fn datagram(&mut self, data: &[u8], source: IpAddr, now_ns: u128, mono_ns: u64) {
+        let id = match verdict::key_id(data) {
+            Ok(id) => id,
+            Err(r) => return self.reject(r, source),
+        };
+        let Some(k) = self.keys.get(&id) else {
+            return self.reject(Reject::UnknownKey, source);
+        };
+        if !self.limiter.allow(source, mono_ns) {
+            return self.reject(Reject::RateLimited, source);
+        }
+        let floor = self.floor(&id);
+        match verdict::judge(
+            &k.key,
+            k.allowed.as_deref(),
+            data,
+            source,
+            now_ns,
+            floor,
+            &self.policy,
+        ) {
+            Ok(a) => self.pending.push((a, source)),
+            Err(r) => self.reject(r, source),
+        }
+    }
+
+    /// The durable floor, raised by what this batch already accepted.
+    fn floor(&self, id: &KeyId) -> u128 {
+        self.pending
+            .iter()
+            .filter(|(a, _)| a.key_id == *id)
+            .map(|(a, _)| a.counter)
+            .fold(self.replay.floor(id), u128::max)
+    }
+
+    /// Group commit: one durable write for the batch, and only then the frames leave.
+    /// On a failed write nothing is forwarded and the in-memory floors stay at their durable
+    /// values: the datagrams never ran, so a client retry after the disk recovers may run once.
+    fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let updates: Vec<(KeyId, u128)> = self
+            .pending
+            .iter()
+            .map(|(a, _)| (a.key_id, a.counter))
+            .collect();
+        if let Err(e) = self.replay.commit(&updates) {
+            let n = self.pending.len() as u64;
+            Counters::add(&self.counters.persist_failed, n);
+            for (a, src) in self.pending.drain(..) {
+                tracing::error!(
+                    event = "failed",
+                    reason = "persist",
+                    key_id = %a.key_id,
+                    src_ip = %src,
+                    ip = %a.frame.ip,
+                    command = %a.frame.cmd,
+                    error = %e,
+                    "not forwarded: {e}"
+                );
+            }
+            return;
+        }
+        let now = Instant::now();
+        for (a, src) in self.pending.drain(..) {
+            Counters::inc(&self.counters.accepted);
+            tracing::info!(
+                event = "accepted",
+                key_id = %a.key_id,
+                src_ip = %src,
+                ip = %a.frame.ip,
+                command = %a.frame.cmd,
+            );
+            let item = Outgoing {
+                frame: a.frame,
+                key_id: a.key_id,
+                queued: now,
+            };
+            if self.tx.try_send(item).is_err() {
+                commander_link::dropped(&self.counters, &item, "queue full");
+            }
+        }
+    }
+
+    /// SIGHUP: reload keys and allow-lists; a bad reload keeps the old ones.
+    fn reload(&mut self, config_path: &Path, keys_dir: &Path) {
+        notify::reloading();
+        let loaded = Config::load(config_path)
+            .map_err(ServerError::from)
+            .and_then(|c| Ok(KeySet::load(keys_dir, &c.keys)?));
+        match loaded {
+            Ok(keys) => {
+                tracing::info!(event = "reloaded", keys = keys.len(), "keys reloaded");
+                self.keys = keys;
+            }
+            Err(e) => tracing::error!(
+                event = "failed",
+                reason = "reload",
+                error = %e,
+                "reload failed, keeping the previous keys: {e}"
+            ),
+        }
+        notify::ready();
+    }
 }

@@ -1,0 +1,217 @@
+//! Loading the key directory: every `*.key` file (stem = key name), permission checks,
+//! duplicate ids, and the per-key allow-lists mapped to command hashes.
+//! It must never log or print key material: only key ids and file names leave this module.
+
+use ruroco_shared::fsutil::{PermError, check_secret_mode};
+use ruroco_shared::key::KeyFileError;
+use ruroco_shared::{CmdHash, Key, KeyId};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::config::KeyConfig;
+
+/// More key files than this is a misconfiguration, not a deployment.
+pub const MAX_KEYS: usize = 4096;
+
+/// One loaded key with what it may do.
+#[derive(Debug)]
+pub struct LoadedKey {
+    pub name: String,
+    pub path: PathBuf,
+    pub key: Key,
+    /// `None`: every command; `Some`: only these hashes.
+    pub allowed: Option<Vec<CmdHash>>,
+    /// The command names behind `allowed`, for `--check` output.
+    pub allowed_names: Option<Vec<String>>,
+}
+
+/// All keys, looked up by the clear key id of a datagram.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    by_id: HashMap<KeyId, LoadedKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("keys_dir {path}: cannot read the directory: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key file {path}: cannot stat: {source}")]
+    Stat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key file {0}")]
+    Perm(PermError),
+    #[error("{0}")]
+    File(#[from] KeyFileError),
+    #[error("key files {first} and {second} have the same key id {id}: remove one of them")]
+    Duplicate {
+        first: PathBuf,
+        second: PathBuf,
+        id: KeyId,
+    },
+    #[error(
+        "keys_dir {0}: no *.key files: create one with `ruroco-client gen -o {0}/<name>.key` (mode 0600)"
+    )]
+    NoKeys(PathBuf),
+    #[error("keys_dir {0}: more than {MAX_KEYS} key files")]
+    TooMany(PathBuf),
+    #[error(
+        "config [keys.{name}]: no key file {dir}/{name}.key: fix the name or remove the section"
+    )]
+    UnknownSection { name: String, dir: PathBuf },
+}
+
+impl KeySet {
+    /// Load every `*.key` file in `dir` and attach the allow-lists from `[keys.<stem>]`.
+    pub fn load(dir: &Path, sections: &BTreeMap<String, KeyConfig>) -> Result<Self, KeysError> {
+        let rd = std::fs::read_dir(dir).map_err(|source| KeysError::ReadDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut files = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|source| KeysError::ReadDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "key") {
+                files.push(path);
+                if files.len() > MAX_KEYS {
+                    return Err(KeysError::TooMany(dir.to_owned()));
+                }
+            }
+        }
+        files.sort();
+        let mut by_id: HashMap<KeyId, LoadedKey> = HashMap::new();
+        for path in files {
+            let meta = std::fs::metadata(&path).map_err(|source| KeysError::Stat {
+                path: path.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
+                continue;
+            }
+            check_secret_mode(&path, &meta).map_err(KeysError::Perm)?;
+            let key = Key::load(&path)?;
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let names = sections.get(&name).and_then(|s| s.commands.clone());
+            let loaded = LoadedKey {
+                allowed: names
+                    .as_ref()
+                    .map(|n| n.iter().map(|c| CmdHash::of_name(c)).collect()),
+                allowed_names: names,
+                name,
+                path,
+                key,
+            };
+            if let Some(prev) = by_id.get(&loaded.key.id()) {
+                return Err(KeysError::Duplicate {
+                    first: prev.path.clone(),
+                    second: loaded.path,
+                    id: loaded.key.id(),
+                });
+            }
+            by_id.insert(loaded.key.id(), loaded);
+        }
+        if by_id.is_empty() {
+            return Err(KeysError::NoKeys(dir.to_owned()));
+        }
+        for name in sections.keys() {
+            if !by_id.values().any(|k| &k.name == name) {
+                return Err(KeysError::UnknownSection {
+                    name: name.clone(),
+                    dir: dir.to_owned(),
+                });
+            }
+        }
+        Ok(Self { by_id })
+    }
+
+    pub fn get(&self, id: &KeyId) -> Option<&LoadedKey> {
+        self.by_id.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Keys sorted by file name, for stable `--check` output.
+    pub fn sorted(&self) -> Vec<&LoadedKey> {
+        let mut v: Vec<_> = self.by_id.values().collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write_key(dir: &Path, name: &str, key: &Key, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, key.to_file_text().as_bytes()).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn loads_keys_and_allow_lists() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Key::generate().unwrap();
+        let b = Key::generate().unwrap();
+        write_key(d.path(), "a.key", &a, 0o600);
+        write_key(d.path(), "b.key", &b, 0o640);
+        std::fs::write(d.path().join("README"), "not a key").unwrap();
+        let mut sections = BTreeMap::new();
+        sections.insert(
+            "b".to_owned(),
+            KeyConfig {
+                commands: Some(vec!["hello".to_owned()]),
+            },
+        );
+        let ks = KeySet::load(d.path(), &sections).unwrap();
+        assert_eq!(ks.len(), 2);
+        assert!(ks.get(&a.id()).unwrap().allowed.is_none());
+        assert_eq!(
+            ks.get(&b.id()).unwrap().allowed.as_deref(),
+            Some(&[CmdHash::of_name("hello")][..])
+        );
+    }
+
+    #[test]
+    fn refuses_bad_key_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let none = BTreeMap::new();
+        let e = KeySet::load(d.path(), &none).unwrap_err().to_string();
+        assert!(e.contains("no *.key files"), "{e}");
+
+        let a = Key::generate().unwrap();
+        let p = write_key(d.path(), "a.key", &a, 0o644);
+        let e = KeySet::load(d.path(), &none).unwrap_err().to_string();
+        assert!(e.contains("chmod 0600") && e.contains("a.key"), "{e}");
+
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_key(d.path(), "copy.key", &a, 0o600);
+        let e = KeySet::load(d.path(), &none).unwrap_err().to_string();
+        assert!(e.contains("same key id") && e.contains("copy.key"), "{e}");
+
+        std::fs::remove_file(d.path().join("copy.key")).unwrap();
+        let mut sections = BTreeMap::new();
+        sections.insert("typo".to_owned(), KeyConfig { commands: None });
+        let e = KeySet::load(d.path(), &sections).unwrap_err().to_string();
+        assert!(e.contains("[keys.typo]"), "{e}");
+    }
+}

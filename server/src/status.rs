@@ -1,0 +1,223 @@
+//! Outcome counters, the `STATUS=` line built from them, and the throttled rejection summary
+//! (one event per reason and source, per interval, for at most `SUMMARY_SOURCES` sources).
+//! It must never log once per datagram nor grow with the number of sources.
+
+use ruroco_shared::Reject;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Source addresses remembered per reason between two summaries; the rest are only counted.
+pub const SUMMARY_SOURCES: usize = 8;
+
+/// Counters shared by the receive loop and the commander link.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub accepted: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub queue_dropped: AtomicU64,
+    pub persist_failed: AtomicU64,
+    rejected: [AtomicU64; Reject::ALL.len()],
+}
+
+impl Counters {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn reject(&self, r: Reject) {
+        Self::inc(&self.rejected[r.index()]);
+    }
+
+    pub fn rejected(&self, r: Reject) -> u64 {
+        self.rejected[r.index()].load(Ordering::Relaxed)
+    }
+
+    /// `received=N accepted=N forwarded=N queue_dropped=N persist_failed=N <reason>=N...`
+    pub fn status_line(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut s = format!(
+            "received={} accepted={} forwarded={} queue_dropped={} persist_failed={}",
+            get(&self.received),
+            get(&self.accepted),
+            get(&self.forwarded),
+            get(&self.queue_dropped),
+            get(&self.persist_failed),
+        );
+        for r in Reject::ALL {
+            let _ = write!(s, " {}={}", r.as_str(), self.rejected(r));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    sources: [Option<(IpAddr, u64)>; SUMMARY_SOURCES],
+    /// Rejections from sources beyond the remembered ones.
+    others: u64,
+    /// Monotonic seconds of the last summary for this reason.
+    last_flush: Option<u64>,
+}
+
+/// One summary line per reason and source per interval.
+#[derive(Debug)]
+pub struct RejectLog {
+    interval_s: u64,
+    pending: [Pending; Reject::ALL.len()],
+}
+
+/// One line of a summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SummaryLine {
+    Source {
+        reason: Reject,
+        ip: IpAddr,
+        count: u64,
+    },
+    Others {
+        reason: Reject,
+        count: u64,
+    },
+}
+
+impl RejectLog {
+    pub fn new(interval_s: u64) -> Self {
+        Self {
+            interval_s,
+            pending: [Pending::default(); Reject::ALL.len()],
+        }
+    }
+
+    /// Remember one rejection (O(SUMMARY_SOURCES)).
+    pub fn record(&mut self, reason: Reject, ip: IpAddr) {
+        let p = &mut self.pending[reason.index()];
+        for slot in p.sources.iter_mut() {
+            match slot {
+                Some((seen, n)) if *seen == ip => {
+                    *n += 1;
+                    return;
+                }
+                None => {
+                    *slot = Some((ip, 1));
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        p.others += 1;
+    }
+
+    /// The lines due at `now_s`: reasons with pending rejections whose last summary is at
+    /// least one interval old (a quiet reason is reported at the first tick).
+    pub fn due(&mut self, now_s: u64) -> Vec<SummaryLine> {
+        let mut out = Vec::new();
+        for r in Reject::ALL {
+            let p = &mut self.pending[r.index()];
+            if p.sources[0].is_none() {
+                continue;
+            }
+            if p.last_flush
+                .is_some_and(|t| now_s.saturating_sub(t) < self.interval_s)
+            {
+                continue;
+            }
+            for (ip, count) in p.sources.iter().flatten() {
+                out.push(SummaryLine::Source {
+                    reason: r,
+                    ip: *ip,
+                    count: *count,
+                });
+            }
+            if p.others > 0 {
+                out.push(SummaryLine::Others {
+                    reason: r,
+                    count: p.others,
+                });
+            }
+            *p = Pending {
+                last_flush: Some(now_s),
+                ..Pending::default()
+            };
+        }
+        out
+    }
+}
+
+/// Emit summary lines as `rejected` events (the message text is what fail2ban matches).
+pub fn log_summary(lines: &[SummaryLine]) {
+    for l in lines {
+        match l {
+            SummaryLine::Source { reason, ip, count } => tracing::warn!(
+                event = "rejected",
+                reason = %reason,
+                src_ip = %ip,
+                count = count,
+                "rejected {reason} from {ip} count={count}"
+            ),
+            SummaryLine::Others { reason, count } => tracing::warn!(
+                event = "rejected",
+                reason = %reason,
+                count = count,
+                "rejected {reason} from further sources count={count}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn status_line_lists_every_reason_in_order() {
+        let c = Counters::default();
+        Counters::inc(&c.received);
+        c.reject(Reject::Replay);
+        let s = c.status_line();
+        assert!(s.starts_with(
+            "received=1 accepted=0 forwarded=0 queue_dropped=0 persist_failed=0 bad_length=0"
+        ));
+        assert!(s.contains(" replay=1 "));
+        assert!(s.ends_with(" not_allowed=0"));
+        assert_eq!(s.split(' ').count(), 5 + Reject::ALL.len());
+    }
+
+    #[test]
+    fn summary_is_throttled_and_bounded() {
+        let mut log = RejectLog::new(10);
+        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(10, 0, 0, n));
+        for n in 0..20u8 {
+            for _ in 0..3 {
+                log.record(Reject::BadTag, ip(n));
+            }
+        }
+        let lines = log.due(100);
+        assert_eq!(lines.len(), SUMMARY_SOURCES + 1);
+        assert_eq!(
+            lines[0],
+            SummaryLine::Source {
+                reason: Reject::BadTag,
+                ip: ip(0),
+                count: 3
+            }
+        );
+        assert_eq!(
+            lines[SUMMARY_SOURCES],
+            SummaryLine::Others {
+                reason: Reject::BadTag,
+                count: 36
+            }
+        );
+        log.record(Reject::BadTag, ip(1));
+        assert!(log.due(105).is_empty(), "one summary per 10 s");
+        assert_eq!(log.due(110).len(), 1);
+        assert!(log.due(200).is_empty(), "nothing pending, nothing logged");
+    }
+}
