@@ -1,0 +1,134 @@
+//! The checks behind every fuzz target, shared by the cargo-fuzz binaries (nightly) and the
+//! stable corpus replay (`tests/tests/corpus.rs` includes this file as a module).
+//! Each function takes arbitrary bytes and must never panic; it returns `Ok` when the input
+//! was accepted and `Err(reason)` when it was rejected. The asserts are the properties a
+//! fuzzer should break: they never fire for correct code, whatever the input.
+//! Only `std` and the ruroco crates may be used here (the tests crate has no other deps).
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use ruroco_shared::frame::{FRAME_LEN, Frame};
+use ruroco_shared::key::Key;
+use ruroco_shared::protocol::DATAGRAM_LEN;
+use ruroco_shared::verdict::{self, Policy, Reject};
+
+/// What a target made of one input: accepted, or rejected with a reason.
+pub type Outcome = Result<(), String>;
+
+/// One target's check.
+pub type Check = fn(&[u8]) -> Outcome;
+
+/// Every target, by the name of its corpus directory and cargo-fuzz binary.
+pub const TARGETS: [(&str, Check); 6] = [
+    ("datagram", datagram),
+    ("frame", frame),
+    ("key_file", key_file),
+    ("server_config", server_config),
+    ("commander_config", commander_config),
+    ("replay_state", replay_state),
+];
+
+/// The reference keys (public test data) that made the datagram seeds.
+const KEY_FILES: [&str; 2] = [
+    include_str!("../../shared/tests/vectors/k1.key"),
+    include_str!("../../shared/tests/vectors/k2.key"),
+];
+
+/// A fixed "now" shortly after the reference datagrams were made, so runs are repeatable.
+pub const NOW_NS: u128 = 1_795_459_300_000_000_000;
+const SKEW_NS: u128 = 3600 * 1_000_000_000;
+
+fn keys() -> Vec<Key> {
+    KEY_FILES
+        .iter()
+        .filter_map(|t| Key::parse(t).ok())
+        .collect()
+}
+
+/// The server's per-datagram decision as in SPEC §3 (minus I/O and the rate limiter, which
+/// sees only the source address): length and key id, then `judge` with floor 0; an accepted
+/// datagram must then be a replay at its own counter, and its frame must round-trip.
+pub fn datagram(data: &[u8]) -> Outcome {
+    let id = match verdict::key_id(data) {
+        Ok(id) => id,
+        Err(r) => {
+            assert_eq!(r, Reject::BadLength);
+            assert_ne!(data.len(), DATAGRAM_LEN);
+            return Err(r.to_string());
+        }
+    };
+    let keys = keys();
+    let Some(key) = keys.iter().find(|k| k.id() == id) else {
+        return Err(Reject::UnknownKey.to_string());
+    };
+    let policy = Policy {
+        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        max_clock_skew_ns: SKEW_NS,
+        max_age_ns: None,
+    };
+    let source = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let accepted =
+        verdict::judge(key, None, data, source, NOW_NS, 0, &policy).map_err(|r| r.to_string())?;
+    assert_eq!(accepted.key_id, id);
+    assert!(accepted.counter > 0 && accepted.counter <= NOW_NS + SKEW_NS);
+    assert_eq!(
+        verdict::judge(key, None, data, source, NOW_NS, accepted.counter, &policy).err(),
+        Some(Reject::Replay),
+        "an accepted datagram must be a replay at its own counter"
+    );
+    let bytes = accepted.frame.to_bytes();
+    assert_eq!(Frame::from_bytes(&bytes), Ok(accepted.frame));
+    Ok(())
+}
+
+/// The commander's only parser: exactly 24 bytes, hash + non-zero IP; re-encoding is stable.
+pub fn frame(data: &[u8]) -> Outcome {
+    let bytes: &[u8; FRAME_LEN] = data
+        .try_into()
+        .map_err(|_| format!("length {} != {FRAME_LEN}", data.len()))?;
+    let f = Frame::from_bytes(bytes).map_err(|e| e.to_string())?;
+    assert_eq!(Frame::from_bytes(&f.to_bytes()), Ok(f));
+    Ok(())
+}
+
+/// Key file text: a parsed key writes back to a file that parses to the same key.
+pub fn key_file(data: &[u8]) -> Outcome {
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let key = Key::parse(text).map_err(|e| e.to_string())?;
+    let again = Key::parse(&key.to_file_text()).map_err(|e| e.to_string());
+    assert_eq!(again.as_ref().map(Key::id), Ok(key.id()));
+    assert_eq!(
+        again.map(|k| k.to_file_text().to_string()),
+        Ok(key.to_file_text().to_string())
+    );
+    Ok(())
+}
+
+/// `server.toml`: parse and validate; a valid config yields a policy with its `ips`.
+pub fn server_config(data: &[u8]) -> Outcome {
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let cfg = ruroco_server::config::Config::parse(text, Path::new("fuzz/server.toml"))
+        .map_err(|e| e.to_string())?;
+    assert!(!cfg.policy().ips.is_empty());
+    Ok(())
+}
+
+/// `commander.toml`: parse and validate (commands, undo, limits).
+pub fn commander_config(data: &[u8]) -> Outcome {
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    ruroco_commander::config::Config::parse(text, Path::new("fuzz/commander.toml"))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The server's replay file: a parsed state renders to text that parses to the same floors.
+pub fn replay_state(data: &[u8]) -> Outcome {
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let floors =
+        ruroco_server::replay::parse(text).map_err(|line| format!("corrupt line {line}"))?;
+    let again = ruroco_server::replay::parse(&ruroco_server::replay::render(&floors));
+    assert_eq!(again, Ok(floors));
+    Ok(())
+}
