@@ -306,3 +306,52 @@ fn loose_key_permissions_warn_but_send() {
     assert!(stderr(&out).contains("chmod 0600"), "{}", stderr(&out));
     assert_eq!(ctx.open(&recv(&sock)).version, 1);
 }
+
+/// Cross-check with a decoder written from SPEC.md §2 in Python (`cryptography` >= 42 for
+/// AES-GCM-SIV). Skipped, loudly, where that is not installed.
+#[test]
+fn independent_decoder_agrees() {
+    let probe = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV",
+        ])
+        .output();
+    if !matches!(probe, Ok(ref o) if o.status.success()) {
+        eprintln!("SKIP: python3 with cryptography >= 42 (AESGCMSIV) not available");
+        return;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/independent_decode.py"
+    );
+    let ctx = Ctx::new();
+    for (host, claimed, flags) in [
+        ("127.0.0.1", "198.51.100.4", &["-e"][..]),
+        ("::1", "2001:db8::1", &[][..]),
+    ] {
+        let (sock, addr) = listener(host);
+        let a = addr.to_string();
+        let mut args = vec!["-a", a.as_str()];
+        args.extend_from_slice(&["-c", "open_ssh", "-i", claimed]);
+        args.extend_from_slice(flags);
+        ctx.send_ok(&args);
+        let d = recv(&sock);
+        let ours = ctx.open(&d);
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        let out = std::process::Command::new("python3")
+            .args([script, path_str(&ctx.key_path), &hex, "open_ssh"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let want = format!(
+            "key_id_matches=True\nversion=1\ncmd_hash_matches=True\ncounter={}\nstrict={}\n\
+             src_ip={claimed}\ndst_ip={}\n",
+            ours.counter,
+            if flags.is_empty() { "True" } else { "False" },
+            addr.ip()
+        );
+        assert_eq!(text, want);
+    }
+}
