@@ -1,0 +1,229 @@
+//! Black-box tests of running commands: the real commander, a test-owned stub server writing
+//! frames, and outcomes read from files the configured commands write.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::io::Read;
+
+const RECORD: &str = r#"echo "$RUROCO_IP $RUROCO_COMMAND" >> $DIR/out"#;
+
+#[test]
+fn hello_runs_with_the_ip_v4_and_v6() {
+    let env = Env::new();
+    env.write_config("", &format!("hello = '{RECORD}'"));
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "hello", "192.0.2.7");
+    send(&mut s, "hello", "2001:db8::7");
+    wait_until("both runs", || env.out_lines().len() == 2);
+    let mut lines = env.out_lines();
+    lines.sort();
+    assert_eq!(lines, ["192.0.2.7 hello", "2001:db8::7 hello"]);
+    d.wait_log(
+        &[
+            "event=\"executed\"",
+            "command=hello",
+            "exit=0",
+            "duration_ms=",
+        ],
+        2,
+    );
+}
+
+#[test]
+fn unknown_hash_runs_nothing_and_the_connection_keeps_working() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        &format!("hello = '{RECORD}'\nother = 'echo other >> $DIR/out'"),
+    );
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "no_such_command", "192.0.2.1");
+    // A frame without an IP is malformed; it is logged and skipped as well.
+    use std::io::Write;
+    s.write_all(&[0u8; 24]).unwrap();
+    send(&mut s, "hello", "192.0.2.2");
+    wait_until("hello after the unknown frame", || {
+        !env.out_lines().is_empty()
+    });
+    d.wait_log(&["event=\"executed\"", "command=hello"], 1);
+    assert_eq!(env.out_lines(), ["192.0.2.2 hello"]);
+    assert_eq!(
+        d.log_count(&["event=\"unknown_command\"", "ip=192.0.2.1"]),
+        1
+    );
+    assert_eq!(d.log_count(&["event=\"bad_frame\""]), 1);
+}
+
+#[test]
+fn short_frame_closes_the_connection_without_running() {
+    let env = Env::new();
+    env.write_config("", &format!("hello = '{RECORD}'"));
+    let d = env.start();
+    let mut s = env.connect();
+    use std::io::Write;
+    let f = frame("hello", "192.0.2.3");
+    s.write_all(&f[..10]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    d.wait_log(&["event=\"short_frame\"", "bytes=10"], 1);
+    // A complete frame on a new connection still runs, and is the only run.
+    let mut s2 = env.connect();
+    send(&mut s2, "hello", "192.0.2.4");
+    d.wait_log(&["event=\"executed\"", "command=hello"], 1);
+    assert_eq!(env.out_lines(), ["192.0.2.4 hello"]);
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        r#"hang = { run = "echo $$ > $DIR/pgid; sleep 1000 & sleep 1000", timeout = "1s" }"#,
+    );
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "hang", "192.0.2.9");
+    wait_until("the pgid file", || {
+        std::fs::read_to_string(env.path("pgid")).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let pgid: i32 = std::fs::read_to_string(env.path("pgid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("both sleeps in the command's group", || {
+        members_of_group(pgid).len() >= 3
+    });
+    d.wait_log(
+        &["event=\"failed\"", "reason=\"timeout\"", "command=hang"],
+        1,
+    );
+    let left = members_of_group(pgid);
+    assert!(left.is_empty(), "processes left in group {pgid}: {left:?}");
+}
+
+#[test]
+fn a_slow_command_does_not_delay_a_fast_one() {
+    let env = Env::new();
+    env.write_config(
+        "max_parallel = 4",
+        r#"slow = "echo slow-started >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done; echo slow-done >> $DIR/out"
+fast = "echo fast >> $DIR/out""#,
+    );
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "slow", "192.0.2.1");
+    wait_until("slow to start", || {
+        env.out_lines().contains(&"slow-started".to_owned())
+    });
+    send(&mut s, "fast", "192.0.2.1");
+    wait_until("fast to run", || {
+        env.out_lines().contains(&"fast".to_owned())
+    });
+    assert!(
+        !env.out_lines().contains(&"slow-done".to_owned()),
+        "fast ran only after slow finished"
+    );
+    std::fs::write(env.path("release"), "").unwrap();
+    wait_until("slow to finish", || {
+        env.out_lines().contains(&"slow-done".to_owned())
+    });
+    d.wait_log(&["event=\"executed\""], 2);
+}
+
+#[test]
+fn beyond_max_parallel_and_queue_frames_are_dropped() {
+    let env = Env::new();
+    env.write_config(
+        "max_parallel = 1\nqueue = 2",
+        r#"gate = "echo run >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done""#,
+    );
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "gate", "192.0.2.1");
+    wait_until("the first run", || env.out_lines().len() == 1);
+    for i in 2..=6 {
+        send(&mut s, "gate", &format!("192.0.2.{i}"));
+    }
+    // One runs, two wait in the queue, three are dropped.
+    d.wait_log(
+        &["event=\"dropped\"", "reason=\"queue_full\"", "command=gate"],
+        3,
+    );
+    std::fs::write(env.path("release"), "").unwrap();
+    d.wait_log(&["event=\"executed\"", "command=gate"], 3);
+    assert_eq!(env.out_lines().len(), 3, "exactly max_parallel + queue ran");
+    assert_eq!(d.log_count(&["event=\"dropped\""]), 3);
+    for ip in ["192.0.2.4", "192.0.2.5", "192.0.2.6"] {
+        assert_eq!(
+            d.log_count(&["event=\"dropped\"", &format!("ip={ip} ")]),
+            1,
+            "{ip}"
+        );
+    }
+}
+
+#[test]
+fn output_lines_are_logged_and_bounded() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        r#"chatty = "echo hello from $RUROCO_IP; i=0; while [ $i -lt 100 ]; do echo line $i >&2; i=$((i+1)); done""#,
+    );
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "chatty", "192.0.2.5");
+    d.wait_log(&["event=\"executed\"", "command=chatty"], 1);
+    d.wait_log(&["event=\"output_truncated\"", "dropped_lines=37"], 1);
+    assert_eq!(
+        d.log_count(&["event=\"output\"", "hello from 192.0.2.5"]),
+        1
+    );
+    assert_eq!(d.log_count(&["event=\"output\""]), 64);
+}
+
+#[test]
+fn sigterm_lets_a_running_command_finish_then_exits_cleanly() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        r#"gate = "echo started >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done; echo done >> $DIR/out""#,
+    );
+    let mut d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "gate", "192.0.2.1");
+    wait_until("the command to start", || env.out_lines() == ["started"]);
+    d.signal(Signal::SIGTERM);
+    d.wait_notify("STOPPING=1");
+    wait_until("the socket file to go", || !env.socket().exists());
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "exited before its child finished"
+    );
+    std::fs::write(env.path("release"), "").unwrap();
+    let st = d.wait_exit();
+    assert_eq!(st.code(), Some(0), "log:\n{}", d.log_text());
+    assert_eq!(env.out_lines(), ["started", "done"]);
+}
+
+#[test]
+fn sighup_reloads_commands() {
+    let env = Env::new();
+    env.write_config("", "one = 'echo one >> $DIR/out'");
+    let d = env.start();
+    env.write_config("", "two = 'echo two >> $DIR/out'");
+    d.signal(Signal::SIGHUP);
+    d.wait_log(&["event=\"reloaded\"", "commands=1"], 1);
+    let mut s = env.connect();
+    send(&mut s, "one", "192.0.2.1");
+    send(&mut s, "two", "192.0.2.1");
+    d.wait_log(&["event=\"executed\"", "command=two"], 1);
+    assert_eq!(env.out_lines(), ["two"]);
+    d.wait_log(&["event=\"unknown_command\""], 1);
+}
