@@ -28,7 +28,8 @@ Exit status:
   68  host name not resolved, or no address left after -4/-6
   70  internal error (e.g. the system random number generator failed)
   73  gen: the key file exists (pass --force) or cannot be created
-  74  I/O error: state directory, counter, lock, or every send failed";
+  74  I/O error: state directory, counter, lock, or every send failed
+  78  no state directory: neither XDG_STATE_HOME nor HOME is set (pass --state-dir)";
 
 /// Top-level arguments.
 #[derive(Debug, Parser)]

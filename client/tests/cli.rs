@@ -232,3 +232,14 @@ fn unusable_state_dir() {
         .unwrap();
     assert_fails(&out, 74, &["plain-file"]);
 }
+
+#[test]
+fn no_state_dir_without_home_exits_78() {
+    let out = Command::new(bin())
+        .arg("reseed")
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .output()
+        .unwrap();
+    assert_fails(&out, 78, &["--state-dir"]);
+}
