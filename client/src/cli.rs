@@ -103,7 +103,7 @@ several copies runs the command once."))]
     #[arg(short = 'e', long = "permissive")]
     pub permissive: bool,
     /// Claim this IP as the client's address (the server runs the command for it)
-    #[arg(short = 'i', long = "ip", value_name = "IP")]
+    #[arg(short = 'i', long = "ip", value_name = "IP", value_parser = parse_claimed_ip)]
     pub ip: Option<IpAddr>,
     /// Only send to IPv4 addresses
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
@@ -114,6 +114,17 @@ several copies runs the command once."))]
     /// Milliseconds between the datagrams of one send
     #[arg(short = 'd', long = "delay", value_name = "MS", default_value_t = DEFAULT_DELAY_MS)]
     pub delay: u64,
+}
+
+/// A claimed IP must be a real address: `::` would encode as "none claimed" on the wire.
+fn parse_claimed_ip(s: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))?;
+    if ip.to_canonical().is_unspecified() {
+        return Err(format!("{s} is the unspecified address, not a client IP"));
+    }
+    Ok(ip)
 }
 
 /// The clap command, for completions and man pages.
@@ -182,6 +193,13 @@ mod tests {
                 .is_err()
         );
         assert!(Cli::try_parse_from(["ruroco-client", "gen", "--force"]).is_err());
+        for bad in ["::", "0.0.0.0", "::ffff:0.0.0.0"] {
+            assert!(
+                Cli::try_parse_from(["ruroco-client", "send", "-a", "h", "-k", "k", "-i", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
