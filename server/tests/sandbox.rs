@@ -1,0 +1,339 @@
+//! Black-box proof of the server's in-process sandbox: the real binary, started as root (it
+//! switches to `nobody`), runs under seccomp with no_new_privs, cannot open a world-readable
+//! file outside its allowed paths, and still receives, persists, reloads and forwards.
+//! Self-contained on purpose (no shared test helpers); never leaves the daemon running.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ruroco_shared::frame::{FRAME_LEN, Frame};
+use ruroco_shared::protocol::{self, Plaintext};
+use ruroco_shared::{CmdHash, Key};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const NOBODY: u32 = 65534;
+const NOGROUP: u32 = 65534;
+
+/// Kills and reaps the server whatever happens in the test.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) {
+    fs::create_dir_all(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    if let Some((u, g)) = owner {
+        chown(path, Some(u), Some(g)).unwrap();
+    }
+}
+
+fn write_key(dir: &Path, name: &str) -> Key {
+    let key = Key::generate().unwrap();
+    let path = dir.join(format!("{name}.key"));
+    fs::write(&path, key.to_file_text().as_bytes()).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    chown(&path, Some(NOBODY), Some(NOGROUP)).unwrap();
+    key
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn datagram(key: &Key, command: &str) -> [u8; protocol::DATAGRAM_LEN] {
+    let pt = Plaintext {
+        version: protocol::VERSION,
+        cmd: CmdHash::of_name(command),
+        counter: now_ns(),
+        strict: true,
+        src_ip: None,
+        dst_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    };
+    protocol::seal_random(key, &pt).unwrap()
+}
+
+/// Wait for a notify message with the line `needle`, looking first at messages in `seen`
+/// from index `from` on; returns the index of the message that had it.
+fn wait_notify(sock: &UnixDatagram, needle: &str, seen: &mut Vec<String>, from: usize) -> usize {
+    let has = |m: &String| m.lines().any(|l| l == needle);
+    if let Some(i) = seen.iter().skip(from).position(has) {
+        return from + i;
+    }
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < DEADLINE {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            if seen.last().is_some_and(has) {
+                return seen.len() - 1;
+            }
+        }
+    }
+    panic!("no {needle} on NOTIFY_SOCKET within {DEADLINE:?}; saw {seen:?}");
+}
+
+/// Wait until the server's stderr log contains every one of `needles`.
+fn wait_log(log: &Path, needles: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if needles.iter().all(|n| text.contains(n)) {
+            return text;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("server log lacks {needles:?} after {DEADLINE:?}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Accept connections on the stub commander socket and pass every 24-byte frame on.
+fn stub_commander(listener: UnixListener) -> mpsc::Receiver<[u8; FRAME_LEN]> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut frame = [0u8; FRAME_LEN];
+                while conn.read_exact(&mut frame).is_ok() {
+                    if tx.send(frame).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    rx
+}
+
+fn status_field(status: &str, field: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Independent of the server's own report: can this kernel enforce a Landlock ruleset?
+/// Probed in a throw-away thread (a ruleset binds only the thread that applies it; as root
+/// no_new_privs is not needed, so the test process stays unrestricted).
+fn landlock_in_kernel() -> bool {
+    use landlock::{AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus};
+    std::thread::spawn(|| {
+        Ruleset::default()
+            .handle_access(AccessFs::Execute)
+            .and_then(|r| r.create())
+            .map(|r| r.no_new_privs(false))
+            .and_then(|r| r.restrict_self())
+            .map(|st| st.ruleset != RulesetStatus::NotEnforced)
+            .unwrap_or(false)
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    _outside: tempfile::TempDir,
+    base: PathBuf,
+    keys: PathBuf,
+    state: PathBuf,
+    forbidden: PathBuf,
+    port: u16,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::Builder::new()
+        .prefix("ruroco-sandbox")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let base = tmp.path().to_path_buf();
+    mkdir(&base, 0o755, None);
+    let keys = base.join("keys");
+    let state = base.join("state");
+    mkdir(&keys, 0o700, Some((NOBODY, NOGROUP)));
+    mkdir(&state, 0o700, Some((NOBODY, NOGROUP)));
+    mkdir(&base.join("run"), 0o755, None);
+    // A file `nobody` may read by its mode, outside every path the sandbox grants.
+    let outside = tempfile::Builder::new()
+        .prefix("ruroco-outside")
+        .tempdir_in("/tmp")
+        .unwrap();
+    mkdir(outside.path(), 0o755, None);
+    let forbidden = outside.path().join("readable.txt");
+    fs::write(&forbidden, "not for the server\n").unwrap();
+    fs::set_permissions(&forbidden, fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_udp_port();
+    let config = format!(
+        "ips = [\"127.0.0.1\"]\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         keys_dir = \"{}\"\n\
+         state_dir = \"{}\"\n\
+         commander_socket = \"{}\"\n\
+         user = \"nobody\"\n\
+         [rate_limit]\nper_source = 1000.0\nburst = 1000\n",
+        keys.display(),
+        state.display(),
+        base.join("run/commander.sock").display()
+    );
+    let cfg = base.join("server.toml");
+    fs::write(&cfg, config).unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+    Setup {
+        _tmp: tmp,
+        _outside: outside,
+        base,
+        keys,
+        state,
+        forbidden,
+        port,
+    }
+}
+
+#[test]
+fn sandboxed_server_denies_foreign_files_and_still_forwards() {
+    let s = setup();
+    let key = write_key(&s.keys, "laptop");
+
+    let sock_path = s.base.join("run/commander.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    // `nobody` needs write permission on the socket file to connect.
+    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o777)).unwrap();
+    let frames = stub_commander(listener);
+
+    let notify_path = s.base.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+
+    let log = s.base.join("server.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_ruroco-server"))
+        .arg("--config")
+        .arg(s.base.join("server.toml"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUROCO_SANDBOX_SELFTEST", &s.forbidden)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut server = Server(child);
+    let mut seen = Vec::new();
+    wait_notify(&notify, "READY=1", &mut seen, 0);
+
+    // Confinement as the kernel reports it.
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(status_field(&status, "Seccomp").as_deref(), Some("2"));
+    assert_eq!(status_field(&status, "NoNewPrivs").as_deref(), Some("1"));
+    assert_eq!(
+        status_field(&status, "CapEff").as_deref(),
+        Some("0000000000000000")
+    );
+
+    // The probe ran after confinement; the file is 0644, so only Landlock can deny it.
+    let text = wait_log(&log, &["event=\"sandbox_selftest\"", "seccomp=true"]);
+    if landlock_in_kernel() {
+        assert!(
+            text.contains("result=\"denied\""),
+            "the sandboxed server could open {}:\n{text}",
+            s.forbidden.display()
+        );
+        assert!(!text.contains("result=\"allowed\""), "{text}");
+        assert!(
+            text.contains("landlock=fully enforced")
+                || text.contains("landlock=partially enforced")
+        );
+    } else {
+        assert!(text.contains("landlock=not enforced"), "{text}");
+    }
+
+    // Still does its job: a valid datagram is persisted (state dir writable) and forwarded.
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender
+        .send_to(&datagram(&key, "hello"), ("127.0.0.1", s.port))
+        .unwrap();
+    let got = frames
+        .recv_timeout(DEADLINE)
+        .expect("no frame reached the stub commander");
+    let expected = Frame {
+        cmd: CmdHash::of_name("hello"),
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    assert_eq!(Frame::from_bytes(&got), Ok(expected));
+    let replay = fs::read_to_string(s.state.join("replay")).unwrap();
+    assert!(
+        replay.contains(&key.id().to_string()),
+        "replay file: {replay}"
+    );
+
+    // SIGHUP re-reads the keys dir under the sandbox: a key added now is accepted.
+    let key2 = write_key(&s.keys, "phone");
+    kill(Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();
+    let at = seen.len();
+    let reloading = wait_notify(&notify, "RELOADING=1", &mut seen, at);
+    wait_notify(&notify, "READY=1", &mut seen, reloading);
+    sender
+        .send_to(&datagram(&key2, "open_ssh"), ("127.0.0.1", s.port))
+        .unwrap();
+    let got = frames
+        .recv_timeout(DEADLINE)
+        .expect("no frame after reload");
+    assert_eq!(
+        Frame::from_bytes(&got).map(|f| f.cmd),
+        Ok(CmdHash::of_name("open_ssh"))
+    );
+
+    // A clean stop still works with the filter in place.
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let at = seen.len();
+    wait_notify(&notify, "STOPPING=1", &mut seen, at);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(st) = server.0.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("Operation not permitted"),
+        "a syscall was refused by the filter:\n{text}"
+    );
+}
