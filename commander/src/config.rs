@@ -352,13 +352,14 @@ impl Config {
     }
 }
 
-/// toml errors span several lines with a source excerpt; the daemon reports one line.
+/// toml errors span several lines (position, source excerpt, message); keep the position and
+/// the message so the daemon reports one line.
 fn one_line(s: &str) -> String {
-    s.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
-        .collect::<Vec<_>>()
-        .join("; ")
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    match (lines.first(), lines.last()) {
+        (Some(first), Some(last)) if lines.len() > 1 => format!("{first}: {last}"),
+        _ => lines.join(" "),
+    }
 }
 
 #[cfg(test)]
