@@ -108,7 +108,7 @@ pub fn run() -> i32 {
     match serve(&args.config) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!(event = "failed", error = %e, "{e}");
+            tracing::error!(event = "failed", "{e}");
             e.exit_code()
         }
     }
