@@ -298,8 +298,16 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
         "replay file: {replay}"
     );
 
-    // SIGHUP re-reads the keys dir under the sandbox: a key added now is accepted.
+    // SIGHUP re-reads config and keys dir under the sandbox: a key added now is accepted,
+    // and a config replaced the way editors do it (new file renamed over the old) is read.
     let key2 = write_key(&s.keys, "phone");
+    let cfg = s.base.join("server.toml");
+    let mut text = fs::read_to_string(&cfg).unwrap();
+    text.push_str("[keys.phone]\ncommands = [\"open_ssh\"]\n");
+    let tmp_cfg = s.base.join("server.toml.new");
+    fs::write(&tmp_cfg, text).unwrap();
+    fs::set_permissions(&tmp_cfg, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::rename(&tmp_cfg, &cfg).unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();
     let at = seen.len();
     let reloading = wait_notify(&notify, "RELOADING=1", &mut seen, at);
@@ -314,6 +322,12 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
         Frame::from_bytes(&got).map(|f| f.cmd),
         Ok(CmdHash::of_name("open_ssh"))
     );
+    let text = wait_log(&log, &["event=\"reloaded\""]);
+    assert!(
+        text.contains("keys=2"),
+        "reload did not see both keys:\n{text}"
+    );
+    assert!(!text.contains("reload failed"), "{text}");
 
     // A clean stop still works with the filter in place.
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
