@@ -127,13 +127,10 @@ impl Link {
                     }
                     Err(e) => {
                         match e {
-                            LinkError::WrongUid { .. } => tracing::error!(
-                                event = "failed",
-                                reason = "commander_uid",
-                                error = %e,
-                                "{e}"
-                            ),
-                            _ => tracing::warn!(event = "commander_down", error = %e, "{e}"),
+                            LinkError::WrongUid { .. } => {
+                                tracing::error!(event = "failed", reason = "commander_uid", "{e}")
+                            }
+                            _ => tracing::warn!(event = "commander_down", "{e}"),
                         }
                         tokio::time::sleep(self.backoff).await;
                         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);

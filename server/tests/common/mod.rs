@@ -115,7 +115,10 @@ pub struct Env {
     pub notify: UnixDatagram,
     pub notes: Vec<String>,
     pub extra_config: String,
+    pub commander_socket: PathBuf,
     pub child: Option<Child>,
+    /// The counters of the last STATUS= seen.
+    pub last_status: HashMap<String, u64>,
 }
 
 impl Env {
@@ -136,13 +139,16 @@ impl Env {
         let notify = UnixDatagram::bind(&np).unwrap();
         set_mode(&np, 0o777);
         notify.set_nonblocking(true).unwrap();
+        let commander_socket = dir.path().join("commander.sock");
         Self {
+            commander_socket,
             dir,
             port: free_port(),
             notify,
             notes: Vec::new(),
             extra_config: String::new(),
             child: None,
+            last_status: HashMap::new(),
         }
     }
 
@@ -164,7 +170,7 @@ impl Env {
     }
 
     pub fn stub(&self) -> StubCommander {
-        StubCommander::start(&self.path("commander.sock"))
+        StubCommander::start(&self.commander_socket)
     }
 
     pub fn write_config(&self) -> PathBuf {
@@ -175,7 +181,7 @@ impl Env {
             port = self.port,
             keys = self.path("keys").display(),
             state = self.path("state").display(),
-            sock = self.path("commander.sock").display(),
+            sock = self.commander_socket.display(),
             extra = self.extra_config,
         );
         std::fs::write(&p, text).unwrap();
@@ -319,7 +325,7 @@ impl Env {
     ) -> HashMap<String, u64> {
         let log = self.path("server.log");
         let end = Instant::now() + DEADLINE;
-        let mut last = HashMap::new();
+        let mut last = std::mem::take(&mut self.last_status);
         loop {
             self.poll_notes();
             for m in self.notes.drain(..) {
@@ -330,6 +336,7 @@ impl Env {
                 }
             }
             if pred(&last) {
+                self.last_status = last.clone();
                 return last;
             }
             if Instant::now() > end {

@@ -1,0 +1,266 @@
+//! Black-box tests of start-up refusals (each exits 78 naming the field or file), `--check`,
+//! the commander peer check against a fake commander running as nobody, a commander that is
+//! down, and a state directory that cannot be written.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use ruroco_shared::{CmdHash, Frame, Key};
+use std::io::{Read, Write};
+use std::os::unix::fs::chown;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Start the server expecting it to refuse; returns the log.
+fn refused(env: &Env) -> String {
+    env.write_config();
+    let (code, _out, err) = env.run_once(&[]);
+    assert_eq!(code, Some(78), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    err
+}
+
+/// `--check` expecting a refusal; returns stderr.
+fn check_refused(env: &Env) -> String {
+    env.write_config();
+    let (code, out, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(78), "stdout: {out} stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn config_errors_exit_78_naming_field_or_file() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+
+    // No keys at all.
+    let e = check_refused(&env);
+    assert!(e.contains("no *.key files") && e.contains("keys"), "{e}");
+    let e = refused(&env);
+    assert!(e.contains("no *.key files"), "{e}");
+
+    let p = env.add_key("k", &k);
+    env.extra_config = "listen_port = 1\n".to_owned();
+    let e = check_refused(&env);
+    assert!(
+        e.contains("listen_port") && e.contains("server.toml"),
+        "{e}"
+    );
+
+    env.extra_config = String::new();
+    let cfg = env.write_config();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"::1\"", "\"::1\", \"10.0.0.300\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, _, e) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(78));
+    assert!(e.contains("ips") || e.contains("10.0.0.300"), "{e}");
+
+    set_mode(&p, 0o644);
+    let e = check_refused(&env);
+    assert!(e.contains("k.key") && e.contains("chmod 0600"), "{e}");
+    set_mode(&p, 0o600);
+
+    let copy = env.add_key("copy", &k);
+    let e = check_refused(&env);
+    assert!(e.contains("same key id") && e.contains("copy.key"), "{e}");
+    std::fs::remove_file(copy).unwrap();
+
+    env.extra_config = "[keys.nosuch]\ncommands = [\"a\"]\n".to_owned();
+    let e = check_refused(&env);
+    assert!(e.contains("[keys.nosuch]"), "{e}");
+    env.extra_config = String::new();
+
+    std::fs::write(
+        env.path("state/replay"),
+        "0102030405060708 12\nbroken line here\n",
+    )
+    .unwrap();
+    chown(env.path("state/replay"), Some(NOBODY), Some(NOBODY)).unwrap();
+    let e = refused(&env);
+    assert!(e.contains("state/replay") && e.contains("line 2"), "{e}");
+    // The corrupt file is left as it was, never reset.
+    assert!(
+        std::fs::read_to_string(env.path("state/replay"))
+            .unwrap()
+            .contains("broken")
+    );
+    env.child = None;
+}
+
+#[test]
+fn check_prints_keys_and_settings() {
+    let mut env = Env::new();
+    let a = Key::generate().unwrap();
+    let b = Key::generate().unwrap();
+    env.add_key("a", &a);
+    env.add_key("b", &b);
+    env.extra_config = "[keys.b]\ncommands = [\"open_ssh\", \"hello\"]\n".to_owned();
+    env.write_config();
+    let (code, out, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(0), "{err}");
+    let keys = env.path("keys");
+    assert!(
+        out.contains(&format!(
+            "key {} {}/a.key commands=all\n",
+            a.id(),
+            keys.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "key {} {}/b.key commands=open_ssh,hello\n",
+            b.id(),
+            keys.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("max_clock_skew=3600s"), "{out}");
+    assert!(out.contains("user=nobody"), "{out}");
+    // Never the key itself.
+    let secret = a.to_file_text();
+    assert!(!out.contains(secret.trim()), "key material printed");
+}
+
+/// Not a test on its own: the fake commander, run as nobody by
+/// `fake_commander_as_nobody_gets_no_frame`. Listens on RUROCO_PROBE_SOCKET and appends
+/// `conn bytes=N` to RUROCO_PROBE_OUT for every connection once it closes.
+#[test]
+#[ignore]
+fn probe_fake_commander() {
+    let (Ok(sock), Ok(out)) = (
+        std::env::var("RUROCO_PROBE_SOCKET"),
+        std::env::var("RUROCO_PROBE_OUT"),
+    ) else {
+        return;
+    };
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    set_mode(std::path::Path::new(&sock), 0o777);
+    for c in l.incoming() {
+        let mut c = c.unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .unwrap();
+        writeln!(f, "conn bytes={}", buf.len()).unwrap();
+    }
+}
+
+#[test]
+fn fake_commander_as_nobody_gets_no_frame() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    // A 0755 copy of this test binary (the checkout may sit under a 0700 home).
+    let bin_dir = env.path("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    set_mode(&bin_dir, 0o755);
+    let exe = bin_dir.join("probe");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    set_mode(&exe, 0o755);
+    let fake = env.path("fake");
+    std::fs::create_dir(&fake).unwrap();
+    chown(&fake, Some(NOBODY), Some(NOBODY)).unwrap();
+    env.commander_socket = fake.join("commander.sock");
+    let out: PathBuf = fake.join("probe.out");
+    let mut probe = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--bounding-set=-all",
+            "--no-new-privs",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "probe_fake_commander",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("RUROCO_PROBE_SOCKET", &env.commander_socket)
+        .env("RUROCO_PROBE_OUT", &out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = env.commander_socket.clone();
+    wait_for("the fake commander's socket", || {
+        sock.exists().then_some(())
+    });
+    env.start();
+    env.send(&seal(&k, &pt("hello")));
+    env.wait_status("accepted", |s| get(s, "accepted") == 1);
+    wait_for(
+        "the server to connect to the fake commander and hang up",
+        || std::fs::read_to_string(&out).ok().filter(|t| !t.is_empty()),
+    );
+    wait_for("the refusal naming uid 65534 in the log", || {
+        env.log().contains("runs as uid 65534").then_some(())
+    });
+    let s = env.wait_status("forwarded still 0", |s| get(s, "accepted") == 1);
+    assert_eq!(get(&s, "forwarded"), 0);
+    let _ = probe.kill();
+    let _ = probe.wait();
+    let lines = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        lines.lines().all(|l| l == "conn bytes=0"),
+        "the fake commander received bytes: {lines}"
+    );
+}
+
+#[test]
+fn frames_wait_for_a_commander_that_starts_later() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    env.start();
+    env.send(&seal(&k, &pt("queued")));
+    env.wait_status("accepted while the commander is down", |s| {
+        get(s, "accepted") == 1
+    });
+    let stub = env.stub();
+    assert_eq!(
+        stub.next_frame(),
+        Frame {
+            cmd: CmdHash::of_name("queued"),
+            ip: LOCAL
+        }
+    );
+    env.wait_status("forwarded", |s| get(s, "forwarded") == 1);
+}
+
+#[test]
+fn unwritable_state_dir_forwards_nothing_until_it_recovers() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    let stub = env.stub();
+    env.start();
+    let state = env.path("state");
+    set_mode(&state, 0o500);
+    let d = seal(&k, &pt("blocked"));
+    env.send(&d);
+    env.wait_status("persist_failed", |s| get(s, "persist_failed") == 1);
+    assert!(
+        env.log().contains("event=\"failed\" reason=\"persist\""),
+        "{}",
+        env.log()
+    );
+    set_mode(&state, 0o700);
+    // Nothing left for the blocked one: the same datagram, retried, now runs exactly once.
+    env.send(&d);
+    assert_eq!(stub.next_frame().cmd, CmdHash::of_name("blocked"));
+    env.send(&d);
+    let s = env.wait_status("replay of the retried one", |s| get(s, "replay") == 1);
+    assert_eq!(get(&s, "accepted"), 1);
+    assert!(stub.frames.try_recv().is_err());
+}
