@@ -192,8 +192,23 @@ pub fn parse_status(text: &str) -> BTreeMap<String, u64> {
 }
 
 /// `(rx_queue bytes, drops)` summed over the UDP sockets bound to local `port`
-/// (/proc/net/udp and udp6), or `None` when no such socket exists.
-pub fn udp_queue(port: u16) -> Option<(u64, u64)> {
+/// (/proc/net/udp and udp6), or `None` when no such socket exists. With `pid`, only the
+/// sockets that process holds count (another process may use the same port on another
+/// address).
+pub fn udp_queue(port: u16, pid: Option<u32>) -> Option<(u64, u64)> {
+    let inodes: Option<Vec<String>> = pid.map(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let target = fs::read_link(e.path()).ok()?;
+                        let t = target.to_str()?;
+                        Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
     let mut found = None;
     let want = format!(":{port:04X}");
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
@@ -204,6 +219,11 @@ pub fn udp_queue(port: u16) -> Option<(u64, u64)> {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 13 || !f[1].ends_with(&want) {
                 continue;
+            }
+            if let Some(inodes) = &inodes {
+                if !inodes.iter().any(|i| i == f[9]) {
+                    continue;
+                }
             }
             let rx = f[4]
                 .split_once(':')
@@ -617,7 +637,7 @@ impl ChainBuilder {
             baseline: BTreeMap::new(),
             cfg: self,
             root,
-            dir,
+            dir: Some(dir),
         };
         for name in chain.cfg.keys.clone() {
             let key = Key::generate().expect("generate key");
@@ -663,7 +683,18 @@ pub struct Chain {
     pub baseline: BTreeMap<String, u64>,
     pub cfg: ChainBuilder,
     pub root: PathBuf,
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Chain {
+    /// With `RUROCO_E2E_KEEP` set, the temp dir (configs, logs, out file) stays for a look.
+    fn drop(&mut self) {
+        if std::env::var_os("RUROCO_E2E_KEEP").is_some() {
+            if let Some(d) = self.dir.take() {
+                eprintln!("kept {}", d.keep().display());
+            }
+        }
+    }
 }
 
 impl Chain {
@@ -799,8 +830,9 @@ impl Chain {
                     "0.0.0.0" => IpAddr::V4(Ipv4Addr::LOCALHOST),
                     h => h.parse().expect("listen host"),
                 };
+                let pid = d.pid();
                 wait_for("systemd-socket-activate to listen", DEADLINE, || {
-                    udp_queue(self.port).map(|_| ())
+                    udp_queue(self.port, Some(pid)).map(|_| ())
                 });
                 send_from(
                     unspecified_like(target),
@@ -920,7 +952,7 @@ impl Chain {
     }
 
     /// Send many datagrams from one source at a pace the server's socket buffer absorbs.
-    pub fn send_paced<'a>(&self, from: IpAddr, datagrams: impl IntoIterator<Item = &'a [u8]>) {
+    pub fn send_paced<'a>(&mut self, from: IpAddr, datagrams: impl IntoIterator<Item = &'a [u8]>) {
         let to = if from.is_ipv4() {
             self.addr4()
         } else {
@@ -936,21 +968,34 @@ impl Chain {
     }
 
     /// Wait until the server socket's receive queue holds at most `bytes`.
-    pub fn wait_queue_below(&self, bytes: u64) {
+    pub fn wait_queue_below(&mut self, bytes: u64) {
         let port = self.port;
-        wait_for(
-            "the server's receive queue to drain",
-            DEADLINE,
-            || match udp_queue(port) {
-                Some((rx, _)) if rx > bytes => None,
-                _ => Some(()),
-            },
-        );
+        let pid = self.server.as_ref().map(Daemon::pid);
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let q = udp_queue(port, pid);
+            match q {
+                Some((rx, _)) if rx > bytes => {}
+                _ => return,
+            }
+            if Instant::now() > until {
+                let alive = self.server.as_mut().map(|s| s.alive());
+                let st = self.status_delta();
+                panic!(
+                    "timed out waiting for the server's receive queue to drain below {bytes} B: \
+                     (rx_queue, drops) {q:?}, server alive {alive:?}, STATUS delta {st:?}\n\
+                     server log:\n{}",
+                    self.server_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Kernel drops counted on the server's UDP socket(s).
     pub fn udp_drops(&self) -> u64 {
-        udp_queue(self.port).map(|(_, d)| d).unwrap_or(0)
+        let pid = self.server.as_ref().map(Daemon::pid);
+        udp_queue(self.port, pid).map(|(_, d)| d).unwrap_or(0)
     }
 
     /// Current counters minus the baseline at server start.
@@ -1143,7 +1188,7 @@ impl Chain {
 
     /// The chain's temp dir path.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 }
 

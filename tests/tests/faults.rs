@@ -285,10 +285,6 @@ fn sigterm_stops_the_server_cleanly() {
     c.server_mut().wait_notify("STOPPING=1", 1);
     let st = c.stop_server(Signal::SIGTERM);
     assert_eq!(Daemon::exit_code(st), 0, "server exit status");
-    assert!(
-        ruroco_tests::udp_queue(c.port).is_none(),
-        "UDP socket still open"
-    );
     c.commander_mut().assert_alive();
 }
 

@@ -1,0 +1,115 @@
+//! End to end under a flood: 200,000 garbage datagrams from 10,000 distinct loopback sources
+//! with 20 valid ones interleaved, each from an address of its own. All 20 run, nothing else
+//! does, and the server's peak memory stays under its cap. Asserts outcomes, never speed.
+//! Must never run against system paths.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ruroco_shared::DATAGRAM_LEN;
+use ruroco_tests::{Chain, kb_field, plaintext, proc_status, seal};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+
+const SOURCES: u32 = 10_000;
+/// Per source: half with unknown key ids, half with the configured key id and a bad tag.
+const PER_SOURCE: u32 = 20;
+const VALID: u32 = 20;
+/// The server's peak resident memory must stay below this.
+const MEMORY_CAP: u64 = 32 * 1024 * 1024;
+/// Check the server's receive queue every this many datagrams.
+const PACE_EVERY: u32 = 40;
+
+fn source(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 1, (i / 256) as u8, (i % 256) as u8))
+}
+
+fn valid_source(j: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 2, 0, (j + 1) as u8))
+}
+
+#[test]
+fn valid_datagrams_get_through_a_flood_from_ten_thousand_sources() {
+    // Production rate limits per source; the global cap is lifted so that this single test
+    // machine's flood cannot lock the valid senders out (a spoofed flood is what it models).
+    let mut c = Chain::builder()
+        .rate_limit(&[
+            "per_source = 2.0",
+            "burst = 5",
+            "global = 10000000",
+            "sources = 65536",
+        ])
+        .start();
+    let key = c.key("k1");
+    let id = key.id().0;
+    let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+    let mut garbage = vec![0u8; DATAGRAM_LEN * PER_SOURCE as usize];
+    let to = c.addr4();
+    let mut sent = 0u32;
+    let mut expected = Vec::new();
+    for i in 0..SOURCES {
+        if i % (SOURCES / VALID) == 0 {
+            // A valid one from its own address, sent when the queue is empty so it cannot
+            // be lost to a full socket buffer.
+            let j = i / (SOURCES / VALID);
+            c.wait_queue_below(0);
+            let from = valid_source(j);
+            let d = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
+            ruroco_tests::send_from(from, to, &d);
+            expected.push(format!("hello {from}"));
+        }
+        urandom.read_exact(&mut garbage).unwrap();
+        let sock = UdpSocket::bind(SocketAddr::new(source(i), 0)).unwrap();
+        for (n, d) in garbage.chunks_mut(DATAGRAM_LEN).enumerate() {
+            if n % 2 == 0 {
+                if d[..8] == id {
+                    d[0] ^= 1;
+                }
+            } else {
+                d[..8].copy_from_slice(&id);
+            }
+            if sent % PACE_EVERY == 0 {
+                c.wait_queue_below(64 * 1024);
+            }
+            sock.send_to(d, to).unwrap();
+            sent += 1;
+        }
+    }
+    let garbage_total = u64::from(SOURCES * PER_SOURCE);
+    let valid = u64::from(VALID);
+    c.expect_status(
+        &[
+            ("received", garbage_total + valid),
+            ("unknown_key", garbage_total / 2),
+            ("accepted", valid),
+            ("forwarded", valid),
+        ],
+        &["bad_tag", "rate_limited"],
+    );
+    let s = c.status_delta();
+    assert_eq!(
+        s["bad_tag"] + s["rate_limited"],
+        garbage_total / 2,
+        "bad-tag datagrams are either rate limited or fail their tag: {s:?}"
+    );
+    assert_eq!(c.udp_drops(), 0, "the kernel dropped datagrams: pace lower");
+    let mut lines = c.wait_out(VALID as usize);
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines, expected, "exactly the 20 valid ones ran");
+    let hwm = kb_field(&proc_status(c.server_pid())["VmHWM"]);
+    assert!(
+        hwm < MEMORY_CAP,
+        "server peak memory {hwm} B is over the cap of {MEMORY_CAP} B"
+    );
+    eprintln!(
+        "flood: server VmHWM {} KiB, bad_tag {} rate_limited {}",
+        hwm / 1024,
+        s["bad_tag"],
+        s["rate_limited"]
+    );
+    c.assert_only_ran(
+        "k1",
+        &expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        IpAddr::V4(Ipv4Addr::new(127, 3, 0, 1)),
+    );
+    c.assert_alive();
+}
