@@ -264,3 +264,40 @@ fn unwritable_state_dir_forwards_nothing_until_it_recovers() {
     assert_eq!(get(&s, "accepted"), 1);
     assert!(stub.frames.try_recv().is_err());
 }
+
+#[test]
+fn full_queue_drops_are_counted_and_logged() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    env.extra_config = "[rate_limit]\nper_source = 100000.0\nburst = 100000\n".to_owned();
+    // No commander at all: the link holds one frame, the queue takes 1024 more.
+    env.start();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let base = now_ns();
+    let total = 1100u64;
+    for i in 0..total {
+        let mut p = pt("hello");
+        p.counter = base + u128::from(i);
+        tx.send_to(&seal(&k, &p), env.addr()).unwrap();
+    }
+    let s = env.wait_status("every datagram accepted", |s| get(s, "accepted") == total);
+    let dropped = get(&s, "queue_dropped");
+    assert!(
+        dropped >= total - 1 - 1024 && dropped <= total,
+        "queue_dropped {dropped}: {s:?}"
+    );
+    assert!(env.log().contains("queue full"), "drops are logged");
+    assert_eq!(get(&s, "forwarded"), 0);
+}
+
+#[test]
+fn watchdog_pings_when_asked() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    env.extra_env = vec![("WATCHDOG_USEC".to_owned(), "400000".to_owned())];
+    env.start();
+    env.wait_note("WATCHDOG=1");
+    env.wait_note("WATCHDOG=1");
+}

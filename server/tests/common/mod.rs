@@ -117,6 +117,8 @@ pub struct Env {
     pub extra_config: String,
     pub commander_socket: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment for the server process.
+    pub extra_env: Vec<(String, String)>,
     /// The counters of the last STATUS= seen.
     pub last_status: HashMap<String, u64>,
 }
@@ -149,6 +151,7 @@ impl Env {
             extra_config: String::new(),
             child: None,
             last_status: HashMap::new(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -198,6 +201,7 @@ impl Env {
             .env_remove("LISTEN_PID")
             .env_remove("JOURNAL_STREAM")
             .env_remove("WATCHDOG_USEC")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -214,6 +218,19 @@ impl Env {
     pub fn start(&mut self) {
         self.write_config();
         let mut c = self.command();
+        if self.extra_env.iter().any(|(k, _)| k == "WATCHDOG_USEC") {
+            // systemd sets WATCHDOG_PID to the service's pid; exec keeps the shell's pid.
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+                .arg(c.get_program())
+                .args(c.get_args())
+                .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .stdin(Stdio::null());
+            c = sh;
+        }
         c.stdout(self.log_file()).stderr(self.log_file());
         self.child = Some(c.spawn().unwrap());
         self.wait_note("READY=1");
