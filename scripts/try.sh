@@ -19,6 +19,11 @@ for p in systemd util-linux; do
     fi
 done
 
+if ! command -v cargo >/dev/null; then
+    echo "scripts/try.sh: cargo not found: install Rust first (https://rustup.rs), then run me again" >&2
+    exit 69
+fi
+
 echo "==> building (cargo build --locked)"
 cargo build --locked -q -p ruroco-server -p ruroco-commander -p ruroco-client
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
@@ -31,6 +36,7 @@ cleanup() {
     rm -rf "$demo"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 chmod 0755 "$demo"
 mkdir -p "$demo/bin" "$demo/keys" "$demo/state" "$demo/run" "$demo/commander-state" "$demo/client"
 # Binaries are copied so the unprivileged server can execute them wherever the checkout lives.
@@ -87,14 +93,16 @@ systemd-socket-activate --datagram -l "127.0.0.1:$port" \
     setpriv --reuid=nobody --regid=nogroup --clear-groups --bounding-set=-all --no-new-privs \
     "$demo/bin/ruroco-server" --config "$demo/server.toml" 2>"$demo/server.log" &
 pids+=($!)
-wait_for 20 "the UDP socket" sh -c "ss -Hlun 'sport = :$port' | grep -q ."
+# /proc/net/udp lists local addresses as HEXIP:HEXPORT; 0100007F is 127.0.0.1.
+udp_listening() { grep -q "0100007F:$(printf '%04X' "$port") " /proc/net/udp; }
+wait_for 20 "the UDP socket" udp_listening
 
 echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c hello"
 "$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/keys/demo.key" -c hello
-wait_for 20 "hello to run" grep -q "hello from 127.0.0.1" "$demo/commander.log"
+wait_for 20 "hello to run" grep -qs "hello from 127.0.0.1" "$demo/commander.log"
 echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c open_demo   (undo after 2 s)"
 "$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/keys/demo.key" -c open_demo
-wait_for 20 "open_demo and its undo" grep -q "closed for 127.0.0.1" "$demo/firewall.log"
+wait_for 20 "open_demo and its undo" grep -qs "closed for 127.0.0.1" "$demo/firewall.log"
 
 echo
 echo "--- what the commands did"
