@@ -314,7 +314,6 @@ const ALLOWED_COMMON: &[libc::c_long] = &[
     libc::SYS_fcntl,
     libc::SYS_fsync,
     libc::SYS_fdatasync,
-    libc::SYS_renameat,
     libc::SYS_renameat2,
     libc::SYS_unlinkat,
     libc::SYS_getdents64,
@@ -348,12 +347,16 @@ const ALLOWED_COMMON: &[libc::c_long] = &[
 const ALLOWED_ARCH: &[libc::c_long] = &[
     libc::SYS_epoll_wait,
     libc::SYS_rename,
+    libc::SYS_renameat,
     libc::SYS_unlink,
     libc::SYS_stat,
     libc::SYS_lstat,
     libc::SYS_poll,
 ];
-#[cfg(not(target_arch = "x86_64"))]
+/// glibc's `rename` uses `renameat` (nr 38) on aarch64, which libc's table there lacks.
+#[cfg(target_arch = "aarch64")]
+const ALLOWED_ARCH: &[libc::c_long] = &[libc::SYS_ppoll, 38];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const ALLOWED_ARCH: &[libc::c_long] = &[libc::SYS_ppoll];
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SandboxError> {
