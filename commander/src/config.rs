@@ -311,13 +311,16 @@ impl Config {
     }
 
     /// Read the file, refuse it unless root-owned and not group/other-writable, then parse.
+    /// The checks are made on the opened file, so a swap after the check cannot slip through.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::io::Read;
         let p = path.display().to_string();
         let read_err = |source| ConfigError::Read {
             path: p.clone(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
         if !meta.is_file() {
             return Err(ConfigError::Invalid {
                 path: p,
@@ -325,7 +328,16 @@ impl Config {
             });
         }
         fsutil::check_owner_not_writable(path, &meta, 0).map_err(ConfigError::Perm)?;
-        let text = fsutil::read_bounded(path, MAX_CONFIG_BYTES).map_err(read_err)?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
+                path: p,
+                message: format!("larger than {MAX_CONFIG_BYTES} bytes"),
+            });
+        }
         Self::parse(&text, path)
     }
 

@@ -35,6 +35,8 @@ pub struct Dispatcher {
     stopping: AtomicBool,
     undo: Mutex<Store>,
     undo_wake: Notify,
+    /// Signalled whenever an undo finished (a repeat request waits for a running undo).
+    undo_done: Notify,
 }
 
 impl Dispatcher {
@@ -48,6 +50,7 @@ impl Dispatcher {
             stopping: AtomicBool::new(false),
             undo: Mutex::new(store),
             undo_wake: Notify::new(),
+            undo_done: Notify::new(),
         })
     }
 
@@ -89,22 +92,40 @@ impl Dispatcher {
     }
 
     async fn run_admitted(self: &Arc<Self>, cmd: &Command, ip: IpAddr) {
-        let Ok(_slot) = self.slots.clone().acquire_owned().await else {
-            return;
-        };
-        if self.stopping.load(Ordering::SeqCst) {
-            tracing::warn!(event = "dropped", reason = "stopping", command = %cmd.name, ip = %ip);
-            return;
-        }
-        if let Some(u) = &cmd.undo {
+        let _slot = loop {
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
+            if self.stopping.load(Ordering::SeqCst) {
+                tracing::warn!(event = "dropped", reason = "stopping", command = %cmd.name, ip = %ip);
+                return;
+            }
+            let Some(u) = &cmd.undo else {
+                break slot;
+            };
+            // Registered before the check so an undo finishing in between is not missed.
+            let done = self.undo_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
             // Persist the undo before doing what it undoes; if that fails, do nothing at all.
             let due = undo::now_unix_ms()
                 .saturating_add(u64::try_from(u.after.as_millis()).unwrap_or(u64::MAX));
-            if let Err(e) = self.schedule_undo(&cmd.name, ip, &u.run, due).await {
-                tracing::error!(event = "failed", reason = "undo_persist", command = %cmd.name, ip = %ip, error = %e);
-                return;
+            match self.schedule_undo(&cmd.name, ip, &u.run, due).await {
+                Ok(true) => break slot,
+                Ok(false) => {
+                    // This command's undo for this IP is running: let it finish first (without
+                    // holding a slot it may need), so the command is never undone by an undo
+                    // that started before it.
+                    drop(slot);
+                    tracing::info!(event = "waiting_for_undo", command = %cmd.name, ip = %ip);
+                    done.await;
+                }
+                Err(e) => {
+                    tracing::error!(event = "failed", reason = "undo_persist", command = %cmd.name, ip = %ip, error = %e);
+                    return;
+                }
             }
-        }
+        };
         let job = Job {
             kind: Kind::Command,
             name: cmd.name.as_str().into(),
@@ -115,14 +136,18 @@ impl Dispatcher {
         exec::run(&job).await;
     }
 
+    /// Schedule (or extend) and persist an undo; `Ok(false)` if that undo is running right now.
     async fn schedule_undo(
         &self,
         name: &str,
         ip: IpAddr,
         run: &str,
         due: u64,
-    ) -> Result<(), undo::UndoError> {
+    ) -> Result<bool, undo::UndoError> {
         let mut store = self.undo.lock().await;
+        if store.schedule.is_in_flight(name, ip) {
+            return Ok(false);
+        }
         let before = store.schedule.get(name, ip);
         let what = store.schedule.schedule(name, ip, run, due);
         let persisted = match store.snapshot() {
@@ -136,7 +161,7 @@ impl Dispatcher {
         tracing::info!(event = "undo_scheduled", command = %name, ip = %ip, due_unix_ms = due, extended = what == undo::Scheduled::Extended);
         drop(store);
         self.undo_wake.notify_one();
-        Ok(())
+        Ok(true)
     }
 
     /// Fire undos as they come due until shutdown (overdue ones from the state file at once).
@@ -199,6 +224,7 @@ impl Dispatcher {
             tracing::error!(event = "undo_state_write_failed", command = %entry.command, ip = %entry.ip, error = %e);
         }
         drop(store);
+        self.undo_done.notify_waiters();
         self.undo_wake.notify_one();
     }
 

@@ -112,6 +112,11 @@ impl Schedule {
         self.entries.get(&(command.to_owned(), ip)).cloned()
     }
 
+    /// Is the undo for (command, ip) running right now?
+    pub fn is_in_flight(&self, command: &str, ip: IpAddr) -> bool {
+        self.in_flight.contains(&(command.to_owned(), ip))
+    }
+
     /// Put back what `get` returned (undo a `schedule` whose persist failed).
     pub fn restore(&mut self, command: &str, ip: IpAddr, entry: Option<Entry>) {
         let key = (command.to_owned(), ip);

@@ -149,3 +149,49 @@ fn a_corrupt_undo_file_stops_start_up() {
         "file kept"
     );
 }
+
+/// A request arriving while its own undo runs waits for that undo, then runs and schedules a
+/// fresh undo (with one slot it must not deadlock against the undo it waits for).
+fn request_during_running_undo(max_parallel: usize) {
+    let env = Env::new();
+    env.write_config(
+        &format!("max_parallel = {max_parallel}"),
+        r#"open = { run = "echo open >> $DIR/out", undo = "echo close-start >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done; echo close-done >> $DIR/out", undo_after = "1s" }"#,
+    );
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "open", "192.0.2.1");
+    wait_until("the undo to start", || {
+        env.out_lines() == ["open", "close-start"]
+    });
+    send(&mut s, "open", "192.0.2.1");
+    if max_parallel > 1 {
+        // The gate opens only once the second request is known to wait for the running undo.
+        // (With one slot it waits for the slot the undo holds instead.)
+        d.wait_log(&["event=\"waiting_for_undo\"", "command=open"], 1);
+    }
+    std::fs::write(env.path("release"), "").unwrap();
+    wait_until("the second undo", || env.out_lines().len() == 6);
+    assert_eq!(
+        env.out_lines(),
+        [
+            "open",
+            "close-start",
+            "close-done",
+            "open",
+            "close-start",
+            "close-done"
+        ]
+    );
+    wait_until("the undo state to empty", || undo_entries(&env).is_empty());
+}
+
+#[test]
+fn a_request_during_its_running_undo_waits_for_it() {
+    request_during_running_undo(2);
+}
+
+#[test]
+fn a_request_during_its_running_undo_does_not_deadlock_with_one_slot() {
+    request_during_running_undo(1);
+}
