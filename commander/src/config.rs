@@ -456,4 +456,28 @@ open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "
             assert!(!e.contains('\n'), "multi-line error: {e}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn arbitrary_command_tables_never_panic(
+            run in "[a-z $]{0,20}",
+            timeout in "[0-9a-z]{0,6}",
+            undo in proptest::option::of("[a-z ]{0,10}"),
+            after in proptest::option::of("[0-9a-z]{0,6}"),
+        ) {
+            let mut t = format!("[commands]\nx = {{ run = {run:?}, timeout = {timeout:?}");
+            if let Some(u) = undo { t.push_str(&format!(", undo = {u:?}")); }
+            if let Some(a) = after { t.push_str(&format!(", undo_after = {a:?}")); }
+            t.push_str(" }\n");
+            if let Ok(c) = parse(&t) {
+                let x = c.commands.by_name("x").unwrap();
+                proptest::prop_assert!(!x.timeout.is_zero());
+            }
+        }
+    }
 }

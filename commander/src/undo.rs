@@ -349,4 +349,42 @@ mod tests {
         assert_eq!(st2.schedule.len(), 1);
         assert_eq!(std::fs::metadata(st2.path()).unwrap().mode() & 0o777, 0o600);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_state_text_never_panics(text in ".{0,300}") {
+            let _ = Schedule::from_toml(&text);
+        }
+
+        /// Whatever the order of requests, deadlines and completions: one entry per
+        /// (command, ip), never due twice while in flight, and the file round-trips.
+        #[test]
+        fn schedule_invariants(ops in proptest::collection::vec((0u8..3, 0u8..3, 0u64..100), 0..60)) {
+            let mut s = Schedule::default();
+            let mut running: Vec<Entry> = Vec::new();
+            let mut now = 0u64;
+            for (op, who, t) in ops {
+                let ip: IpAddr = format!("192.0.2.{who}").parse().unwrap();
+                match op {
+                    0 => { s.schedule("c", ip, "u", now + t); }
+                    1 => {
+                        now += t;
+                        for e in s.take_due(now) {
+                            proptest::prop_assert!(!running.iter().any(|r| r.ip == e.ip));
+                            running.push(e);
+                        }
+                    }
+                    _ => {
+                        if !running.is_empty() {
+                            let e = running.remove(0);
+                            s.finished(&e);
+                        }
+                    }
+                }
+                proptest::prop_assert!(s.len() <= 3);
+                let back = Schedule::from_toml(&s.to_toml().unwrap()).unwrap();
+                proptest::prop_assert_eq!(&back.entries, &s.entries);
+            }
+        }
+    }
 }
