@@ -1108,12 +1108,11 @@ impl Chain {
         }
     }
 
-    /// Prove that nothing more than `expected` ran: send a fresh `hello` marker from
-    /// `marker_src` (a source of its own), wait for it to run, then require the recorded
-    /// lines to be exactly `expected` followed by the marker.
-    pub fn assert_only_ran(&mut self, key: &str, expected: &[&str], marker_src: IpAddr) {
+    /// Send a fresh permissive `hello` claiming 198.51.100.250 from `src` (a source of its
+    /// own) with `key`; returns the line its run records.
+    pub fn send_marker(&self, key: &str, src: IpAddr) -> String {
         let k = self.key(key);
-        let dst = if marker_src.is_ipv4() {
+        let dst = if src.is_ipv4() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
             IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
@@ -1122,20 +1121,44 @@ impl Chain {
         pt.strict = false;
         let marker_ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 250));
         pt.src_ip = Some(marker_ip);
-        self.send_raw(marker_src, &seal(&k, &pt));
-        let marker = format!("hello {marker_ip}");
-        let n = expected.len() + 1;
-        let mut lines = self.wait_out(n);
-        self.assert_alive();
+        self.send_raw(src, &seal(&k, &pt));
+        format!("hello {marker_ip}")
+    }
+
+    /// Wait until `line` was recorded; returns every recorded line.
+    pub fn wait_line(&self, line: &str) -> Vec<String> {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let lines = self.out_lines();
+            if lines.iter().any(|l| l == line) {
+                return lines;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "timed out waiting for the run {line:?}, have {} lines\nserver log:\n{}\n\
+                     commander log:\n{}",
+                    lines.len(),
+                    self.server_log(),
+                    self.commander_log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Prove that nothing more than `expected` ran: send a marker (see [`Self::send_marker`])
+    /// from `marker_src`, wait for it to run, then require the recorded lines to be exactly
+    /// `expected` plus the marker (order aside: commands run in parallel).
+    pub fn assert_only_ran(&mut self, key: &str, expected: &[&str], marker_src: IpAddr) {
+        let marker = self.send_marker(key, marker_src);
+        let mut lines = self.wait_line(&marker);
         lines.sort();
         let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
-        want.push(marker);
+        want.push(marker.clone());
         want.sort();
         assert_eq!(
-            lines,
-            want,
-            "recorded runs (sorted; includes the marker {:?})",
-            want.last()
+            lines, want,
+            "recorded runs (sorted; includes the marker {marker:?})"
         );
     }
 

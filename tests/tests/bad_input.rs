@@ -24,6 +24,18 @@ fn getrandom_fill(buf: &mut [u8]) {
         .unwrap();
 }
 
+/// Rejections are logged as a summary per reason and source (`rejected <reason> from <ip>
+/// count=<n>`, the text the fail2ban filter matches), never one line per datagram.
+fn assert_summarised(c: &mut Chain, reason: &str, rejected: usize) {
+    let needle = format!("rejected {reason} from 127.0.0.1 count=");
+    let log = c.server_mut().wait_log(&needle);
+    let lines = log.lines().filter(|l| l.contains(&needle)).count();
+    assert!(
+        lines <= 4 && lines < rejected,
+        "{lines} log lines for {rejected} {reason} rejections:\n{log}"
+    );
+}
+
 #[test]
 fn every_length_but_94_is_counted_and_runs_nothing() {
     let mut c = Chain::builder().start();
@@ -62,6 +74,8 @@ fn every_single_bit_flip_of_a_valid_datagram_is_rejected() {
         &[("received", 752), ("unknown_key", 64), ("bad_tag", 688)],
         &[],
     );
+    assert_summarised(&mut c, "bad_tag", 688);
+    assert_summarised(&mut c, "unknown_key", 64);
     // None of them used up the original.
     c.send_raw(LO4, &d);
     assert_eq!(c.wait_out(1), ["hello 127.0.0.1"]);
@@ -104,6 +118,8 @@ fn random_datagrams_with_a_known_key_id_and_unknown_key_ids() {
         &[("received", 1000), ("bad_tag", 500), ("unknown_key", 500)],
         &[],
     );
+    assert_summarised(&mut c, "bad_tag", 500);
+    assert_summarised(&mut c, "unknown_key", 500);
     c.assert_only_ran("k1", &[], MARKER_SRC);
     c.assert_alive();
 }

@@ -113,3 +113,79 @@ fn valid_datagrams_get_through_a_flood_from_ten_thousand_sources() {
     );
     c.assert_alive();
 }
+
+#[test]
+fn a_valid_datagram_runs_while_a_flood_goes_on() {
+    // The flood keeps the server's socket busy without pause; the valid datagram must be
+    // forwarded and run during it, not only once the flood stops.
+    let mut c = Chain::builder()
+        .rate_limit(&[
+            "per_source = 2.0",
+            "burst = 5",
+            "global = 10000000",
+            "sources = 65536",
+        ])
+        .start();
+    let key = c.key("k1");
+    let id = key.id().0;
+    let to = c.addr4();
+    let port = c.port;
+    let pid = c.server_pid();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+            let mut d = [0u8; DATAGRAM_LEN];
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(40);
+            let mut sent = 0u64;
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if std::time::Instant::now() > until {
+                    return (sent, false);
+                }
+                let sock = UdpSocket::bind(SocketAddr::new(source(i % SOURCES), 0)).unwrap();
+                i += 1;
+                for n in 0..PER_SOURCE {
+                    urandom.read_exact(&mut d).unwrap();
+                    if n % 2 == 1 {
+                        d[..8].copy_from_slice(&id);
+                    } else if d[..8] == id {
+                        d[0] ^= 1;
+                    }
+                    // Keep the queue between empty and half the default buffer: never idle.
+                    while ruroco_tests::udp_queue(port, Some(pid))
+                        .is_some_and(|(rx, _)| rx > 96 * 1024)
+                    {
+                        std::thread::yield_now();
+                    }
+                    sock.send_to(&d, to).unwrap();
+                    sent += 1;
+                }
+            }
+            (sent, true)
+        })
+    };
+    // Let the flood get going, then send the valid one from an address of its own.
+    ruroco_tests::wait_for("the flood to start", ruroco_tests::DEADLINE, || {
+        (c.status_delta().get("received").copied().unwrap_or(0) > 10_000).then_some(())
+    });
+    let from = valid_source(0);
+    let d = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    ruroco_tests::send_from(from, to, &d);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.wait_line(&format!("hello {from}"));
+    }));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, stopped_by_us) = flooding.join().unwrap();
+    eprintln!("flood during the valid datagram: {sent} garbage datagrams sent");
+    assert!(
+        ran.is_ok(),
+        "the valid datagram did not run during the flood"
+    );
+    assert!(
+        stopped_by_us,
+        "the flood ended on its own before the valid datagram ran"
+    );
+    c.assert_alive();
+}

@@ -256,3 +256,21 @@ fn reference_vectors_run_through_the_whole_chain() {
     c.assert_only_ran("k1", &exp, LO4);
     c.assert_alive();
 }
+
+#[test]
+fn an_open_command_is_undone_with_the_same_ip() {
+    let mut c = Chain::builder()
+        .command(
+            "open",
+            "{ run = \"echo \\\"$RUROCO_COMMAND $RUROCO_IP\\\" >> '@OUT'\", \
+             undo = \"echo \\\"undo $RUROCO_COMMAND $RUROCO_IP\\\" >> '@OUT'\", \
+             undo_after = \"1s\" }",
+        )
+        .start();
+    let addr = c.addr4().to_string();
+    c.client_send(&addr, "k1", &["-c", "open", "-e", "-i", "192.0.2.44"]);
+    assert_eq!(c.wait_out(2), ["open 192.0.2.44", "undo open 192.0.2.44"]);
+    c.commander_mut().wait_log("undone");
+    c.expect_status(&[("received", 1), ("accepted", 1), ("forwarded", 1)], &[]);
+    c.assert_only_ran("k1", &["open 192.0.2.44", "undo open 192.0.2.44"], LO4);
+}
