@@ -227,3 +227,27 @@ fn sighup_reloads_commands() {
     assert_eq!(env.out_lines(), ["two"]);
     d.wait_log(&["event=\"unknown_command\""], 1);
 }
+
+#[test]
+fn a_failing_command_is_logged_with_its_exit_code() {
+    let env = Env::new();
+    env.write_config("", "fail = 'echo oops >&2; exit 3'");
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "fail", "192.0.2.10");
+    d.wait_log(
+        &[
+            "event=\"failed\"",
+            "reason=\"exit\"",
+            "command=fail",
+            "ip=192.0.2.10",
+            "exit=3",
+        ],
+        1,
+    );
+    assert_eq!(
+        d.log_count(&["event=\"output\"", "stream=\"stderr\"", "line=oops"]),
+        1
+    );
+    assert_eq!(d.log_count(&["event=\"executed\""]), 0);
+}
