@@ -231,6 +231,9 @@ inside ruroco-client gen -o /etc/ruroco/keys/test.key >/dev/null 2>&1 || fail "r
 inside chown root:ruroco /etc/ruroco/keys/test.key
 inside chmod 0640 /etc/ruroco/keys/test.key
 inside install -m 0600 /etc/ruroco/keys/test.key /root/test.key
+# The shipped example configs, unmodified, are valid (the server's needs a key in keys/).
+inside ruroco-server --check >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; fail "ruroco-server --check on the shipped server.toml"; }
+inside ruroco-commander --check >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; fail "ruroco-commander --check on the shipped commander.toml"; }
 # Rate limits raised: every datagram of this test comes from loopback.
 inside sh -c 'cat >/etc/ruroco/server.toml' <<'EOF'
 ips = ["127.0.0.1", "::1"]
@@ -253,7 +256,7 @@ inside nft add table inet ruroco
 inside nft add set inet ruroco ssh '{ type ipv4_addr; }'
 inside systemctl start ruroco-dummy.service
 inside systemctl enable --now ruroco.socket ruroco-commander.socket >/dev/null 2>&1 || fail "systemctl enable --now"
-ok "configured; ruroco.socket and ruroco-commander.socket enabled and listening"
+ok "shipped example configs pass --check; test config in place; sockets enabled and listening"
 
 client() { inside ruroco-client --state-dir /root/client-state send -k /root/test.key "$@"; }
 out_has() { inside grep -qx "$1" /var/lib/ruroco-commander/out; }
