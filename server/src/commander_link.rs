@@ -4,7 +4,7 @@
 //! send a frame to a peer whose uid is not `commander_uid`, and never queue without bound.
 
 use ruroco_shared::peer::peer_cred;
-use ruroco_shared::{Frame, KeyId};
+use ruroco_shared::{FRAME_LEN, Frame, KeyId};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ use crate::status::Counters;
 
 /// Frames waiting for the commander; beyond this they are dropped and counted.
 pub const QUEUE_LEN: usize = 1024;
+/// Frames written with one system call when several are queued.
+pub const WRITE_BATCH: usize = 64;
 /// A commander that does not accept within this is treated as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A commander that does not read a frame within this is treated as hung.
@@ -103,20 +105,34 @@ pub fn dropped(counters: &Counters, item: &Outgoing, why: &str) {
 impl Link {
     /// Deliver queued frames until every sender is gone and the queue is empty.
     pub async fn run(mut self) {
-        while let Some(item) = self.rx.recv().await {
-            self.deliver(item).await;
+        let mut batch: Vec<Outgoing> = Vec::with_capacity(WRITE_BATCH);
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH * FRAME_LEN);
+        while let Some(first) = self.rx.recv().await {
+            batch.push(first);
+            while batch.len() < WRITE_BATCH {
+                match self.rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            self.deliver(&mut batch, &mut buf).await;
         }
     }
 
-    async fn deliver(&mut self, item: Outgoing) {
-        let bytes = item.frame.to_bytes();
-        loop {
-            if item.queued.elapsed() > MAX_QUEUE_AGE {
-                dropped(
-                    &self.counters,
-                    &item,
-                    "stale: the commander was unreachable",
-                );
+    /// Write every frame of `batch` (emptied on return): one write for the lot when the
+    /// commander keeps up; frames fully written before a failure count as forwarded, the
+    /// rest are retried on a new connection (a partial frame dies with the old one).
+    async fn deliver(&mut self, batch: &mut Vec<Outgoing>, buf: &mut Vec<u8>) {
+        while !batch.is_empty() {
+            let counters = self.counters.clone();
+            batch.retain(|item| {
+                let stale = item.queued.elapsed() > MAX_QUEUE_AGE;
+                if stale {
+                    dropped(&counters, item, "stale: the commander was unreachable");
+                }
+                !stale
+            });
+            if batch.is_empty() {
                 return;
             }
             if self.conn.is_none() {
@@ -141,28 +157,43 @@ impl Link {
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };
-            match tokio::time::timeout(WRITE_TIMEOUT, conn.write_all(&bytes)).await {
-                Ok(Ok(())) => {
-                    Counters::inc(&self.counters.forwarded);
-                    tracing::info!(
-                        event = "forwarded",
-                        key_id = %item.key_id,
-                        ip = %item.frame.ip,
-                        command = %item.frame.cmd,
-                    );
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(event = "commander_down", error = %e, "commander connection lost; reconnecting");
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        event = "commander_down",
-                        "commander did not read a frame in time; reconnecting"
-                    );
-                }
+            buf.clear();
+            for item in batch.iter() {
+                buf.extend_from_slice(&item.frame.to_bytes());
             }
-            // A partial frame dies with the connection; the commander drops short reads.
+            let mut written = 0usize;
+            let result = tokio::time::timeout(WRITE_TIMEOUT, async {
+                while written < buf.len() {
+                    match conn.write(&buf[written..]).await {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => written += n,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            let done = written / FRAME_LEN;
+            for item in batch.drain(..done) {
+                Counters::inc(&self.counters.forwarded);
+                tracing::info!(
+                    event = "forwarded",
+                    key_id = %item.key_id,
+                    ip = %item.frame.ip,
+                    command = %item.frame.cmd,
+                );
+            }
+            match result {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => tracing::warn!(
+                    event = "commander_down",
+                    "commander connection lost ({e}); reconnecting"
+                ),
+                Err(_) => tracing::warn!(
+                    event = "commander_down",
+                    "commander did not read frames in time; reconnecting"
+                ),
+            }
             self.conn = None;
         }
     }

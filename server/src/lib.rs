@@ -251,7 +251,12 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
                     match socket.try_io(Interest::READABLE, || {
                         receiver.recv(&socket)
                     }) {
-                        Ok(_) => engine.batch(&receiver),
+                        Ok(_) => {
+                            if engine.batch(&receiver) {
+                                // Let the commander link write what this batch accepted.
+                                tokio::task::yield_now().await;
+                            }
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => {
@@ -311,7 +316,8 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Judge every datagram of one receive batch, then one durable write, then forward.
-    fn batch(&mut self, rx: &receive::Receiver) {
+    /// True when frames were queued for the commander.
+    fn batch(&mut self, rx: &receive::Receiver) -> bool {
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -324,7 +330,7 @@ impl Engine {
             }
         }
         Counters::add(&self.counters.received, n);
-        self.commit();
+        self.commit()
     }
 
     fn reject(&mut self, r: Reject, source: IpAddr) {
@@ -372,9 +378,9 @@ impl Engine {
     /// Group commit: one durable write for the batch, and only then the frames leave.
     /// On a failed write nothing is forwarded and the in-memory floors stay at their durable
     /// values: the datagrams never ran, so a client retry after the disk recovers may run once.
-    fn commit(&mut self) {
+    fn commit(&mut self) -> bool {
         if self.pending.is_empty() {
-            return;
+            return false;
         }
         let updates: Vec<(KeyId, u128)> = self
             .pending
@@ -396,7 +402,7 @@ impl Engine {
                     "not forwarded: {e}"
                 );
             }
-            return;
+            return false;
         }
         let now = Instant::now();
         for (a, src) in self.pending.drain(..) {
@@ -417,6 +423,7 @@ impl Engine {
                 commander_link::dropped(&self.counters, &item, "queue full");
             }
         }
+        true
     }
 
     /// SIGHUP: reload keys and allow-lists; a bad reload keeps the old ones.

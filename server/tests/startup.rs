@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use ruroco_server::commander_link::{QUEUE_LEN, WRITE_BATCH};
 use ruroco_shared::{CmdHash, Frame, Key};
 use std::io::{Read, Write};
 use std::os::unix::fs::chown;
@@ -271,11 +272,11 @@ fn full_queue_drops_are_counted_and_logged() {
     let k = Key::generate().unwrap();
     env.add_key("k", &k);
     env.extra_config = "[rate_limit]\nper_source = 100000.0\nburst = 100000\n".to_owned();
-    // No commander at all: the link holds one frame, the queue takes 1024 more.
+    // No commander at all: the link holds one write batch, the queue takes QUEUE_LEN more.
     env.start();
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let base = now_ns();
-    let total = 1100u64;
+    let total = 1200u64;
     for i in 0..total {
         let mut p = pt("hello");
         p.counter = base + u128::from(i);
@@ -284,7 +285,7 @@ fn full_queue_drops_are_counted_and_logged() {
     let s = env.wait_status("every datagram accepted", |s| get(s, "accepted") == total);
     let dropped = get(&s, "queue_dropped");
     assert!(
-        dropped >= total - 1 - 1024 && dropped <= total,
+        dropped >= total - (QUEUE_LEN + WRITE_BATCH) as u64 && dropped <= total,
         "queue_dropped {dropped}: {s:?}"
     );
     assert!(env.log().contains("queue full"), "drops are logged");
