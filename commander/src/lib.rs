@@ -24,6 +24,9 @@ use crate::dispatch::{Dispatcher, Table};
 use crate::socket::SocketError;
 use crate::undo::{Store, UndoError};
 
+/// After a failed accept (e.g. EMFILE), wait this long instead of spinning.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
@@ -218,8 +221,7 @@ async fn serve(
                 }
                 Err(e) => {
                     tracing::warn!(event = "accept_failed", error = %e);
-                    // E.g. EMFILE: back off instead of spinning.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             _ = sighup.recv() => reload(&args, &cfg, &dispatcher),
