@@ -86,6 +86,9 @@ impl ServerError {
         match self {
             ServerError::Config(_) | ServerError::Keys(_) | ServerError::Replay(_) => 78,
             ServerError::Socket(_) => 74,
+            ServerError::Privileges(
+                privileges::PrivError::NoUser(_) | privileges::PrivError::RootUser(_),
+            ) => 78,
             ServerError::Privileges(_) => 77,
             ServerError::Sandbox(_) | ServerError::Runtime(_) => 70,
         }

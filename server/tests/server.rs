@@ -299,3 +299,37 @@ fn plaintext_helper_is_sane() {
     let p: Plaintext = pt("hello");
     assert_eq!(p.dst_ip, Some(LOCAL));
 }
+
+#[test]
+fn dual_stack_listener_serves_ipv6_and_ipv4_mapped_sources() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    env.listen_host = "[::]".to_owned();
+    let stub = env.stub();
+    env.start();
+    let v6: IpAddr = "::1".parse().unwrap();
+    let mut p = pt("six");
+    p.dst_ip = Some(v6);
+    let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    s.send_to(&seal(&k, &p), ("::1", env.port)).unwrap();
+    assert_eq!(
+        stub.next_frame(),
+        Frame {
+            cmd: CmdHash::of_name("six"),
+            ip: v6
+        }
+    );
+    // An IPv4 client reaches the [::] socket as ::ffff:127.0.0.1 and is treated as 127.0.0.1,
+    // so a strict claim of 127.0.0.1 matches.
+    let mut p = pt("four");
+    p.src_ip = Some(LOCAL);
+    env.send(&seal(&k, &p));
+    assert_eq!(
+        stub.next_frame(),
+        Frame {
+            cmd: CmdHash::of_name("four"),
+            ip: LOCAL
+        }
+    );
+}

@@ -117,6 +117,8 @@ pub struct Env {
     pub extra_config: String,
     pub commander_socket: PathBuf,
     pub child: Option<Child>,
+    /// Host part of `listen` (the port is `port`).
+    pub listen_host: String,
     /// Extra environment for the server process.
     pub extra_env: Vec<(String, String)>,
     /// The counters of the last STATUS= seen.
@@ -152,6 +154,7 @@ impl Env {
             child: None,
             last_status: HashMap::new(),
             extra_env: Vec::new(),
+            listen_host: "127.0.0.1".to_owned(),
         }
     }
 
@@ -179,9 +182,10 @@ impl Env {
     pub fn write_config(&self) -> PathBuf {
         let p = self.path("server.toml");
         let text = format!(
-            "ips = [\"127.0.0.1\", \"::1\"]\nlisten = \"127.0.0.1:{port}\"\nkeys_dir = \"{keys}\"\n\
+            "ips = [\"127.0.0.1\", \"::1\"]\nlisten = \"{host}:{port}\"\nkeys_dir = \"{keys}\"\n\
              state_dir = \"{state}\"\ncommander_socket = \"{sock}\"\nuser = \"nobody\"\n{extra}",
             port = self.port,
+            host = self.listen_host,
             keys = self.path("keys").display(),
             state = self.path("state").display(),
             sock = self.commander_socket.display(),
