@@ -333,3 +333,25 @@ fn dual_stack_listener_serves_ipv6_and_ipv4_mapped_sources() {
         }
     );
 }
+
+#[test]
+fn started_unprivileged_it_stays_so_and_works() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    env.as_nobody = true;
+    let stub = env.stub();
+    env.start();
+    let st = proc_status(env.pid());
+    for f in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(st[f], "0000000000000000", "{f}: {st:?}");
+    }
+    assert_eq!(st["NoNewPrivs"], "1");
+    assert!(st["Uid"].split_whitespace().all(|u| u == "65534"), "{st:?}");
+    assert_next_frame_is(&env, &stub, &k, "hello");
+    assert!(
+        env.log().contains("bounding_cleared=false"),
+        "{}",
+        env.log()
+    );
+}

@@ -117,6 +117,8 @@ pub struct Env {
     pub extra_config: String,
     pub commander_socket: PathBuf,
     pub child: Option<Child>,
+    /// Start the server as nobody through setpriv (from a 0755 copy of the binary).
+    pub as_nobody: bool,
     /// Host part of `listen` (the port is `port`).
     pub listen_host: String,
     /// Extra environment for the server process.
@@ -155,6 +157,7 @@ impl Env {
             last_status: HashMap::new(),
             extra_env: Vec::new(),
             listen_host: "127.0.0.1".to_owned(),
+            as_nobody: false,
         }
     }
 
@@ -234,6 +237,20 @@ impl Env {
                 .env_remove("LISTEN_PID")
                 .stdin(Stdio::null());
             c = sh;
+        }
+        if self.as_nobody {
+            let bin = self.path("ruroco-server");
+            std::fs::copy(server_bin(), &bin).unwrap();
+            set_mode(&bin, 0o755);
+            let mut sp = Command::new("setpriv");
+            sp.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+                .arg(&bin)
+                .args(c.get_args())
+                .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .stdin(Stdio::null());
+            c = sp;
         }
         c.stdout(self.log_file()).stderr(self.log_file());
         self.child = Some(c.spawn().unwrap());
