@@ -20,6 +20,8 @@ pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 pub const SHELL: &str = "/bin/sh";
 /// After the timeout the group gets SIGTERM, then this long to exit before SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How often to check whether a group's leftover processes are gone during `KILL_GRACE`.
+const LEFTOVER_POLL: Duration = Duration::from_millis(50);
 /// Output lines logged per run (stdout and stderr together); the rest are counted.
 pub const MAX_OUTPUT_LINES: usize = 64;
 /// A longer output line is cut to this many bytes in the log.
@@ -116,7 +118,15 @@ async fn run_inner(job: &Job) -> Outcome {
         )));
     }
     let outcome = match tokio::time::timeout(job.timeout, child.wait()).await {
-        Ok(Ok(status)) => exit_outcome(status),
+        Ok(Ok(status)) => {
+            // The shell is done; whatever it left running in its group is not allowed to
+            // outlive it. The group id cannot be reused while any member is alive.
+            if killpg(pgid, None).is_ok() {
+                tracing::warn!(event = "killed_leftovers", command = %job.name, ip = %job.ip, pgid = pgid.as_raw());
+                terminate_group(pgid).await;
+            }
+            exit_outcome(status)
+        }
         Ok(Err(e)) => Outcome::WaitFailed(e),
         Err(_) => {
             // The shell is not reaped until after SIGKILL, so its pid (the group id) cannot be
@@ -143,6 +153,17 @@ async fn run_inner(job: &Job) -> Outcome {
         tracing::info!(event = "output_truncated", command = %job.name, ip = %job.ip, dropped_lines = dropped);
     }
     outcome
+}
+
+/// SIGTERM to a group whose leader is already reaped, up to `KILL_GRACE` for it to empty, then
+/// SIGKILL.
+async fn terminate_group(pgid: Pid) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + KILL_GRACE;
+    while killpg(pgid, None).is_ok() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(LEFTOVER_POLL).await;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
 }
 
 fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
@@ -284,6 +305,37 @@ mod tests {
     async fn timeout_kills_group() {
         let o = run(&job("sleep 1000 & sleep 1000", Duration::from_millis(200))).await;
         assert!(matches!(o, Outcome::TimedOut), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn background_leftovers_are_killed_when_the_shell_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let j = job(
+            &format!("sleep 1000 & echo $! > {}", pidfile.display()),
+            Duration::from_secs(20),
+        );
+        assert!(run(&j).await.success());
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed, then reaped by init (or still a zombie): not running any more.
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
+                .is_some_and(|state| state != 'Z' && state != 'X')
+        };
+        let start = std::time::Instant::now();
+        while running() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "leftover {pid} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
