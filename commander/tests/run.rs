@@ -251,3 +251,27 @@ fn a_failing_command_is_logged_with_its_exit_code() {
     );
     assert_eq!(d.log_count(&["event=\"executed\""]), 0);
 }
+
+#[test]
+fn frames_split_across_writes_and_coalesced_in_one_write_all_run() {
+    let env = Env::new();
+    env.write_config("", &format!("hello = '{RECORD}'"));
+    let d = env.start();
+    let mut s = env.connect();
+    use std::io::Write;
+    let a = frame("hello", "192.0.2.21");
+    for chunk in [&a[..1], &a[1..13], &a[13..]] {
+        s.write_all(chunk).unwrap();
+        s.flush().unwrap();
+    }
+    let mut two = frame("hello", "192.0.2.22").to_vec();
+    two.extend_from_slice(&frame("hello", "192.0.2.23"));
+    s.write_all(&two).unwrap();
+    d.wait_log(&["event=\"executed\"", "command=hello"], 3);
+    let mut lines = env.out_lines();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["192.0.2.21 hello", "192.0.2.22 hello", "192.0.2.23 hello"]
+    );
+}
