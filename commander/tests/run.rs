@@ -84,7 +84,7 @@ fn timeout_kills_the_whole_process_group() {
     let env = Env::new();
     env.write_config(
         "",
-        r#"hang = { run = "echo $$ > $DIR/pgid; sleep 1000 & sleep 1000", timeout = "1s" }"#,
+        r#"hang = { run = "echo $$ > $DIR/pgid; sleep 1000 & sleep 1000", timeout = "2s" }"#,
     );
     let d = env.start();
     let mut s = env.connect();

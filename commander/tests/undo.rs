@@ -53,7 +53,7 @@ fn undo_runs_after_undo_after() {
 #[test]
 fn undo_survives_sigkill_of_the_commander() {
     let env = Env::new();
-    env.write_config("", &open_close("5s"));
+    env.write_config("", &open_close("6s"));
     let mut d = env.start();
     let mut s = env.connect();
     send(&mut s, "open", "192.0.2.7");
@@ -100,7 +100,7 @@ fn overdue_undo_runs_at_start_even_if_its_command_is_gone() {
 #[test]
 fn a_repeat_request_extends_the_undo() {
     let env = Env::new();
-    env.write_config("", &open_close("3s"));
+    env.write_config("", &open_close("6s"));
     let d = env.start();
     let mut s = env.connect();
     send(&mut s, "open", "192.0.2.8");
