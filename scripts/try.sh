@@ -24,6 +24,13 @@ if ! command -v cargo >/dev/null; then
     exit 69
 fi
 
+# /proc/net/udp lists local addresses as HEXIP:HEXPORT (0100007F is 127.0.0.1, 00000000 any).
+port_hex=$(printf '%04X' "$port")
+if grep -qE "^ *[0-9]+: (0100007F|00000000):$port_hex " /proc/net/udp; then
+    echo "scripts/try.sh: UDP port $port is taken on this machine: RUROCO_TRY_PORT=<free port> $0" >&2
+    exit 75
+fi
+
 echo "==> building (cargo build --locked)"
 cargo build --locked -q -p ruroco-server -p ruroco-commander -p ruroco-client
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
@@ -93,8 +100,7 @@ systemd-socket-activate --datagram -l "127.0.0.1:$port" \
     setpriv --reuid=nobody --regid=nogroup --clear-groups --bounding-set=-all --no-new-privs \
     "$demo/bin/ruroco-server" --config "$demo/server.toml" 2>"$demo/server.log" &
 pids+=($!)
-# /proc/net/udp lists local addresses as HEXIP:HEXPORT; 0100007F is 127.0.0.1.
-udp_listening() { grep -q "0100007F:$(printf '%04X' "$port") " /proc/net/udp; }
+udp_listening() { grep -q "0100007F:$port_hex " /proc/net/udp; }
 wait_for 20 "the UDP socket" udp_listening
 
 echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c hello"
