@@ -434,3 +434,22 @@ pub fn proc_status(pid: i32) -> HashMap<String, String> {
         })
         .collect()
 }
+
+/// Bytes waiting in the receive queue of the UDP socket bound to `port`, and its drop count
+/// (from /proc/net/udp and /proc/net/udp6).
+pub fn udp_queue(port: u16) -> (u64, u64) {
+    let want = format!(":{port:04X}");
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 12 && f[1].ends_with(&want) {
+                let rx = f[4]
+                    .split_once(':')
+                    .map_or(0, |(_, rx)| u64::from_str_radix(rx, 16).unwrap_or(0));
+                return (rx, f[f.len() - 1].parse().unwrap_or(0));
+            }
+        }
+    }
+    (0, 0)
+}
