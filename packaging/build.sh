@@ -57,10 +57,10 @@ for bin in ruroco-server ruroco-commander ruroco-client; do
 done
 
 rm -f "$target"/debian/ruroco*.deb "$target"/generate-rpm/ruroco*.rpm
-# dev: quicker xz; -q hides cargo-deb's warnings about the dev profile and about assets outside
-# target/release (the generated docs), both intended here.
-deb_flags=(--no-build --profile "$profile" --strip --no-dbgsym --locked)
-[ "$profile" = dev ] && deb_flags+=(--fast -q)
+# -q hides cargo-deb's warnings about assets outside target/release (the generated docs) and
+# about the dev profile, both intended here; errors still stop the build. dev: quicker xz.
+deb_flags=(--no-build --profile "$profile" --strip --no-dbgsym --locked -q)
+[ "$profile" = dev ] && deb_flags+=(--fast)
 for crate in server client; do
     say "cargo deb -p ruroco-$crate"
     cargo deb -p "ruroco-$crate" "${deb_flags[@]}" >/dev/null
