@@ -157,6 +157,20 @@ impl Link {
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };
+            // The commander never sends; a readable socket means it closed an idle connection.
+            // Checking first keeps frames out of a connection that is already gone.
+            let mut probe = [0u8; 1];
+            match conn.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => {
+                    tracing::info!(
+                        event = "commander_reconnect",
+                        "commander closed the connection"
+                    );
+                    self.conn = None;
+                    continue;
+                }
+            }
             buf.clear();
             for item in batch.iter() {
                 buf.extend_from_slice(&item.frame.to_bytes());
@@ -185,8 +199,8 @@ impl Link {
             }
             match result {
                 Ok(Ok(())) => return,
-                Ok(Err(e)) => tracing::warn!(
-                    event = "commander_down",
+                Ok(Err(e)) => tracing::info!(
+                    event = "commander_reconnect",
                     "commander connection lost ({e}); reconnecting"
                 ),
                 Err(_) => tracing::warn!(

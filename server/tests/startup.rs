@@ -302,3 +302,31 @@ fn watchdog_pings_when_asked() {
     env.wait_note("WATCHDOG=1");
     env.wait_note("WATCHDOG=1");
 }
+
+#[test]
+fn a_commander_that_closes_connections_still_gets_every_frame() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    // A commander that reads one frame per connection and hangs up (like an idle timeout).
+    let l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
+    set_mode(&env.commander_socket, 0o777);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let mut c = c.unwrap();
+            let mut b = [0u8; 24];
+            if c.read_exact(&mut b).is_ok() {
+                tx.send(Frame::from_bytes(&b).unwrap()).unwrap();
+            }
+        }
+    });
+    env.start();
+    for cmd in ["one", "two", "three"] {
+        env.send(&seal(&k, &pt(cmd)));
+        let f = rx.recv_timeout(DEADLINE).expect("frame not delivered");
+        assert_eq!(f.cmd, CmdHash::of_name(cmd));
+    }
+    let s = env.wait_status("three forwarded", |s| get(s, "forwarded") == 3);
+    assert_eq!(get(&s, "queue_dropped"), 0);
+}
