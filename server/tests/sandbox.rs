@@ -216,23 +216,88 @@ fn setup() -> Setup {
     }
 }
 
-#[test]
-fn sandboxed_server_denies_foreign_files_and_still_forwards() {
-    let s = setup();
-    let key = write_key(&s.keys, "laptop");
-
+/// The stub commander (frames out) and the notify socket, both reachable by `nobody`.
+fn peers(s: &Setup) -> (mpsc::Receiver<[u8; FRAME_LEN]>, UnixDatagram, PathBuf) {
     let sock_path = s.base.join("run/commander.sock");
     let listener = UnixListener::bind(&sock_path).unwrap();
-    // `nobody` needs write permission on the socket file to connect.
+    // `nobody` needs write permission on a socket file to connect or send to it.
     fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o777)).unwrap();
     let frames = stub_commander(listener);
-
     let notify_path = s.base.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    (frames, notify, notify_path)
+}
+
+/// Status fields that prove confinement, as the kernel reports them for `pid`.
+fn assert_confined(pid: u32) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        status_field(&status, "Seccomp").as_deref(),
+        Some("2"),
+        "{status}"
+    );
+    assert_eq!(
+        status_field(&status, "NoNewPrivs").as_deref(),
+        Some("1"),
+        "{status}"
+    );
+    assert_eq!(
+        status_field(&status, "CapEff").as_deref(),
+        Some("0000000000000000"),
+        "{status}"
+    );
+    let uid = status_field(&status, "Uid").unwrap_or_default();
+    assert!(
+        uid.split_whitespace().all(|u| u == NOBODY.to_string()),
+        "server uids: {uid}"
+    );
+}
+
+/// The self-test line must say the forbidden file could not be opened (when the kernel has
+/// Landlock at all; otherwise the server must say it is not enforced).
+fn assert_selftest_denied(log: &Path, forbidden: &Path) {
+    let text = wait_log(log, &["event=\"sandbox_selftest\"", "seccomp=true"]);
+    if landlock_in_kernel() {
+        assert!(
+            text.contains("result=\"denied\""),
+            "the sandboxed server could open {}:\n{text}",
+            forbidden.display()
+        );
+        assert!(!text.contains("result=\"allowed\""), "{text}");
+        assert!(
+            text.contains("landlock=fully enforced")
+                || text.contains("landlock=partially enforced"),
+            "{text}"
+        );
+    } else {
+        assert!(text.contains("landlock=not enforced"), "{text}");
+    }
+}
+
+fn wait_exit(server: &mut Server) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = server.0.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sandboxed_server_denies_foreign_files_and_still_forwards() {
+    let s = setup();
+    let key = write_key(&s.keys, "laptop");
+
+    let (frames, notify, notify_path) = peers(&s);
 
     let log = s.base.join("server.log");
     let child = Command::new(env!("CARGO_BIN_EXE_ruroco-server"))
@@ -253,31 +318,10 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
     let mut seen = Vec::new();
     wait_notify(&notify, "READY=1", &mut seen, 0);
 
-    // Confinement as the kernel reports it.
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert_eq!(status_field(&status, "Seccomp").as_deref(), Some("2"));
-    assert_eq!(status_field(&status, "NoNewPrivs").as_deref(), Some("1"));
-    assert_eq!(
-        status_field(&status, "CapEff").as_deref(),
-        Some("0000000000000000")
-    );
-
-    // The probe ran after confinement; the file is 0644, so only Landlock can deny it.
-    let text = wait_log(&log, &["event=\"sandbox_selftest\"", "seccomp=true"]);
-    if landlock_in_kernel() {
-        assert!(
-            text.contains("result=\"denied\""),
-            "the sandboxed server could open {}:\n{text}",
-            s.forbidden.display()
-        );
-        assert!(!text.contains("result=\"allowed\""), "{text}");
-        assert!(
-            text.contains("landlock=fully enforced")
-                || text.contains("landlock=partially enforced")
-        );
-    } else {
-        assert!(text.contains("landlock=not enforced"), "{text}");
-    }
+    // Confinement as the kernel reports it, and the probe run after confinement (the file
+    // is 0644, so only Landlock can deny it).
+    assert_confined(pid);
+    assert_selftest_denied(&log, &s.forbidden);
 
     // Still does its job: a valid datagram is persisted (state dir writable) and forwarded.
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -333,21 +377,103 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
     let at = seen.len();
     wait_notify(&notify, "STOPPING=1", &mut seen, at);
-    let start = Instant::now();
-    let code = loop {
-        if let Some(st) = server.0.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "server did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = wait_exit(&mut server);
     assert_eq!(code, Some(0));
     let text = fs::read_to_string(&log).unwrap();
     assert!(
         !text.contains("Operation not permitted"),
         "a syscall was refused by the filter:\n{text}"
     );
+}
+
+#[test]
+fn sandbox_holds_when_socket_activated_as_nobody() {
+    let s = setup();
+    let key = write_key(&s.keys, "laptop");
+    let (frames, notify, notify_path) = peers(&s);
+    // The binary must be executable by nobody even if the checkout is not reachable.
+    let bin_dir = s.base.join("bin");
+    mkdir(&bin_dir, 0o755, None);
+    let bin = bin_dir.join("ruroco-server");
+    fs::copy(env!("CARGO_BIN_EXE_ruroco-server"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let log = s.base.join("server.log");
+    let child = Command::new("systemd-socket-activate")
+        .arg("--datagram")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{}", s.port))
+        .args(["-E", "NOTIFY_SOCKET", "-E", "RUROCO_SANDBOX_SELFTEST"])
+        .args([
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+        ])
+        .args(["--bounding-set=-all", "--no-new-privs"])
+        .arg(&bin)
+        .arg("--config")
+        .arg(s.base.join("server.toml"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUROCO_SANDBOX_SELFTEST", &s.forbidden)
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) must be installed");
+    // systemd-socket-activate and setpriv exec: the child's pid becomes the server's.
+    let pid = child.id();
+    let mut server = Server(child);
+
+    // The server starts on the first datagram; an empty one only counts as bad_length.
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|m: &String| m.lines().any(|l| l == "READY=1"))
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no READY=1 from the socket-activated server; log:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        let _ = sender.send_to(&[], ("127.0.0.1", s.port));
+        if let Ok(n) = notify.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        bin,
+        "pid {pid} is not the server"
+    );
+    assert_confined(pid);
+    assert_selftest_denied(&log, &s.forbidden);
+
+    sender
+        .send_to(&datagram(&key, "hello"), ("127.0.0.1", s.port))
+        .unwrap();
+    let got = frames
+        .recv_timeout(DEADLINE)
+        .expect("no frame reached the stub commander");
+    assert_eq!(
+        Frame::from_bytes(&got).map(|f| f.cmd),
+        Ok(CmdHash::of_name("hello"))
+    );
+    assert!(
+        fs::read_to_string(s.state.join("replay"))
+            .unwrap()
+            .contains(&key.id().to_string())
+    );
+
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let at = seen.len();
+    wait_notify(&notify, "STOPPING=1", &mut seen, at);
+    assert_eq!(wait_exit(&mut server), Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("activation=true"), "{text}");
+    assert!(!text.contains("Operation not permitted"), "{text}");
 }
