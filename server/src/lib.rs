@@ -189,36 +189,6 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
         counters.clone(),
     );
     let link = tokio::spawn(link.run());
-    // In-process confinement: after the drop, before READY, with every socket, signal
-    // stream and the runtime already in place.
-    let applied = sandbox::apply(&sandbox::Paths {
-        config: config_path,
-        keys_dir: &cfg.keys_dir,
-        state_dir: &cfg.state_dir,
-        commander_socket: &cfg.commander_socket,
-    })?;
-    if cfg.commander_uid != 0 {
-        tracing::warn!(
-            event = "commander_uid",
-            uid = cfg.commander_uid,
-            "commander_uid is not 0: frames go to a non-root commander (tests only)"
-        );
-    }
-    tracing::info!(
-        event = "started",
-        listen = %taken.local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
-        activation = matches!(origin, activation::Origin::Activated),
-        receive_buffer = taken.receive_buffer,
-        keys = keys.len(),
-        floors = replay.len(),
-        user = dropped.switched_to.as_deref().unwrap_or("(unchanged)"),
-        uid = dropped.uid,
-        bounding_cleared = dropped.bounding_cleared,
-        landlock = %applied.landlock,
-        seccomp = applied.seccomp,
-        "ruroco-server started"
-    );
-
     let mut engine = Engine {
         policy: cfg.policy(),
         limiter: RateLimiter::new(
@@ -243,6 +213,36 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
+    // In-process confinement: after the drop, before READY, with every socket, signal
+    // stream, table, buffer, timer and the runtime already in place.
+    let applied = sandbox::apply(&sandbox::Paths {
+        config: config_path,
+        keys_dir: &cfg.keys_dir,
+        state_dir: &cfg.state_dir,
+        commander_socket: &cfg.commander_socket,
+    })?;
+    if cfg.commander_uid != 0 {
+        tracing::warn!(
+            event = "commander_uid",
+            uid = cfg.commander_uid,
+            "commander_uid is not 0: frames go to a non-root commander (tests only)"
+        );
+    }
+    tracing::info!(
+        event = "started",
+        listen = %taken.local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+        activation = matches!(origin, activation::Origin::Activated),
+        receive_buffer = taken.receive_buffer,
+        keys = engine.keys.len(),
+        floors = engine.replay.len(),
+        user = dropped.switched_to.as_deref().unwrap_or("(unchanged)"),
+        uid = dropped.uid,
+        bounding_cleared = dropped.bounding_cleared,
+        landlock = %applied.landlock,
+        seccomp = applied.seccomp,
+        "ruroco-server started"
+    );
+
     let mut last_status = counters.status_line();
     notify::ready_with_status(&last_status);
 
