@@ -93,11 +93,11 @@ async fn run_inner(job: &Job) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::SpawnFailed(e),
     };
-    let Some(pid) = child.id() else {
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
         return Outcome::WaitFailed(std::io::Error::other("child exited before it was watched"));
     };
     // process_group(0) makes the child the leader of a group whose id is its pid.
-    let pgid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    let pgid = Pid::from_raw(pid);
     tracing::info!(event = "started", command = %job.name, ip = %job.ip, pid, undo = job.kind == Kind::Undo);
     let budget = Arc::new(AtomicUsize::new(MAX_OUTPUT_LINES));
     let mut readers = Vec::new();
