@@ -64,7 +64,11 @@ for f in /usr/bin/ruroco-client /usr/share/man/man1/ruroco-client.1.gz \
     /usr/share/bash-completion/completions/ruroco-client; do
     grep -qx "$f" <<<"$client_rpm_list" || { echo "FAIL: ${client_rpms[0]} lacks $f" >&2; exit 1; }
 done
-ok "both .rpm list the expected files, config files and scriptlets"
+for r in "${rpms[0]}" "${client_rpms[0]}"; do
+    rpm -K --nosignature "$r" >/dev/null 2>&1 || fail_rpm=$r
+    [ -z "${fail_rpm:-}" ] || { echo "FAIL: rpm -K: bad digests in $fail_rpm" >&2; exit 1; }
+done
+ok "both .rpm have valid digests and list the expected files, config files and scriptlets"
 
 # --- a cached minimal Debian with systemd ------------------------------------------------------
 suite=bookworm
@@ -214,7 +218,12 @@ for unit in ruroco.socket ruroco-commander.socket ruroco.service ruroco-commande
     case "$state" in disabled | indirect) ;; *) fail "$unit is '$state' after install; it must stay disabled until configured" ;; esac
     ! inside systemctl -q is-active "$unit" || fail "$unit was started by the package"
 done
-ok "user ruroco (uid $ruroco_uid), /etc/ruroco modes, nothing enabled or started"
+for f in /usr/share/man/man8/ruroco-server.8.gz /usr/share/man/man8/ruroco-commander.8.gz \
+    /usr/share/man/man1/ruroco-client.1.gz /usr/share/bash-completion/completions/ruroco-client \
+    /usr/share/doc/ruroco/examples/fail2ban/filter.d/ruroco.conf; do
+    inside test -s "$f" || fail "$f was not installed"
+done
+ok "user ruroco (uid $ruroco_uid), /etc/ruroco modes, man pages and completions, nothing enabled or started"
 
 # --- static checks of the installed units -------------------------------------------------------
 say "systemd-analyze verify / security"
