@@ -981,10 +981,20 @@ impl Chain {
             if Instant::now() > until {
                 let alive = self.server.as_mut().map(|s| s.alive());
                 let st = self.status_delta();
+                let proc_state = pid.map(|p| {
+                    let read =
+                        |f: &str| fs::read_to_string(format!("/proc/{p}/{f}")).unwrap_or_default();
+                    format!(
+                        "stat: {} wchan: {} syscall: {}",
+                        read("stat").trim(),
+                        read("wchan").trim(),
+                        read("syscall").trim()
+                    )
+                });
                 panic!(
                     "timed out waiting for the server's receive queue to drain below {bytes} B: \
                      (rx_queue, drops) {q:?}, server alive {alive:?}, STATUS delta {st:?}\n\
-                     server log:\n{}",
+                     server process: {proc_state:?}\nserver log:\n{}",
                     self.server_log()
                 );
             }
