@@ -10,8 +10,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ruroco_shared::frame::{FRAME_LEN, Frame};
+use ruroco_shared::ids::CmdHash;
+use ruroco_shared::ip;
 use ruroco_shared::key::Key;
-use ruroco_shared::protocol::DATAGRAM_LEN;
+use ruroco_shared::protocol::{self, DATAGRAM_LEN, PLAINTEXT_LEN, Plaintext};
 use ruroco_shared::verdict::{self, Policy, Reject};
 
 /// What a target made of one input: accepted, or rejected with a reason.
@@ -21,8 +23,9 @@ pub type Outcome = Result<(), String>;
 pub type Check = fn(&[u8]) -> Outcome;
 
 /// Every target, by the name of its corpus directory and cargo-fuzz binary.
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("datagram", datagram),
+    ("plaintext", plaintext),
     ("frame", frame),
     ("key_file", key_file),
     ("server_config", server_config),
@@ -39,6 +42,14 @@ const KEY_FILES: [&str; 2] = [
 /// A fixed "now" shortly after the reference datagrams were made, so runs are repeatable.
 pub const NOW_NS: u128 = 1_795_459_300_000_000_000;
 const SKEW_NS: u128 = 3600 * 1_000_000_000;
+
+fn policy() -> Policy {
+    Policy {
+        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        max_clock_skew_ns: SKEW_NS,
+        max_age_ns: None,
+    }
+}
 
 fn keys() -> Vec<Key> {
     KEY_FILES
@@ -63,11 +74,7 @@ pub fn datagram(data: &[u8]) -> Outcome {
     let Some(key) = keys.iter().find(|k| k.id() == id) else {
         return Err(Reject::UnknownKey.to_string());
     };
-    let policy = Policy {
-        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        max_clock_skew_ns: SKEW_NS,
-        max_age_ns: None,
-    };
+    let policy = policy();
     let source = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let accepted =
         verdict::judge(key, None, data, source, NOW_NS, 0, &policy).map_err(|r| r.to_string())?;
@@ -81,6 +88,70 @@ pub fn datagram(data: &[u8]) -> Outcome {
     let bytes = accepted.frame.to_bytes();
     assert_eq!(Frame::from_bytes(&bytes), Ok(accepted.frame));
     Ok(())
+}
+
+/// Input layout of the `plaintext` target: plaintext, floor, real source, flags.
+pub const PLAINTEXT_INPUT_LEN: usize = PLAINTEXT_LEN + 16 + 16 + 1;
+
+/// The checks after decryption, which random bytes never reach through the AEAD: the input
+/// is a plaintext (sealed here with a reference key), the replay floor, the real source and
+/// flags (bit 0: the key's allow-list is `["hello"]`; bit 1: the source arrives IPv4-mapped,
+/// as a dual-stack socket reports it). `judge` must agree with SPEC §3, steps 4–8, in order.
+pub fn plaintext(data: &[u8]) -> Outcome {
+    if data.len() < PLAINTEXT_INPUT_LEN {
+        return Err(format!("input shorter than {PLAINTEXT_INPUT_LEN} bytes"));
+    }
+    let mut raw = [0u8; PLAINTEXT_LEN];
+    raw.copy_from_slice(&data[..PLAINTEXT_LEN]);
+    let pt = Plaintext::from_bytes(&raw);
+    let mut floor = [0u8; 16];
+    floor.copy_from_slice(&data[PLAINTEXT_LEN..PLAINTEXT_LEN + 16]);
+    let floor = u128::from_be_bytes(floor);
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&data[PLAINTEXT_LEN + 16..PLAINTEXT_LEN + 32]);
+    let source = ip::decode(src).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let flags = data[PLAINTEXT_LEN + 32];
+    let allow = (flags & 1 == 1).then(|| vec![CmdHash::of_name("hello")]);
+    let seen_source = match source {
+        IpAddr::V4(v4) if flags & 2 == 2 => IpAddr::V6(v4.to_ipv6_mapped()),
+        other => other,
+    };
+
+    let keys = keys();
+    let key = keys.first().ok_or("reference key does not parse")?;
+    let policy = policy();
+    let d = protocol::seal(key, &pt, [7; 12]);
+    let got = verdict::judge(
+        key,
+        allow.as_deref(),
+        &d,
+        seen_source,
+        NOW_NS,
+        floor,
+        &policy,
+    );
+
+    // The rules written out again, independently, in SPEC order.
+    let expected = if pt.version != protocol::VERSION {
+        Err(Reject::BadVersion)
+    } else if pt.counter <= floor {
+        Err(Reject::Replay)
+    } else if pt.counter > NOW_NS + SKEW_NS {
+        Err(Reject::Future)
+    } else if !pt.dst_ip.is_some_and(|d| policy.ips.contains(&d)) {
+        Err(Reject::WrongDestination)
+    } else if pt.strict && pt.src_ip.is_some_and(|claimed| claimed != source) {
+        Err(Reject::SourceMismatch)
+    } else if allow.as_ref().is_some_and(|l| !l.contains(&pt.cmd)) {
+        Err(Reject::NotAllowed)
+    } else {
+        Ok(Frame {
+            cmd: pt.cmd,
+            ip: pt.src_ip.unwrap_or(source),
+        })
+    };
+    assert_eq!(got.map(|a| a.frame), expected, "plaintext {pt:?}");
+    expected.map(|_| ()).map_err(|r| r.to_string())
 }
 
 /// The commander's only parser: exactly 24 bytes, hash + non-zero IP; re-encoding is stable.

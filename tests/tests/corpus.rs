@@ -100,6 +100,12 @@ fn corpus_datagram() {
 }
 
 #[test]
+fn corpus_plaintext() {
+    let (ok, bad, _) = replay("plaintext", fuzz_checks::plaintext);
+    assert!(ok >= 6 && bad >= 6, "plaintext seeds: {ok} ok, {bad} bad");
+}
+
+#[test]
 fn corpus_frame() {
     let (ok, bad, _) = replay("frame", fuzz_checks::frame);
     assert!(ok >= 2 && bad >= 2, "frame seeds: {ok} ok, {bad} bad");
