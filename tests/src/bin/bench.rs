@@ -1,0 +1,902 @@
+//! `bench`: measures ruroco-server and ruroco-commander side by side with a bare receive loop
+//! (the ceiling) in one run, prints a table and writes JSON. A benchmark, never a test: it
+//! exits 0 whatever the numbers are, non-zero only when something broke. It must never
+//! flood anything but loopback sockets it started itself.
+
+#[path = "../bench/load.rs"]
+mod load;
+#[path = "../bench/rig.rs"]
+mod rig;
+#[path = "../bench/sink.rs"]
+mod sink;
+
+use clap::Parser;
+use load::{Flood, Sent, Sources};
+use rig::{R, Receiver, Rig, Sink};
+use ruroco_shared::fsutil::write_atomic;
+use serde_json::{Value, json};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// Source of the floods and of the valid datagrams (the server accepts any 127/8 source).
+const FLOOD_SRC: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const VALID_SRC: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// First address of the distinct-source floods: 127.16.0.0/12 holds 1,048,576 of them.
+const MANY_FIRST: Ipv4Addr = Ipv4Addr::new(127, 16, 0, 0);
+/// Datagrams each distinct source sends per turn (one GSO message).
+const PER_SOURCE: usize = 4;
+/// While sending valid datagrams, wait whenever the server's queue holds more than this
+/// (bytes of kernel accounting, about 1 KiB per datagram): no kernel drops, full batches.
+const VALID_QUEUE_BYTES: u64 = 512 * 1024;
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Benchmark ruroco-server and ruroco-commander against a bare UDP receive loop"
+)]
+struct Args {
+    /// Tiny durations and counts (CI): checks that the benchmark runs, measures nothing useful.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the JSON results (default: <target>/bench.json).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Seconds each flood lasts (default 3; 0.2 with --smoke).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Rounds of ceiling + floods (default 3; 1 with --smoke); medians are reported.
+    #[arg(long, value_name = "N")]
+    rounds: Option<usize>,
+    /// Sender threads for the floods.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Only measure the ceiling (and the sender's offered rate), for tuning the load generator.
+    #[arg(long)]
+    ceiling_only: bool,
+    /// Internal: run as the ceiling receiver with this SO_RCVBUF.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    sink: Option<usize>,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    flood: Duration,
+    idle: Duration,
+    valid: usize,
+    baseline_writes: usize,
+    latency_samples: usize,
+    sources: [u32; 2],
+    reps: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(rcvbuf) = args.sink {
+        if let Err(e) = sink::main(rcvbuf) {
+            eprintln!("bench --sink: {e}");
+            std::process::exit(74);
+        }
+        return;
+    }
+    match run(&args) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(70);
+        }
+    }
+}
+
+/// One flood against one receiver.
+#[derive(Debug, Clone, Default)]
+struct Measured {
+    name: String,
+    sent: Sent,
+    drops: u64,
+    processed: u64,
+    secs: f64,
+    rate: f64,
+    cpu_s: f64,
+    /// The server's own count for the flood (STATUS= delta), when a server received it.
+    status_received: Option<u64>,
+    /// The STATUS= counter the flood should move, and its delta.
+    status_reason: Option<(String, u64)>,
+    /// No kernel drops: the receiver kept up, so the rate is the sender's (a lower bound).
+    sender_bound: bool,
+    rss_peak: u64,
+}
+
+impl Measured {
+    fn cpu_per_million(&self) -> f64 {
+        self.cpu_s / (self.processed.max(1) as f64 / 1e6)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "sent": self.sent.datagrams,
+            "offered_per_s": self.sent.rate(),
+            "send_errors": self.sent.errors,
+            "distinct_sources": self.sent.sources,
+            "kernel_drops": self.drops,
+            "processed": self.processed,
+            "seconds": self.secs,
+            "rate_per_s": self.rate,
+            "cpu_s": self.cpu_s,
+            "cpu_s_per_million": self.cpu_per_million(),
+            "status_received": self.status_received,
+            "status_reason": self.status_reason.as_ref().map(|(k, v)| json!({"counter": k, "delta": v})),
+            "sender_bound": self.sender_bound,
+            "vm_hwm_bytes": self.rss_peak,
+        })
+    }
+}
+
+/// A single-source flood: name, the STATUS= counter it moves, payloads, target ratio.
+type Kind = (&'static str, &'static str, Vec<Vec<u8>>, Option<f64>);
+
+/// One scenario measured once per round.
+#[derive(Debug, Clone)]
+struct Series {
+    name: String,
+    target: Option<f64>,
+    runs: Vec<Measured>,
+    /// Per round: rate over the same round's ceiling (or single-source rate).
+    ratios: Vec<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+impl Series {
+    fn new(name: &str, target: Option<f64>) -> Self {
+        Self {
+            name: name.to_owned(),
+            target,
+            runs: Vec::new(),
+            ratios: Vec::new(),
+        }
+    }
+    fn push(&mut self, m: Measured, ratio: f64) {
+        self.runs.push(m);
+        self.ratios.push(ratio);
+    }
+    fn median_rate(&self) -> f64 {
+        median(self.runs.iter().map(|m| m.rate).collect())
+    }
+    fn median_ratio(&self) -> f64 {
+        median(self.ratios.clone())
+    }
+    fn median_cpu(&self) -> f64 {
+        median(self.runs.iter().map(Measured::cpu_per_million).collect())
+    }
+    fn hwm(&self) -> u64 {
+        self.runs.iter().map(|m| m.rss_peak).max().unwrap_or(0)
+    }
+    /// Rounds in which the receiver had no kernel drops (its rate is the sender's).
+    fn sender_bound(&self) -> usize {
+        self.runs.iter().filter(|m| m.sender_bound).count()
+    }
+    /// Every run's count (sent minus drops) equals the server's own STATUS= counters.
+    fn cross_checked(&self) -> bool {
+        self.runs.iter().all(|m| {
+            m.status_received.is_none_or(|r| r == m.processed)
+                && m.status_reason
+                    .as_ref()
+                    .is_none_or(|(_, d)| *d == m.processed)
+        })
+    }
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "target_ratio": self.target,
+            "median_rate_per_s": self.median_rate(),
+            "median_ratio": self.median_ratio(),
+            "median_cpu_s_per_million": self.median_cpu(),
+            "ratios": self.ratios,
+            "vm_hwm_bytes": self.hwm(),
+            "cross_checked_with_status": self.cross_checked(),
+            "runs": self.runs.iter().map(Measured::json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+struct Ctx {
+    ticks: f64,
+    threads: usize,
+}
+
+/// Send `flood` at `rx`, wait until its queue is empty, and count what it processed as
+/// sent minus the socket's kernel drops.
+fn measure(ctx: &Ctx, name: &str, rx: &dyn Receiver, flood: &Flood) -> R<Measured> {
+    let pid = rx.pid();
+    let (_, d0) = rx.queue();
+    let c0 = rig::cpu_seconds(pid, ctx.ticks);
+    let t0 = Instant::now();
+    let sent = load::run_parallel(flood, ctx.threads)?;
+    if !rx.wait_drained() {
+        return Err(format!(
+            "{name}: the receiver did not drain its queue within 60 s"
+        ));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_s = rig::cpu_seconds(pid, ctx.ticks) - c0;
+    let (_, d1) = rx.queue();
+    let drops = d1.saturating_sub(d0);
+    let processed = sent.datagrams.saturating_sub(drops);
+    Ok(Measured {
+        name: name.to_owned(),
+        sent,
+        drops,
+        processed,
+        secs,
+        rate: processed as f64 / secs.max(1e-9),
+        cpu_s,
+        status_received: None,
+        status_reason: None,
+        sender_bound: drops == 0,
+        rss_peak: rig::mem_bytes(pid, "VmHWM"),
+    })
+}
+
+/// `measure` against the server, then cross-check with its STATUS= counters.
+fn measure_server(
+    ctx: &Ctx,
+    rig: &mut Rig,
+    name: &str,
+    reason: &str,
+    flood: &Flood,
+) -> R<Measured> {
+    let before = rig.status();
+    let mut m = measure(ctx, name, rig, flood)?;
+    let r0 = before.get("received").copied().unwrap_or(0);
+    let x0 = before.get(reason).copied().unwrap_or(0);
+    let r1 = rig.wait_counter("received", r0 + m.processed);
+    let x1 = rig.status().get(reason).copied().unwrap_or(0);
+    m.status_received = Some(r1 - r0);
+    m.status_reason = Some((reason.to_owned(), x1.saturating_sub(x0)));
+    // Let the STATUS= line settle so the next flood starts from exact counters.
+    let _ = rig.wait_counter("received", r0 + m.processed);
+    Ok(m)
+}
+
+fn random_bytes(n: usize) -> R<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    getrandom_fill(&mut v)?;
+    Ok(v)
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> R<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("/dev/urandom: {e}"))
+}
+
+fn flood(payloads: Vec<Vec<u8>>, dest: SocketAddrV4, sources: Sources, plan: &Plan) -> Flood {
+    Flood {
+        payloads,
+        dest,
+        sources,
+        duration: plan.flood,
+        min_datagrams: 0,
+        rate: None,
+    }
+}
+
+/// Datagrams of a known key but with a random IV/tag/ciphertext: each costs one AEAD attempt.
+fn bad_tag_payloads(rig: &Rig, n: usize) -> R<Vec<Vec<u8>>> {
+    let id = rig.key.id().0;
+    (0..n)
+        .map(|_| {
+            let mut d = random_bytes(ruroco_shared::DATAGRAM_LEN)?;
+            d[..8].copy_from_slice(&id);
+            Ok(d)
+        })
+        .collect()
+}
+
+fn unknown_key_payloads(rig: &Rig, n: usize) -> R<Vec<Vec<u8>>> {
+    let id = rig.key.id().0;
+    (0..n)
+        .map(|_| {
+            let mut d = random_bytes(ruroco_shared::DATAGRAM_LEN)?;
+            if d[..8] == id {
+                d[0] ^= 0xff;
+            }
+            Ok(d)
+        })
+        .collect()
+}
+
+fn valid(rig: &Rig, cmd: &str) -> Vec<u8> {
+    let pt = ruroco_tests::plaintext(cmd, FLOOD_SRC.into());
+    ruroco_tests::seal(&rig.key, &pt).to_vec()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+/// Latency samples: each valid `stamp` datagram sent alone, waiting for its line in the stamp
+/// file (`date +%s%N` run by the commander); returns (latencies in ms, missing).
+fn latency(rig: &Rig, samples: usize) -> R<(Vec<f64>, usize)> {
+    let sock = UdpSocket::bind((VALID_SRC, 0)).map_err(|e| format!("bind {VALID_SRC}: {e}"))?;
+    let dest = rig.dest();
+    let mut out = Vec::with_capacity(samples);
+    let mut missing = 0;
+    for _ in 0..samples {
+        let before = stamp_lines(rig).len();
+        let d = valid(rig, "stamp");
+        let sent_ns = ruroco_tests::now_ns();
+        sock.send_to(&d, dest)
+            .map_err(|e| format!("send valid datagram: {e}"))?;
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut got = None;
+        while Instant::now() < until {
+            let lines = stamp_lines(rig);
+            if lines.len() > before {
+                got = lines.last().copied();
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        match got {
+            Some(ns) => out.push((ns as f64 - sent_ns as f64) / 1e6),
+            None => missing += 1,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out.sort_by(f64::total_cmp);
+    Ok((out, missing))
+}
+
+fn stamp_lines(rig: &Rig) -> Vec<u128> {
+    std::fs::read_to_string(&rig.stamps)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// What `sh -c 'date +%s%N'` alone costs from spawn to its timestamp (part of every latency).
+fn spawn_cost(samples: usize) -> f64 {
+    let mut v: Vec<f64> = (0..samples)
+        .filter_map(|_| {
+            let t = ruroco_tests::now_ns();
+            let o = std::process::Command::new("sh")
+                .args(["-c", "date +%s%N"])
+                .output()
+                .ok()?;
+            let ns: u128 = String::from_utf8(o.stdout).ok()?.trim().parse().ok()?;
+            Some((ns as f64 - t as f64) / 1e6)
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+struct Row {
+    metric: String,
+    measured: String,
+    target: String,
+    met: Option<bool>,
+}
+
+fn row(metric: &str, measured: String, target: &str, met: Option<bool>) -> Row {
+    Row {
+        metric: metric.to_owned(),
+        measured,
+        target: target.to_owned(),
+        met,
+    }
+}
+
+fn run(args: &Args) -> R<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("run as root: the server is started as root and switches to nobody".into());
+    }
+    let plan = if args.smoke {
+        Plan {
+            flood: Duration::from_secs_f64(args.duration.unwrap_or(0.2)),
+            idle: Duration::from_secs(1),
+            valid: 200,
+            baseline_writes: 20,
+            latency_samples: 5,
+            sources: [1_000, 10_000],
+            reps: args.rounds.unwrap_or(1),
+        }
+    } else {
+        Plan {
+            flood: Duration::from_secs_f64(args.duration.unwrap_or(3.0)),
+            idle: Duration::from_secs(10),
+            valid: 5_000,
+            baseline_writes: 300,
+            latency_samples: 100,
+            sources: [10_000, 1_000_000],
+            reps: args.rounds.unwrap_or(3),
+        }
+    };
+    let ctx = Ctx {
+        ticks: rig::clock_ticks(),
+        threads: args.threads,
+    };
+    let json_path = match &args.json {
+        Some(p) => p.clone(),
+        None => rig::bin_dir()?
+            .parent()
+            .map(|t| t.join("bench.json"))
+            .unwrap_or_else(|| PathBuf::from("bench.json")),
+    };
+    if args.ceiling_only {
+        let unknown: Vec<Vec<u8>> = (0..1024).map(|_| random_bytes(94)).collect::<R<_>>()?;
+        let sink = Sink::start()?;
+        let mut m = measure(
+            &ctx,
+            "ceiling",
+            &sink,
+            &flood(unknown, sink.dest(), Sources::One(FLOOD_SRC), &plan),
+        )?;
+        m.status_received = Some(sink.stop()?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&m.json()).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let started_at = ruroco_tests::now_ns();
+    let load_before = load();
+    eprintln!("bench: starting the commander and the server (state on /var/tmp)");
+    let mut rig = Rig::new()?;
+    rig.start()?;
+    let spid = rig.server_pid();
+
+    // Idle cost first, on the fresh server.
+    std::thread::sleep(Duration::from_millis(500));
+    let c0 = rig::cpu_seconds(spid, ctx.ticks);
+    let w0 = rig::status_num(spid, "voluntary_ctxt_switches")
+        + rig::status_num(spid, "nonvoluntary_ctxt_switches");
+    let t0 = Instant::now();
+    eprintln!("bench: idle for {:?}", plan.idle);
+    std::thread::sleep(plan.idle);
+    let idle_secs = t0.elapsed().as_secs_f64();
+    let idle_cpu = (rig::cpu_seconds(spid, ctx.ticks) - c0) / idle_secs * 100.0;
+    let idle_wakeups = (rig::status_num(spid, "voluntary_ctxt_switches")
+        + rig::status_num(spid, "nonvoluntary_ctxt_switches"))
+    .saturating_sub(w0) as f64
+        / idle_secs;
+    let idle_rss = rig::mem_bytes(spid, "VmRSS");
+
+    let unknown = unknown_key_payloads(&rig, 1024)?;
+    let dest = rig.dest();
+    let wrong = (0..64)
+        .map(|_| random_bytes(ruroco_shared::DATAGRAM_LEN - 1))
+        .collect::<R<Vec<_>>>()?;
+    let bad = bad_tag_payloads(&rig, 1024)?;
+    // Replays: one valid datagram, accepted once, then copies of it in every round.
+    let one = valid(&rig, "true");
+    let acc0 = rig.status().get("accepted").copied().unwrap_or(0);
+    UdpSocket::bind((FLOOD_SRC, 0))
+        .and_then(|s| s.send_to(&one, dest))
+        .map_err(|e| format!("send the datagram to replay: {e}"))?;
+    rig.wait_counter("accepted", acc0 + 1);
+    let kinds: [Kind; 4] = [
+        ("wrong length (93 B)", "bad_length", wrong, None),
+        ("unknown key id", "unknown_key", unknown.clone(), Some(0.7)),
+        ("known key id, bad tag", "bad_tag", bad, Some(0.5)),
+        ("replay of one valid datagram", "replay", vec![one], None),
+    ];
+    let mut ceil = Series::new("ceiling (bare recvmmsg loop)", None);
+    let mut floods: Vec<Series> = kinds
+        .iter()
+        .map(|(n, _, _, t)| Series::new(&format!("{n} flood"), *t))
+        .collect();
+    let mut many: Vec<Series> = plan
+        .sources
+        .iter()
+        .map(|c| Series::new(&format!("unknown key id, {c} sources"), Some(0.9)))
+        .collect();
+    // Rounds interleave the ceiling and the floods, so each ratio compares runs made
+    // seconds apart (this machine's load moves; medians over rounds are reported).
+    let sink = Sink::start()?;
+    let sink_buf = sink.receive_buffer;
+    for round in 0..plan.reps {
+        eprintln!(
+            "bench: round {}/{}: ceiling and floods",
+            round + 1,
+            plan.reps
+        );
+        let c = measure(
+            &ctx,
+            "ceiling",
+            &sink,
+            &flood(unknown.clone(), sink.dest(), Sources::One(FLOOD_SRC), &plan),
+        )?;
+        let c_rate = c.rate;
+        ceil.push(c, 1.0);
+        let mut single = 0.0;
+        for ((name, reason, payloads, _), series) in kinds.iter().zip(floods.iter_mut()) {
+            let m = measure_server(
+                &ctx,
+                &mut rig,
+                name,
+                reason,
+                &flood(payloads.clone(), dest, Sources::One(FLOOD_SRC), &plan),
+            )?;
+            if *reason == "unknown_key" {
+                single = m.rate;
+            }
+            let r = m.rate / c_rate.max(1e-9);
+            series.push(m, r);
+        }
+        for (count, series) in plan.sources.iter().zip(many.iter_mut()) {
+            eprintln!("bench: round {}/{}: {count} sources", round + 1, plan.reps);
+            let mut f = flood(
+                unknown.clone(),
+                dest,
+                Sources::Many {
+                    first: MANY_FIRST,
+                    count: *count,
+                    per_source: PER_SOURCE,
+                },
+                &plan,
+            );
+            f.min_datagrams = u64::from(*count) * PER_SOURCE as u64;
+            let m = measure_server(&ctx, &mut rig, &series.name, "unknown_key", &f)?;
+            let r = m.rate / single.max(1e-9);
+            series.push(m, r);
+        }
+    }
+    let sink_counted = sink.stop()?;
+    let sink_processed: u64 = ceil.runs.iter().map(|m| m.processed).sum();
+    let ceiling = ceil.median_rate();
+
+    // Valid datagrams end to end, group commit on a real disk, commander running `true`.
+    eprintln!("bench: {} valid datagrams end to end", plan.valid);
+    let datagrams: Vec<Vec<u8>> = (0..plan.valid).map(|_| valid(&rig, "true")).collect();
+    let acc0 = rig.status().get("accepted").copied().unwrap_or(0);
+    let exec0 = rig.executed("true");
+    let (_, vd0) = rig.queue();
+    let t0 = Instant::now();
+    let vsent = load::send_once(&datagrams, VALID_SRC, dest, || {
+        let until = Instant::now() + Duration::from_secs(20);
+        while rig.queue().0 > VALID_QUEUE_BYTES && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    })?;
+    rig.wait_drained();
+    let accept_secs = t0.elapsed().as_secs_f64();
+    let (_, vd1) = rig.queue();
+    let accepted = rig
+        .wait_counter("accepted", acc0 + plan.valid as u64)
+        .saturating_sub(acc0);
+    let accepted_rate = accepted as f64 / accept_secs;
+    let mut executed = 0;
+    let mut last_progress = Instant::now();
+    while executed < accepted {
+        let e = rig.executed("true").saturating_sub(exec0);
+        if e > executed {
+            executed = e;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exec_secs = t0.elapsed().as_secs_f64();
+    let executed_rate = executed as f64 / exec_secs;
+    // Baseline: one durable write (temp, fsync, rename, fsync dir) per datagram, the same
+    // write the server makes per batch, in the same directory, with nothing else to do.
+    let bpath = rig.baseline_path();
+    let t0 = Instant::now();
+    for i in 0..plan.baseline_writes {
+        let line = format!(
+            "0011223344556677 {}\n",
+            1_700_000_000_000_000_000u128 + i as u128
+        );
+        write_atomic(&bpath, line.as_bytes(), 0o600)
+            .map_err(|e| format!("baseline write {}: {e}", bpath.display()))?;
+    }
+    let baseline_rate = plan.baseline_writes as f64 / t0.elapsed().as_secs_f64();
+
+    // Latency, idle and under a garbage flood at half the unknown-key drop rate.
+    eprintln!("bench: latency idle");
+    let spawn_ms = spawn_cost(20.min(plan.latency_samples * 4));
+    let (lat_idle, miss_idle) = latency(&rig, plan.latency_samples)?;
+    let half = floods[1].median_rate() / 2.0;
+    eprintln!("bench: latency under an unknown-key flood at {half:.0}/s");
+    let stop = Arc::new(AtomicBool::new(false));
+    let bg = {
+        let mut f = flood(unknown.clone(), dest, Sources::One(FLOOD_SRC), &plan);
+        f.duration = Duration::from_secs(3600);
+        f.rate = Some(half);
+        let s = stop.clone();
+        std::thread::spawn(move || load::run(&f, &s))
+    };
+    let (_, fd0) = rig.queue();
+    let lat_res = latency(&rig, plan.latency_samples);
+    let (_, fd1) = rig.queue();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let bg_sent = bg
+        .join()
+        .map_err(|_| "flood thread panicked".to_owned())??;
+    let (lat_flood, miss_flood) = lat_res?;
+    rig.wait_drained();
+    let peak = rig::mem_bytes(spid, "VmHWM");
+    let log_lines = std::fs::read_to_string(rig.root.join("server.log"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+
+    // The table.
+    let pct = |x: f64| format!("{:.0}%", x * 100.0);
+    let bound = |s: &Series| {
+        if s.sender_bound() > 0 {
+            format!(
+                ", sender-bound in {}/{} rounds",
+                s.sender_bound(),
+                s.runs.len()
+            )
+        } else {
+            String::new()
+        }
+    };
+    let mut rows = vec![row(
+        &ceil.name,
+        format!("{:.0}/s{}", ceiling, bound(&ceil)),
+        "-",
+        None,
+    )];
+    for f in &floods {
+        rows.push(row(
+            &f.name,
+            format!(
+                "{:.0}/s = {} of ceiling, {:.2} CPU s/M{}",
+                f.median_rate(),
+                pct(f.median_ratio()),
+                f.median_cpu(),
+                bound(f)
+            ),
+            &f.target
+                .map_or("-".to_owned(), |t| format!(">= {}", pct(t))),
+            f.target.map(|t| f.median_ratio() >= t),
+        ));
+    }
+    for m in &many {
+        rows.push(row(
+            &m.name,
+            format!(
+                "{:.0}/s = {} of single source, {:.2} CPU s/M, VmHWM {:.1} MiB{}",
+                m.median_rate(),
+                pct(m.median_ratio()),
+                m.median_cpu(),
+                m.hwm() as f64 / MIB,
+                bound(m)
+            ),
+            ">= 90%, <= 32 MiB",
+            Some(m.median_ratio() >= 0.9 && m.hwm() as f64 <= 32.0 * MIB),
+        ));
+    }
+    // Flat: the peak after the last (largest) flood is within 1 MiB of the first one's.
+    let hwms: Vec<u64> = many
+        .iter()
+        .flat_map(|m| m.runs.iter().map(|r| r.rss_peak))
+        .collect();
+    let first_hwm = many
+        .first()
+        .and_then(|m| m.runs.first())
+        .map_or(0, |r| r.rss_peak);
+    let flat = hwms.iter().all(|h| *h <= first_hwm + 1024 * 1024);
+    rows.push(row(
+        "peak RSS flat as sources grow",
+        many.iter()
+            .map(|m| format!("{:.1} MiB", m.hwm() as f64 / MIB))
+            .collect::<Vec<_>>()
+            .join(" -> "),
+        "grows < 1 MiB",
+        Some(flat),
+    ));
+    let checked = std::iter::once(&ceil)
+        .chain(floods.iter())
+        .chain(many.iter())
+        .all(Series::cross_checked)
+        && sink_counted == sink_processed;
+    rows.push(row(
+        "sent - kernel drops == receiver's own count",
+        if checked {
+            "every run".to_owned()
+        } else {
+            "MISMATCH (see JSON)".to_owned()
+        },
+        "every run",
+        Some(checked),
+    ));
+    rows.push(row(
+        "valid end to end: accepted/s",
+        format!(
+            "{accepted_rate:.0}/s ({accepted}/{} accepted) = {:.1}x baseline {baseline_rate:.0}/s",
+            plan.valid,
+            accepted_rate / baseline_rate.max(1e-9)
+        ),
+        ">= 5x baseline",
+        Some(accepted_rate >= 5.0 * baseline_rate),
+    ));
+    rows.push(row(
+        "valid end to end: executed/s (`true`)",
+        format!("{executed_rate:.0}/s ({executed}/{accepted} executed)"),
+        "all executed",
+        Some(executed == accepted),
+    ));
+    let p = |v: &[f64], q| percentile(v, q);
+    rows.push(row(
+        "latency idle p50 / p99",
+        format!(
+            "{:.2} / {:.2} ms ({} missing; sh+date alone {spawn_ms:.2} ms)",
+            p(&lat_idle, 0.5),
+            p(&lat_idle, 0.99),
+            miss_idle
+        ),
+        "p50 <= 2 ms",
+        Some(p(&lat_idle, 0.5) <= 2.0 && miss_idle == 0),
+    ));
+    rows.push(row(
+        "latency under flood at half the drop rate p50 / p99",
+        format!(
+            "{:.2} / {:.2} ms ({} missing, flood {:.0}/s, {} kernel drops)",
+            p(&lat_flood, 0.5),
+            p(&lat_flood, 0.99),
+            miss_flood,
+            bg_sent.rate(),
+            fd1.saturating_sub(fd0)
+        ),
+        "all executed, p99 <= 50 ms",
+        Some(p(&lat_flood, 0.99) <= 50.0 && miss_flood == 0),
+    ));
+    rows.push(row(
+        "idle RSS",
+        format!("{:.1} MiB", idle_rss as f64 / MIB),
+        "<= 8 MiB",
+        Some(idle_rss as f64 <= 8.0 * MIB),
+    ));
+    rows.push(row(
+        "idle CPU",
+        format!("{idle_cpu:.3}% over {idle_secs:.0} s, {idle_wakeups:.1} wake-ups/s"),
+        "< 0.1%, <= 1 timer/s",
+        Some(idle_cpu < 0.1),
+    ));
+    rows.push(row(
+        "server peak RSS (VmHWM, whole run)",
+        format!("{:.1} MiB", peak as f64 / MIB),
+        "<= 32 MiB",
+        Some(peak as f64 <= 32.0 * MIB),
+    ));
+
+    print_table(&rows, args.smoke);
+    println!();
+    println!(
+        "runs (offered, sent, kernel drops, processed = sent - drops, seconds, STATUS received / reason):"
+    );
+    for m in std::iter::once(&ceil)
+        .chain(floods.iter())
+        .chain(many.iter())
+        .flat_map(|s| s.runs.iter())
+    {
+        println!(
+            "  {:<32} offered {:>9.0}/s sent {:>9} drops {:>9} processed {:>9} in {:.2} s; {:?} {:?}",
+            m.name,
+            m.sent.rate(),
+            m.sent.datagrams,
+            m.drops,
+            m.processed,
+            m.secs,
+            m.status_received,
+            m.status_reason
+        );
+    }
+
+    let doc = json!({
+        "date_unix_ns": started_at.to_string(),
+        "smoke": args.smoke,
+        "machine": machine(),
+        "sender_threads": ctx.threads,
+        "flood_seconds": plan.flood.as_secs_f64(),
+        "receive_buffer_bytes": sink_buf,
+        "rounds": plan.reps,
+        "load_before": load_before,
+        "load_after": load(),
+        "ceiling_per_s": ceiling,
+        "ceiling": ceil.json(),
+        "ceiling_receiver_counted": sink_counted,
+        "floods": floods.iter().map(Series::json).collect::<Vec<_>>(),
+        "distinct_sources": many.iter().map(Series::json).collect::<Vec<_>>(),
+        "valid": {
+            "datagrams": plan.valid, "sent": vsent.datagrams, "kernel_drops": vd1.saturating_sub(vd0),
+            "accepted": accepted, "accepted_per_s": accepted_rate,
+            "executed": executed, "executed_per_s": executed_rate,
+            "baseline_durable_writes_per_s": baseline_rate,
+            "ratio_to_baseline": accepted_rate / baseline_rate.max(1e-9),
+        },
+        "latency_ms": {
+            "idle": {"p50": p(&lat_idle, 0.5), "p99": p(&lat_idle, 0.99), "samples": lat_idle.len(), "missing": miss_idle},
+            "flood": {"p50": p(&lat_flood, 0.5), "p99": p(&lat_flood, 0.99), "samples": lat_flood.len(), "missing": miss_flood,
+                      "flood_per_s": bg_sent.rate(), "kernel_drops": fd1.saturating_sub(fd0)},
+            "sh_date_spawn_p50": spawn_ms,
+        },
+        "idle": {"seconds": idle_secs, "rss_bytes": idle_rss, "cpu_percent": idle_cpu, "wakeups_per_s": idle_wakeups},
+        "server_vm_hwm_bytes": peak,
+        "server_log_lines": log_lines,
+        "table": rows.iter().map(|r| json!({"metric": r.metric, "measured": r.measured, "target": r.target, "met": r.met})).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| format!("json: {e}"))?;
+    std::fs::write(&json_path, text + "\n")
+        .map_err(|e| format!("write {}: {e}", json_path.display()))?;
+    println!("\nJSON: {}", json_path.display());
+    Ok(())
+}
+
+fn print_table(rows: &[Row], smoke: bool) {
+    if smoke {
+        println!("(smoke run: tiny durations, the numbers mean nothing)");
+    }
+    let w0 = rows.iter().map(|r| r.metric.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.measured.len()).max().unwrap_or(0);
+    let w2 = rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
+    println!(
+        "| {:<w0$} | {:<w1$} | {:<w2$} | met? |",
+        "metric", "measured", "target"
+    );
+    println!(
+        "|{}|{}|{}|------|",
+        "-".repeat(w0 + 2),
+        "-".repeat(w1 + 2),
+        "-".repeat(w2 + 2)
+    );
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        println!(
+            "| {:<w0$} | {:<w1$} | {:<w2$} | {met:<4} |",
+            r.metric, r.measured, r.target
+        );
+    }
+}
+
+/// Load average and CPU pressure: this benchmark shares the machine with whatever else runs.
+fn load() -> Value {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().next().unwrap_or_default().trim().to_owned())
+            .unwrap_or_default()
+    };
+    json!({"loadavg": read("/proc/loadavg"), "cpu_pressure": read("/proc/pressure/cpu")})
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({"cpu": cpu, "kernel": kernel, "cores": cores})
+}
