@@ -102,7 +102,9 @@ leader=
 cleanup() {
     local rc=$?
     if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
-        [ -n "$leader" ] && nsenter -t "$leader" -a -- /usr/bin/systemctl poweroff --no-block >/dev/null 2>&1 || true
+        if [ -n "$leader" ]; then
+            nsenter -t "$leader" -a -- /usr/bin/systemctl poweroff --no-block >/dev/null 2>&1 || true
+        fi
         for _ in $(seq 1 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
         kill -TERM "$nspawn_pid" 2>/dev/null || true
         for _ in $(seq 1 50); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
@@ -330,6 +332,7 @@ ok "journal: RUROCO_EVENT=accepted/forwarded (with RUROCO_KEY_ID), executed (wit
 say "replay a captured datagram"
 # Capture the client's datagram on a side port (perl-base is in every Debian), then send the
 # very same bytes to the server twice. dst_ip holds only the address, so it is valid there.
+# shellcheck disable=SC2016 # perl code, expanded by perl
 inside perl -MIO::Socket::INET -e '
     my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 34999, Proto => "udp")
         or die "bind: $!";
@@ -341,6 +344,7 @@ client -a 127.0.0.1:34999 -c replayed 2>/dev/null || fail "ruroco-client send to
 wait "$capture_pid" || fail "capturing the datagram"
 [ "$(inside stat -c %s /root/captured.bin)" = 94 ] || fail "captured datagram is not 94 bytes"
 send_captured() {
+    # shellcheck disable=SC2016 # perl code, expanded by perl
     inside perl -MIO::Socket::INET -e '
         my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 34020, Proto => "udp")
             or die "socket: $!";
@@ -403,7 +407,9 @@ inside dpkg -i "${deb_names[0]}" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log
 [ "$(inside grep -c '^ruroco:' /etc/passwd)" = 1 ] || fail "reinstall duplicated user ruroco"
 inside grep -q '^ips = \["127.0.0.1", "::1"\]' /etc/ruroco/server.toml || fail "reinstall overwrote the modified server.toml"
 new_pid=$(inside systemctl show -p MainPID --value ruroco.service)
-[ "${new_pid:-0}" -gt 0 ] && [ "$new_pid" != "$main_pid" ] || fail "the upgrade path did not restart the running server"
+if [ "${new_pid:-0}" -le 0 ] || [ "$new_pid" = "$main_pid" ]; then
+    fail "the upgrade path did not restart the running server"
+fi
 send_captured
 wait_for "the replay to be rejected after the reinstall restarted the server" status_has "replay=1"
 [ "$(out_count "replayed 127.0.0.1")" = 1 ] || fail "a replay ran its command after the restart"
