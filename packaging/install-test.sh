@@ -275,6 +275,10 @@ inside ruroco-commander --check >"$work/check.log" 2>&1 || { cat "$work/check.lo
 inside nft add table inet ruroco
 inside nft add set inet ruroco ssh '{ type ipv4_addr; }'
 inside systemctl start ruroco-dummy.service
+# A short watchdog period, so the test sees the server outlive it (WATCHDOG=1 pings arriving).
+inside mkdir -p /etc/systemd/system/ruroco.service.d
+printf '[Service]\nWatchdogSec=4s\n' | inside sh -c 'cat >/etc/systemd/system/ruroco.service.d/watchdog.conf'
+inside systemctl daemon-reload
 inside systemctl enable --now ruroco.socket ruroco-commander.socket >/dev/null 2>&1 || fail "systemctl enable --now"
 ok "shipped example configs pass --check; test config in place; sockets enabled and listening"
 
@@ -399,6 +403,18 @@ inside ruroco-client --state-dir /root/client-state send -k /root/second.key -a 
 wait_for "the new key to be accepted after reload" out_has "second 127.0.0.1"
 wait_for "RUROCO_EVENT=reloaded in the journal" journal_has _SYSTEMD_UNIT=ruroco.service RUROCO_EVENT=reloaded
 ok "reload: same PID, still active, the key added before it is accepted"
+
+say "watchdog"
+pinged_late() {
+    local start ping
+    start=$(inside systemctl show -p ExecMainStartTimestampMonotonic --value ruroco.service)
+    ping=$(inside systemctl show -p WatchdogTimestampMonotonic --value ruroco.service)
+    [ "${ping:-0}" -gt $((${start:-0} + 6000000)) ]
+}
+wait_for "a WATCHDOG=1 ping more than 6 s after start (WatchdogSec=4s)" pinged_late
+[ "$(inside systemctl show -p MainPID --value ruroco.service)" = "$main_pid" ] || fail "the server was restarted"
+[ "$(inside systemctl show -p NRestarts --value ruroco.service)" = 0 ] || fail "the server was restarted"
+ok "the server outlived 1.5 watchdog periods, pinging (same PID, NRestarts=0)"
 
 # --- reinstall (the upgrade path of the maintainer scripts) and purge ------------------------------
 say "dpkg -i again (upgrade path), then purge"
