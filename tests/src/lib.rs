@@ -294,6 +294,8 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
+            // As under systemd; the checkout may be unreadable to an unprivileged daemon.
+            .current_dir("/")
             .process_group(0);
         let child = cmd
             .spawn()
@@ -1239,27 +1241,6 @@ pub fn send_from(from: IpAddr, to: SocketAddr, bytes: &[u8]) {
         .unwrap_or_else(|e| panic!("bind sender {from}: {e}"));
     sock.send_to(bytes, to)
         .unwrap_or_else(|e| panic!("send {from} -> {to}: {e}"));
-}
-
-/// PIDs of processes whose command line contains `needle` (for orphan checks).
-pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// A TOML basic string holding `s`.
