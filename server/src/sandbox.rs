@@ -144,15 +144,16 @@ fn parent_of(path: &Path) -> PathBuf {
 fn grants(paths: &Paths<'_>, notify_socket: Option<&str>, journald: bool) -> Vec<Grant> {
     let mut out = Vec::new();
     // The config is re-read on SIGHUP; editors replace the file (new inode), so grant its
-    // directory unless that directory is a broad system one.
-    let config_dir = parent_of(paths.config);
+    // directory unless that directory is a broad system one. Resolved first: a relative
+    // `--config server.toml` must not turn into "." (the cwd, often "/"), and Landlock
+    // checks the target of a symlink, not the link.
+    let config = std::fs::canonicalize(paths.config)
+        .or_else(|_| std::path::absolute(paths.config))
+        .unwrap_or_else(|_| paths.config.into());
+    let config_dir = parent_of(&config);
     let broad = BROAD_DIRS.iter().any(|d| config_dir == Path::new(d));
     out.push(Grant {
-        path: if broad {
-            paths.config.to_path_buf()
-        } else {
-            config_dir
-        },
+        path: if broad { config } else { config_dir },
         access: read_file(),
         what: "config",
     });
@@ -509,6 +510,31 @@ mod tests {
         };
         let g = grants(&p, None, false);
         assert_eq!(g[0].path, Path::new("/etc/ruroco-server.toml"));
+    }
+
+    #[test]
+    fn relative_or_symlinked_config_grants_its_real_directory() {
+        let real = tempfile::tempdir().unwrap();
+        let file = real.path().join("server.toml");
+        std::fs::write(&file, "").unwrap();
+        let links = tempfile::tempdir().unwrap();
+        let link = links.path().join("server.toml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let p = Paths {
+            config: &link,
+            keys_dir: Path::new("/k"),
+            state_dir: Path::new("/s"),
+            commander_socket: Path::new("/run/ruroco/c.sock"),
+        };
+        let g = grants(&p, None, false);
+        assert_eq!(g[0].path, std::fs::canonicalize(real.path()).unwrap());
+        // A bare file name never grants "." (the working directory).
+        let p = Paths {
+            config: Path::new("no-such-server.toml"),
+            ..p
+        };
+        let g = grants(&p, None, false);
+        assert_ne!(g[0].path, Path::new("."));
     }
 
     #[test]
