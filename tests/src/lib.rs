@@ -40,6 +40,9 @@ pub const STATUS_TOTALS: [&str; 5] = [
 /// Receive-queue bytes above which paced senders wait for the server to catch up: well below
 /// the kernel's default socket buffer (`rmem_default`, 208 KiB) so nothing is dropped.
 const PACE_QUEUE_BYTES: u64 = 64 * 1024;
+/// How long a paced sender waits for the server to drain its queue: longer than
+/// [`DEADLINE`] because a durable write on a busy disk may hold the server for seconds.
+const PACE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Poll `f` every [`POLL`] until it returns `Some`, or fail after `deadline` naming `what`
 /// and what `f` last saw (via `last`).
@@ -973,7 +976,7 @@ impl Chain {
     pub fn wait_queue_below(&mut self, bytes: u64) {
         let port = self.port;
         let pid = self.server.as_ref().map(Daemon::pid);
-        let until = Instant::now() + DEADLINE;
+        let until = Instant::now() + PACE_DEADLINE;
         loop {
             let q = udp_queue(port, pid);
             match q {
