@@ -430,6 +430,20 @@ send_captured
 wait_for "the replay to be rejected after the reinstall restarted the server" status_has "replay=1"
 [ "$(out_count "replayed 127.0.0.1")" = 1 ] || fail "a replay ran its command after the restart"
 ok "reinstall: user kept once, config kept, units still enabled, server restarted, replay floor survived"
+say "the port-80 drop-in from the examples"
+inside install -D -m 0644 /usr/share/doc/ruroco/examples/ruroco.socket.d-port80.conf \
+    /etc/systemd/system/ruroco.socket.d/port80.conf
+inside systemctl daemon-reload
+inside systemctl stop ruroco.service
+inside systemctl restart ruroco.socket || fail "restart ruroco.socket with the port-80 drop-in"
+listening=$(inside ss -Hnul)
+grep -q ':80 ' <<<"$listening" || fail "ruroco.socket does not listen on UDP 80 with the drop-in"
+! grep -q ':34020 ' <<<"$listening" || fail "ruroco.socket still listens on 34020 with the drop-in"
+client -a 127.0.0.1:80 -c record 2>/dev/null || fail "send to port 80"
+wait_for "a command sent to port 80 to run" sh -c \
+    "[ \"\$(nsenter -t $leader -a -- grep -cx 'record 127.0.0.1' /var/lib/ruroco-commander/out)\" = 2 ]"
+ok "UDP 80 instead of 34020; a datagram sent to port 80 runs its command"
+
 inside dpkg --purge ruroco >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg --purge ruroco"; }
 for path in /etc/ruroco /var/lib/ruroco /var/lib/ruroco-commander /usr/bin/ruroco-server; do
     ! inside test -e "$path" || fail "$path still exists after purge"
