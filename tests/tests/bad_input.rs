@@ -187,3 +187,41 @@ fn an_unknown_command_hash_runs_nothing_and_the_link_keeps_working() {
     c.assert_only_ran("k1", &[], MARKER_SRC);
     c.assert_alive();
 }
+
+#[test]
+fn the_server_never_answers_anything() {
+    // A scan learns nothing: no reply to a valid datagram, a replay, garbage or a wrong size.
+    let mut c = Chain::builder().start();
+    let k = c.key("k1");
+    let sock = std::net::UdpSocket::bind((LO4, 0)).unwrap();
+    let d = seal(&k, &plaintext("hello", LO4));
+    let to = c.addr4();
+    for bytes in [
+        &d[..],
+        &d[..],
+        &random_bytes(DATAGRAM_LEN)[..],
+        &[1u8, 2, 3][..],
+        &[][..],
+    ] {
+        sock.send_to(bytes, to).unwrap();
+    }
+    c.expect_status(
+        &[
+            ("received", 5),
+            ("accepted", 1),
+            ("forwarded", 1),
+            ("replay", 1),
+            ("unknown_key", 1),
+            ("bad_length", 2),
+        ],
+        &[],
+    );
+    assert_eq!(c.wait_out(1), ["hello 127.0.0.1"]);
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    match sock.recv_from(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the server answered: {other:?}"),
+    }
+    c.assert_alive();
+}
