@@ -44,8 +44,7 @@ const PACE_QUEUE_BYTES: u64 = 64 * 1024;
 /// [`DEADLINE`] because a durable write on a busy disk may hold the server for seconds.
 const PACE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Poll `f` every [`POLL`] until it returns `Some`, or fail after `deadline` naming `what`
-/// and what `f` last saw (via `last`).
+/// Poll `f` every [`POLL`] until it returns `Some`, or fail after `deadline` naming `what`.
 pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let until = Instant::now() + deadline;
     loop {
