@@ -330,8 +330,6 @@ const ALLOWED_COMMON: &[libc::c_long] = &[
     libc::SYS_geteuid,
     libc::SYS_getgid,
     libc::SYS_getegid,
-    // panic = "abort" raises SIGABRT on itself (Landlock's signal scope keeps others out)
-    libc::SYS_tgkill,
     // memory
     libc::SYS_munmap,
     libc::SYS_mremap,
@@ -388,6 +386,16 @@ pub fn build_filter() -> Result<BpfProgram, SandboxError> {
             0,
             SeccompCmpOp::Eq,
             libc::AF_UNIX as u64,
+        )?])?],
+    );
+    // panic = "abort" raises SIGABRT on itself: tgkill only towards our own process (Landlock's
+    // signal scope does the same on kernels that have it).
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            u64::from(std::process::id()),
         )?])?],
     );
     // No executable memory: mmap/mprotect only without PROT_EXEC.
@@ -471,6 +479,8 @@ mod tests {
             libc::SYS_setuid,
             libc::SYS_prctl,
             libc::SYS_socket,
+            libc::SYS_kill,
+            libc::SYS_tgkill,
         ] {
             assert!(
                 !ALLOWED_COMMON.contains(&nr) && !ALLOWED_ARCH.contains(&nr),
