@@ -404,6 +404,17 @@ wait_for "the new key to be accepted after reload" out_has "second 127.0.0.1"
 wait_for "RUROCO_EVENT=reloaded in the journal" journal_has _SYSTEMD_UNIT=ruroco.service RUROCO_EVENT=reloaded
 ok "reload: same PID, still active, the key added before it is accepted"
 
+say "systemctl reload ruroco-commander.service with a new command"
+commander_pid=$(inside systemctl show -p MainPID --value ruroco-commander.service)
+printf '%s\n' "added = 'echo \"added \$RUROCO_IP\" >> /var/lib/ruroco-commander/out'" |
+    inside sh -c 'cat >>/etc/ruroco/commander.toml'
+inside systemctl reload ruroco-commander.service || fail "systemctl reload ruroco-commander.service"
+wait_for "RUROCO_EVENT=reloaded in the commander's journal" journal_has _SYSTEMD_UNIT=ruroco-commander.service RUROCO_EVENT=reloaded
+client -a 127.0.0.1 -c added 2>/dev/null || fail "send the added command"
+wait_for "the command added before the reload to run" out_has "added 127.0.0.1"
+[ "$(inside systemctl show -p MainPID --value ruroco-commander.service)" = "$commander_pid" ] || fail "reload restarted the commander"
+ok "commander reload: same PID, the command added before it runs"
+
 say "watchdog"
 pinged_late() {
     local start ping
