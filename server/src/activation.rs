@@ -64,11 +64,15 @@ pub fn take(listen: SocketAddr, receive_buffer: usize) -> Result<Taken, Activati
             addr: listen,
             source,
         })?;
-        let cap = read_rmem_max().unwrap_or(receive_buffer);
-        // The kernel doubles the value and silently caps it at rmem_max; ask for what fits.
-        let want = receive_buffer.min(cap.max(1));
-        if let Err(e) = setsockopt(&s, sockopt::RcvBuf, &want) {
-            tracing::warn!(event = "receive_buffer", error = %e, "could not raise SO_RCVBUF");
+        // As root (before the privilege drop) SO_RCVBUFFORCE ignores rmem_max, as systemd's
+        // ReceiveBuffer= does; otherwise the kernel silently caps SO_RCVBUF at rmem_max, so
+        // ask for what fits.
+        if setsockopt(&s, sockopt::RcvBufForce, &receive_buffer).is_err() {
+            let cap = read_rmem_max().unwrap_or(receive_buffer);
+            let want = receive_buffer.min(cap.max(1));
+            if let Err(e) = setsockopt(&s, sockopt::RcvBuf, &want) {
+                tracing::warn!(event = "receive_buffer", error = %e, "could not raise SO_RCVBUF");
+            }
         }
         (s, Origin::Bound)
     };
