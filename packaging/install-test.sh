@@ -449,8 +449,8 @@ say "the port-80 drop-in from the examples"
 inside install -D -m 0644 /usr/share/doc/ruroco/examples/ruroco.socket.d-port80.conf \
     /etc/systemd/system/ruroco.socket.d/port80.conf
 inside systemctl daemon-reload
-inside systemctl stop ruroco.service
-inside systemctl restart ruroco.socket || fail "restart ruroco.socket with the port-80 drop-in"
+inside systemctl stop ruroco.socket ruroco.service
+inside systemctl start ruroco.socket || fail "start ruroco.socket with the port-80 drop-in"
 listening=$(inside ss -Hnul)
 grep -q ':80 ' <<<"$listening" || fail "ruroco.socket does not listen on UDP 80 with the drop-in"
 ! grep -q ':34020 ' <<<"$listening" || fail "ruroco.socket still listens on 34020 with the drop-in"
