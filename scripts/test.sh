@@ -48,5 +48,16 @@ cargo build --workspace --locked
 step "cargo test (unit, property, black-box, end-to-end)"
 cargo test --workspace --locked
 
+if [ "$quick" = 0 ]; then
+    step "packages: packaging/build.sh --profile dev (packages the binaries built above)"
+    packaging/build.sh --profile dev
+
+    step "lintian: no errors in the .deb packages"
+    lintian --fail-on error target/debian/ruroco_*.deb target/debian/ruroco-client_*.deb
+
+    step "install test in a booted systemd (packaging/install-test.sh)"
+    packaging/install-test.sh
+fi
+
 echo
 echo "scripts/test.sh: all checks passed"
