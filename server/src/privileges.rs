@@ -63,8 +63,14 @@ pub fn drop_privileges(user: &str) -> Result<Dropped, PrivError> {
         Err(e) => return Err(step("clear bounding set")(e.to_string())),
     };
     caps::clear(None, CapSet::Ambient).map_err(|e| step("clear ambient set")(e.to_string()))?;
+    // capset only when something is left: under systemd the sets arrive empty, and the unit
+    // can then forbid capset altogether.
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
-        caps::clear(None, set).map_err(|e| step("clear capability sets")(e.to_string()))?;
+        let have =
+            caps::read(None, set).map_err(|e| step("read capability sets")(e.to_string()))?;
+        if !have.is_empty() {
+            caps::clear(None, set).map_err(|e| step("clear capability sets")(e.to_string()))?;
+        }
     }
     nix::sys::prctl::set_no_new_privs().map_err(|e| step("PR_SET_NO_NEW_PRIVS")(e.to_string()))?;
     verify(bounding_cleared)?;
