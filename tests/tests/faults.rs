@@ -64,19 +64,7 @@ fn commander_down_longer_than_the_queue_drops_and_counts_the_overflow() {
     let k = c.key("k1");
     // Well past any sane in-memory queue for a dead commander.
     let total: u64 = 1500;
-    let datagrams: Vec<[u8; 94]> = (0..total)
-        .map(|i| {
-            let mut pt = plaintext("hello", LO4);
-            pt.strict = false;
-            pt.src_ip = Some(IpAddr::V4(Ipv4Addr::new(
-                10,
-                9,
-                (i / 256) as u8,
-                (i % 256) as u8,
-            )));
-            seal(&k, &pt)
-        })
-        .collect();
+    let datagrams = permissive_hellos(&k, total, 9);
     c.send_paced(LO4, datagrams.iter().map(|d| &d[..]));
     let s = c.wait_counter("accepted", total);
     let dropped = wait_for("queue drops to be counted", DEADLINE, || {
@@ -88,10 +76,7 @@ fn commander_down_longer_than_the_queue_drops_and_counts_the_overflow() {
     c.start_commander();
     let kept = (total - dropped) as usize;
     let lines = c.wait_out(kept);
-    let mut uniq = lines.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(uniq.len(), lines.len(), "a frame ran twice");
+    assert_each_ran_once(&lines);
     let s = c.wait_counter("forwarded", total - dropped);
     assert_eq!(s["forwarded"] + s["queue_dropped"], total, "{s:?}");
     c.assert_alive();
@@ -121,10 +106,7 @@ fn a_hung_commander_never_stalls_the_server() {
     let s = c.wait_counter("forwarded", 6);
     let dropped = s.get("queue_dropped").copied().unwrap_or(0);
     let lines = c.wait_out(6 - dropped as usize);
-    let mut uniq = lines.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(uniq.len(), lines.len(), "a frame ran twice: {lines:?}");
+    assert_each_ran_once(&lines);
     assert_eq!(
         dropped, 0,
         "frames lost while the commander was stopped: {s:?}"
@@ -151,19 +133,7 @@ fn a_commander_that_never_reads_never_stalls_the_server() {
     let mut held = Vec::new();
     let k = c.key("k1");
     let total: u64 = 2000;
-    let datagrams: Vec<[u8; 94]> = (0..total)
-        .map(|i| {
-            let mut pt = plaintext("hello", LO4);
-            pt.strict = false;
-            pt.src_ip = Some(IpAddr::V4(Ipv4Addr::new(
-                10,
-                8,
-                (i / 256) as u8,
-                (i % 256) as u8,
-            )));
-            seal(&k, &pt)
-        })
-        .collect();
+    let datagrams = permissive_hellos(&k, total, 8);
     for chunk in datagrams.chunks(100) {
         c.send_paced(LO4, chunk.iter().map(|d| &d[..]));
         while let Ok((conn, _)) = listener.accept() {
@@ -193,10 +163,7 @@ fn a_commander_that_never_reads_never_stalls_the_server() {
     let marker = c.send_marker("k1", MARKER_SRC);
     c.wait_line(&marker);
     let lines = c.out_lines();
-    let mut uniq = lines.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(uniq.len(), lines.len(), "a frame ran twice");
+    assert_each_ran_once(&lines);
     c.assert_alive();
 }
 
@@ -398,4 +365,28 @@ fn sigterm_stops_the_commander_without_orphans() {
         "the command's background child {bg} outlived the commander"
     );
     c.server_mut().assert_alive();
+}
+
+/// `total` permissive `hello` datagrams, each claiming its own IP in 10.`net`.0.0/16.
+fn permissive_hellos(k: &ruroco_shared::Key, total: u64, net: u8) -> Vec<[u8; 94]> {
+    (0..total)
+        .map(|i| {
+            let mut pt = plaintext("hello", LO4);
+            pt.strict = false;
+            pt.src_ip = Some(IpAddr::V4(Ipv4Addr::new(
+                10,
+                net,
+                (i / 256) as u8,
+                (i % 256) as u8,
+            )));
+            seal(k, &pt)
+        })
+        .collect()
+}
+
+fn assert_each_ran_once(lines: &[String]) {
+    let mut uniq = lines.to_vec();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), lines.len(), "a frame ran twice: {lines:?}");
 }
