@@ -82,17 +82,33 @@ pub trait Receiver {
     fn dest(&self) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port())
     }
-    /// Wait until its receive queue is empty (all processed); false on a 60 s deadline.
-    fn wait_drained(&self) -> bool {
-        let until = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < until {
-            if self.queue().0 == 0 {
-                return true;
+    /// Wait up to `limit` until its receive queue is empty (all processed); on timeout,
+    /// the bytes still queued.
+    fn wait_drained(&self, limit: Duration) -> Result<(), u64> {
+        let until = Instant::now() + limit;
+        loop {
+            let q = self.queue().0;
+            if q == 0 {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                return Err(q);
             }
             std::thread::sleep(Duration::from_micros(500));
         }
-        false
     }
+}
+
+/// `state wchan` of a process, to tell "busy" from "asleep with data queued".
+pub fn sched_state(pid: u32) -> String {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    format!("{state} {wchan}")
 }
 
 /// The ceiling subprocess (`bench --sink`).

@@ -30,6 +30,8 @@ const MANY_FIRST: Ipv4Addr = Ipv4Addr::new(127, 16, 0, 0);
 /// (bytes of kernel accounting, about 1 KiB per datagram): no kernel drops, full batches.
 const VALID_QUEUE_BYTES: u64 = 512 * 1024;
 const MIB: f64 = 1024.0 * 1024.0;
+/// A receiver that saturates drains its full queue (~9,000 datagrams) in milliseconds.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,6 +117,8 @@ struct Measured {
     /// No kernel drops: the receiver kept up, so the rate is the sender's (a lower bound).
     sender_bound: bool,
     rss_peak: u64,
+    /// The queue was not empty `DRAIN_LIMIT` after the sender stopped.
+    stalled: Option<Value>,
 }
 
 impl Measured {
@@ -139,6 +143,7 @@ impl Measured {
             "status_reason": self.status_reason.as_ref().map(|(k, v)| json!({"counter": k, "delta": v})),
             "sender_bound": self.sender_bound,
             "vm_hwm_bytes": self.rss_peak,
+            "stalled": self.stalled,
         })
     }
 }
@@ -176,7 +181,10 @@ impl Series {
     }
     /// The least disturbed round: interference on a shared machine only ever lowers a rate.
     fn best(&self) -> Option<&Measured> {
-        self.runs.iter().max_by(|a, b| a.rate.total_cmp(&b.rate))
+        self.runs
+            .iter()
+            .filter(|m| m.stalled.is_none())
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
     }
     fn best_rate(&self) -> f64 {
         self.best().map_or(0.0, |m| m.rate)
@@ -240,10 +248,18 @@ fn measure(ctx: &Ctx, name: &str, rx: &dyn Receiver, flood: &Flood) -> R<Measure
     let c0 = rig::cpu_seconds(pid, ctx.ticks);
     let t0 = Instant::now();
     let sent = load::run_parallel(flood, ctx.threads)?;
-    if !rx.wait_drained() {
-        return Err(format!(
-            "{name}: the receiver did not drain its queue within 60 s"
-        ));
+    let mut stalled = None;
+    if let Err(left) = rx.wait_drained(DRAIN_LIMIT) {
+        // Not drained long after the sender stopped: note how (busy or asleep with data
+        // queued), give it time, and keep this run out of the best-of.
+        let state = rig::sched_state(pid);
+        eprintln!(
+            "bench: {name}: {left} B still queued {DRAIN_LIMIT:?} after the flood (receiver {state})"
+        );
+        let recovered = rx.wait_drained(Duration::from_secs(60)).is_ok();
+        stalled = Some(
+            json!({"queued_bytes": left, "receiver_state": state, "recovered_within_60s": recovered}),
+        );
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu_s = rig::cpu_seconds(pid, ctx.ticks) - c0;
@@ -262,6 +278,7 @@ fn measure(ctx: &Ctx, name: &str, rx: &dyn Receiver, flood: &Flood) -> R<Measure
         status_reason: None,
         // Under 1% dropped: the receiver kept up, so the rate is (about) the offered one.
         sender_bound: drops.saturating_mul(100) < sent.datagrams,
+        stalled,
         rss_peak: rig::mem_bytes(pid, "VmHWM"),
     })
 }
@@ -639,7 +656,7 @@ fn run(args: &Args) -> R<()> {
             std::thread::sleep(Duration::from_micros(200));
         }
     })?;
-    rig.wait_drained();
+    let _ = rig.wait_drained(Duration::from_secs(60));
     let accept_secs = t0.elapsed().as_secs_f64();
     let (_, vd1) = rig.queue();
     let accepted = rig
@@ -700,7 +717,7 @@ fn run(args: &Args) -> R<()> {
         .join()
         .map_err(|_| "flood thread panicked".to_owned())??;
     let (lat_flood, miss_flood) = lat_res?;
-    rig.wait_drained();
+    let _ = rig.wait_drained(Duration::from_secs(60));
     let peak = rig::mem_bytes(spid, "VmHWM");
     let log_lines = std::fs::read_to_string(rig.root.join("server.log"))
         .map(|t| t.lines().count())
@@ -912,6 +929,9 @@ fn run(args: &Args) -> R<()> {
             m.status_received,
             m.status_reason
         );
+        if let Some(st) = &m.stalled {
+            println!("    STALLED: {st}");
+        }
     }
 
     let doc = json!({
