@@ -79,14 +79,18 @@ pub trait Receiver {
     fn queue(&self) -> (u64, u64) {
         udp_queue(self.port(), Some(self.pid())).unwrap_or((0, 0))
     }
+    /// Called while waiting: read what the receiver reports (the server's notify socket
+    /// must be drained, or its sd_notify blocks once 10 datagrams are queued).
+    fn tick(&mut self) {}
     fn dest(&self) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port())
     }
     /// Wait up to `limit` until its receive queue is empty (all processed); on timeout,
     /// the bytes still queued.
-    fn wait_drained(&self, limit: Duration) -> Result<(), u64> {
+    fn wait_drained(&mut self, limit: Duration) -> Result<(), u64> {
         let until = Instant::now() + limit;
         loop {
+            self.tick();
             let q = self.queue().0;
             if q == 0 {
                 return Ok(());
@@ -201,6 +205,11 @@ pub struct Rig {
 impl Receiver for Rig {
     fn pid(&self) -> u32 {
         self.server.as_ref().map_or(0, Daemon::pid)
+    }
+    fn tick(&mut self) {
+        if let Some(d) = self.server.as_mut() {
+            d.drain_notify();
+        }
     }
     fn port(&self) -> u16 {
         self.port

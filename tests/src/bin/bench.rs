@@ -242,12 +242,22 @@ struct Ctx {
 
 /// Send `flood` at `rx`, wait until its queue is empty, and count what it processed as
 /// sent minus the socket's kernel drops.
-fn measure(ctx: &Ctx, name: &str, rx: &dyn Receiver, flood: &Flood) -> R<Measured> {
+fn measure(ctx: &Ctx, name: &str, rx: &mut dyn Receiver, flood: &Flood) -> R<Measured> {
     let pid = rx.pid();
     let (_, d0) = rx.queue();
     let c0 = rig::cpu_seconds(pid, ctx.ticks);
     let t0 = Instant::now();
-    let sent = load::run_parallel(flood, ctx.threads)?;
+    let sender = {
+        let (f, threads) = (flood.clone(), ctx.threads);
+        std::thread::spawn(move || load::run_parallel(&f, threads))
+    };
+    while !sender.is_finished() {
+        rx.tick();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = sender
+        .join()
+        .map_err(|_| "the sender thread panicked".to_owned())??;
     let mut stalled = None;
     if let Err(left) = rx.wait_drained(DRAIN_LIMIT) {
         // Not drained long after the sender stopped: note how (busy or asleep with data
@@ -292,7 +302,7 @@ fn measure_server(
     flood: &Flood,
 ) -> R<Measured> {
     let before = rig.status();
-    let mut m = measure(ctx, name, rig, flood)?;
+    let mut m = measure(ctx, name, &mut *rig, flood)?;
     let r0 = before.get("received").copied().unwrap_or(0);
     let x0 = before.get(reason).copied().unwrap_or(0);
     let r1 = rig.wait_counter("received", r0 + m.processed);
@@ -368,12 +378,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Latency samples: each valid `stamp` datagram sent alone, waiting for its line in the stamp
 /// file (`date +%s%N` run by the commander); returns (latencies in ms, missing).
-fn latency(rig: &Rig, samples: usize) -> R<(Vec<f64>, usize)> {
+fn latency(rig: &mut Rig, samples: usize) -> R<(Vec<f64>, usize)> {
     let sock = UdpSocket::bind((VALID_SRC, 0)).map_err(|e| format!("bind {VALID_SRC}: {e}"))?;
     let dest = rig.dest();
     let mut out = Vec::with_capacity(samples);
     let mut missing = 0;
     for _ in 0..samples {
+        rig.tick();
         let before = stamp_lines(rig).len();
         let d = valid(rig, "stamp");
         let sent_ns = ruroco_tests::now_ns();
@@ -481,16 +492,17 @@ fn run(args: &Args) -> R<()> {
     };
     if args.ceiling_only {
         let unknown: Vec<Vec<u8>> = (0..1024).map(|_| random_bytes(94)).collect::<R<_>>()?;
-        let sink = Sink::start()?;
+        let mut sink = Sink::start()?;
+        let sink_dest = sink.dest();
         let mut runs = vec![measure(
             &ctx,
             "ceiling",
-            &sink,
-            &flood(unknown.clone(), sink.dest(), Sources::One(FLOOD_SRC), &plan),
+            &mut sink,
+            &flood(unknown.clone(), sink_dest, Sources::One(FLOOD_SRC), &plan),
         )?];
         let mut f = flood(
             unknown,
-            sink.dest(),
+            sink_dest,
             Sources::Many {
                 first: MANY_FIRST,
                 count: 10_000,
@@ -499,7 +511,7 @@ fn run(args: &Args) -> R<()> {
             &plan,
         );
         f.min_datagrams = 10_000 * args.per_source as u64;
-        runs.push(measure(&ctx, "ceiling, 10000 sources", &sink, &f)?);
+        runs.push(measure(&ctx, "ceiling, 10000 sources", &mut sink, &f)?);
         let counted = sink.stop()?;
         let js: Vec<Value> = runs.iter().map(Measured::json).collect();
         println!(
@@ -575,7 +587,8 @@ fn run(args: &Args) -> R<()> {
         .collect();
     // Rounds interleave the ceiling and the floods, so each ratio compares runs made
     // seconds apart (this machine's load moves; medians over rounds are reported).
-    let sink = Sink::start()?;
+    let mut sink = Sink::start()?;
+    let sink_dest = sink.dest();
     let sink_buf = sink.receive_buffer;
     for round in 0..plan.reps {
         eprintln!(
@@ -586,8 +599,8 @@ fn run(args: &Args) -> R<()> {
         let c = measure(
             &ctx,
             "ceiling",
-            &sink,
-            &flood(unknown.clone(), sink.dest(), Sources::One(FLOOD_SRC), &plan),
+            &mut sink,
+            &flood(unknown.clone(), sink_dest, Sources::One(FLOOD_SRC), &plan),
         )?;
         let c_rate = c.rate;
         ceil.push(c, 1.0);
@@ -666,6 +679,7 @@ fn run(args: &Args) -> R<()> {
     let mut executed = 0;
     let mut last_progress = Instant::now();
     while executed < accepted {
+        rig.tick();
         let e = rig.executed("true").saturating_sub(exec0);
         if e > executed {
             executed = e;
@@ -698,7 +712,7 @@ fn run(args: &Args) -> R<()> {
     // Latency, idle and under a garbage flood at half the unknown-key drop rate.
     eprintln!("bench: latency idle");
     let spawn_ms = spawn_cost(20.min(plan.latency_samples * 4));
-    let (lat_idle, miss_idle) = latency(&rig, plan.latency_samples)?;
+    let (lat_idle, miss_idle) = latency(&mut rig, plan.latency_samples)?;
     let half = floods[1].median_rate() / 2.0;
     eprintln!("bench: latency under an unknown-key flood at {half:.0}/s");
     let stop = Arc::new(AtomicBool::new(false));
@@ -710,7 +724,7 @@ fn run(args: &Args) -> R<()> {
         std::thread::spawn(move || load::run(&f, &s))
     };
     let (_, fd0) = rig.queue();
-    let lat_res = latency(&rig, plan.latency_samples);
+    let lat_res = latency(&mut rig, plan.latency_samples);
     let (_, fd1) = rig.queue();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let bg_sent = bg
