@@ -1,45 +1,97 @@
 //! sd_notify messages for both daemons: READY, RELOADING (with MONOTONIC_USEC), STOPPING,
 //! STATUS and WATCHDOG. A missing NOTIFY_SOCKET makes every call a no-op; failures to
 //! notify are logged, never fatal (the daemon's work matters more than its status line).
+//! It must never block the daemon: the notify socket's queue is short (10 datagrams by
+//! default) and a service manager that does not read it must not stall the receive loop.
 
-use sd_notify::NotifyState;
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-fn send(states: &[NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
+/// Lifecycle messages (READY, RELOADING, STOPPING) are retried this often when the queue is
+/// full, 10 ms apart: the service manager acts on them. STATUS and WATCHDOG are sent once
+/// (a newer one follows).
+const LIFECYCLE_ATTEMPTS: u32 = 50;
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+fn address(path: &std::ffi::OsStr) -> Result<UnixAddr, Errno> {
+    let bytes = path.as_bytes();
+    match bytes.strip_prefix(b"@") {
+        Some(name) => UnixAddr::new_abstract(name),
+        None => UnixAddr::new(bytes),
     }
-    if let Err(e) = sd_notify::notify(false, states) {
-        tracing::warn!(event = "notify_failed", error = %e);
+}
+
+fn send(message: &str, attempts: u32) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        deliver(&path, message, attempts);
     }
+}
+
+/// One datagram to the notify socket at `path` (`@name` for the abstract namespace).
+fn deliver(path: &std::ffi::OsStr, message: &str, attempts: u32) {
+    let result = address(path).and_then(|addr| {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let mut left = attempts.max(1);
+        loop {
+            match sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                message.as_bytes(),
+                &addr,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Err(Errno::EAGAIN) if left > 1 => {
+                    left -= 1;
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+    });
+    if let Err(e) = result {
+        tracing::warn!(event = "notify_failed", error = %e, message = message.lines().next().unwrap_or(""));
+    }
+}
+
+/// `MONOTONIC_USEC=<now>`, as systemd wants it beside `RELOADING=1`.
+fn monotonic_usec_line() -> Option<String> {
+    sd_notify::NotifyState::monotonic_usec_now()
+        .ok()
+        .map(|s| s.to_string())
 }
 
 pub fn ready() {
-    send(&[NotifyState::Ready]);
+    send("READY=1\n", LIFECYCLE_ATTEMPTS);
 }
 
 pub fn ready_with_status(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    send(&format!("READY=1\nSTATUS={status}\n"), LIFECYCLE_ATTEMPTS);
 }
 
 /// `RELOADING=1` must carry `MONOTONIC_USEC` for `Type=notify-reload`; harmless otherwise.
 pub fn reloading() {
-    match NotifyState::monotonic_usec_now() {
-        Ok(now) => send(&[NotifyState::Reloading, now]),
-        Err(_) => send(&[NotifyState::Reloading]),
+    match monotonic_usec_line() {
+        Some(line) => send(&format!("RELOADING=1\n{line}\n"), LIFECYCLE_ATTEMPTS),
+        None => send("RELOADING=1\n", LIFECYCLE_ATTEMPTS),
     }
 }
 
 pub fn stopping() {
-    send(&[NotifyState::Stopping]);
+    send("STOPPING=1\n", LIFECYCLE_ATTEMPTS);
 }
 
 pub fn status(text: &str) {
-    send(&[NotifyState::Status(text)]);
+    send(&format!("STATUS={text}\n"), 1);
 }
 
 pub fn watchdog() {
-    send(&[NotifyState::Watchdog]);
+    send("WATCHDOG=1\n", 1);
 }
 
 /// Half the watchdog interval systemd asked for, if it asked (`WATCHDOG_USEC` for our pid).
@@ -49,5 +101,49 @@ pub fn watchdog_period() -> Option<Duration> {
         Some(Duration::from_micros(usec / 2))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn messages_arrive_and_a_full_queue_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        let to = path.as_os_str();
+        deliver(to, "READY=1\nSTATUS=x=1\n", LIFECYCLE_ATTEMPTS);
+        let mut buf = [0u8; 256];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=x=1\n");
+        // Nobody reads: far more messages than the queue holds, and none of them blocks
+        // (a blocking send would hang this test on the eleventh).
+        for i in 0..1000 {
+            deliver(to, &format!("STATUS=n={i}\n"), 1);
+        }
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STATUS=n=0\n");
+    }
+
+    #[test]
+    fn abstract_and_path_addresses() {
+        let a = address(std::ffi::OsStr::new("@ruroco-test")).unwrap();
+        assert_eq!(a.as_abstract(), Some(&b"ruroco-test"[..]));
+        let p = address(std::ffi::OsStr::new("/run/systemd/notify")).unwrap();
+        assert_eq!(p.path(), Some(std::path::Path::new("/run/systemd/notify")));
+    }
+
+    #[test]
+    fn monotonic_clock_reads() {
+        let line = monotonic_usec_line().unwrap();
+        let usec: u64 = line
+            .strip_prefix("MONOTONIC_USEC=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(usec > 0);
     }
 }
