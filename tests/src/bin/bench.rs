@@ -428,6 +428,27 @@ fn stamp_lines(rig: &Rig) -> Vec<u128> {
         .collect()
 }
 
+/// What one `date` run costs inside `sh` (two stamps in a row): the part of every
+/// latency sample spent after the command started.
+fn date_cost(samples: usize) -> f64 {
+    let mut v: Vec<f64> = (0..samples)
+        .filter_map(|_| {
+            let o = std::process::Command::new("sh")
+                .args(["-c", "date +%s%N; date +%s%N"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8(o.stdout).ok()?;
+            let ns: Vec<u128> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            match ns.as_slice() {
+                [a, b] => Some((*b as f64 - *a as f64) / 1e6),
+                _ => None,
+            }
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
 /// What `sh -c 'date +%s%N'` alone costs from spawn to its timestamp (part of every latency).
 fn spawn_cost(samples: usize) -> f64 {
     let mut v: Vec<f64> = (0..samples)
@@ -722,6 +743,7 @@ fn run(args: &Args) -> R<()> {
     // Latency, idle and under a garbage flood at half the unknown-key drop rate.
     eprintln!("bench: latency idle");
     let spawn_ms = spawn_cost(20.min(plan.latency_samples * 4));
+    let date_ms = date_cost(20.min(plan.latency_samples * 4));
     let (lat_idle, miss_idle) = latency(&mut rig, plan.latency_samples)?;
     let half = floods[1].median_rate() / 2.0;
     eprintln!("bench: latency under an unknown-key flood at {half:.0}/s");
@@ -887,9 +909,11 @@ fn run(args: &Args) -> R<()> {
     rows.push(row(
         "latency idle p50 / p99",
         format!(
-            "{:.2} / {:.2} ms ({} missing; sh+date alone {spawn_ms:.2} ms)",
+            "{:.2} / {:.2} ms to the `date` stamp, ~{:.2} ms to the command's start \
+             ({} missing; sh+date alone {spawn_ms:.2} ms, one date {date_ms:.2} ms)",
             p(&lat_idle, 0.5),
             p(&lat_idle, 0.99),
+            p(&lat_idle, 0.5) - date_ms,
             miss_idle
         ),
         "p50 <= 2 ms",
@@ -999,6 +1023,7 @@ fn run(args: &Args) -> R<()> {
             "flood": {"p50": p(&lat_flood, 0.5), "p99": p(&lat_flood, 0.99), "samples": lat_flood.len(), "missing": miss_flood,
                       "flood_per_s": bg_sent.rate(), "kernel_drops": fd1.saturating_sub(fd0)},
             "sh_date_spawn_p50": spawn_ms,
+            "date_in_sh_p50": date_ms,
         },
         "idle": {"seconds": idle_secs, "rss_bytes": idle_rss, "cpu_percent": idle_cpu, "wakeups_per_s": idle_wakeups},
         "server_vm_hwm_bytes": peak,
