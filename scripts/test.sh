@@ -33,6 +33,16 @@ step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
 
+# An independent decoder of the wire format (client/tests/send.rs::independent_decoder_agrees)
+# needs Python's cryptography >= 42 (AES-GCM-SIV); once it is there the test may not skip.
+if command -v python3 >/dev/null; then
+    py_probe='from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV'
+    python3 -c "$py_probe" 2>/dev/null ||
+        python3 -m pip install -q --disable-pip-version-check 'cryptography>=42' >/dev/null 2>&1 ||
+        echo "note: could not install Python's cryptography; the independent decoder check will skip"
+    python3 -c "$py_probe" 2>/dev/null && export RUROCO_REQUIRE_PY_DECODER=1
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
