@@ -1,5 +1,6 @@
 //! ruroco-server: receives 94-byte datagrams, validates them (shared::verdict), persists the
-//! replay floor and forwards 24-byte frames to the root commander. All logic lives here so
+//! replay floor (on a writer thread, off the receive loop) and forwards 24-byte frames to the
+//! root commander only once their floor is on disk. All logic lives here so
 //! tests can reach it; `run()` shows the start-up order. It must never run a command, read
 //! the commands file, or answer on UDP.
 #![forbid(unsafe_code)]
@@ -18,18 +19,20 @@ pub mod status;
 use clap::{CommandFactory, Parser};
 use ruroco_shared::verdict::{self, Accepted};
 use ruroco_shared::{KeyId, Policy, Reject, ip, notify};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::Interest;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
 
 use crate::commander_link::Outgoing;
 use crate::config::Config;
 use crate::keys::KeySet;
 use crate::rate_limit::RateLimiter;
-use crate::replay::ReplayState;
+use crate::replay::{Floors, ReplayError, ReplayState, Writer};
 use crate::status::{Counters, RejectLog};
 
 /// Rejection summaries: at most one per reason per this many seconds.
@@ -40,6 +43,10 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 pub const BATCHES_PER_WAKE: usize = 64;
 /// How long queued frames may still drain to the commander at shutdown.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+/// Accepted datagrams that may wait for the next floor write while one is in flight. When
+/// this many are waiting the socket is not read until the write completes: the kernel's
+/// receive buffer takes the back-pressure and memory stays bounded.
+pub const MAX_PENDING: usize = 4096;
 
 /// Command line of `ruroco-server`.
 #[derive(Debug, Parser)]
@@ -182,6 +189,7 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
     let dropped = privileges::drop_privileges(&cfg.user)?;
     // 6. The replay floors, read as the unprivileged user that will write them.
     let replay = ReplayState::load(&cfg.state_dir)?;
+    let state_file = replay.path().to_owned();
     let counters = Arc::new(Counters::default());
     let (tx, link) = commander_link::new(
         cfg.commander_socket.clone(),
@@ -198,10 +206,9 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
             cfg.rate_limit.sources,
         ),
         keys,
-        replay,
+        commit: GroupCommit::new(replay),
         counters: counters.clone(),
         rejects: RejectLog::new(SUMMARY_INTERVAL_S),
-        pending: Vec::with_capacity(receive::BATCH),
         tx,
         started: Instant::now(),
     };
@@ -215,12 +222,16 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
     });
     // In-process confinement: after the drop, before READY, with every socket, signal
     // stream, table, buffer, timer and the runtime already in place.
-    let applied = sandbox::apply(&sandbox::Paths {
+    let files_restricted = sandbox::restrict_files(&sandbox::Paths {
         config: config_path,
         keys_dir: &cfg.keys_dir,
         state_dir: &cfg.state_dir,
         commander_socket: &cfg.commander_socket,
     })?;
+    // The floor writer thread: after Landlock so it inherits the ruleset, before seccomp
+    // because seccomp forbids creating threads (see `replay::Writer`).
+    let writer = Writer::spawn(state_file).map_err(ServerError::Runtime)?;
+    let applied = files_restricted.restrict_syscalls()?;
     if cfg.commander_uid != 0 {
         tracing::warn!(
             event = "commander_uid",
@@ -234,7 +245,7 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
         activation = matches!(origin, activation::Origin::Activated),
         receive_buffer = taken.receive_buffer,
         keys = engine.keys.len(),
-        floors = engine.replay.len(),
+        floors = engine.commit.durable.len(),
         user = dropped.switched_to.as_deref().unwrap_or("(unchanged)"),
         uid = dropped.uid,
         bounding_cleared = dropped.bounding_cleared,
@@ -248,17 +259,18 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
 
     loop {
         tokio::select! {
-            r = socket.readable() => {
+            r = socket.readable(), if engine.commit.has_room() => {
                 r.map_err(ServerError::Runtime)?;
                 for _ in 0..BATCHES_PER_WAKE {
+                    if !engine.commit.has_room() {
+                        break;
+                    }
                     match socket.try_io(Interest::READABLE, || {
                         receiver.recv(&socket)
                     }) {
                         Ok(_) => {
-                            if engine.batch(&receiver) {
-                                // Let the commander link write what this batch accepted.
-                                tokio::task::yield_now().await;
-                            }
+                            engine.batch(&receiver);
+                            engine.commit.start(&writer);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -268,6 +280,12 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
                         }
                     }
                 }
+            }
+            written = engine.commit.written() => {
+                engine.finish(written);
+                engine.commit.start(&writer);
+                // Let the commander link write what this write released.
+                tokio::task::yield_now().await;
             }
             _ = hup.recv() => engine.reload(config_path, &cfg.keys_dir),
             _ = term.recv() => break,
@@ -290,6 +308,13 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
         }
     }
     notify::stopping();
+    // The write in flight completes (or fails), then one for what is still pending, and
+    // their frames join the drain: nothing accepted is silently lost.
+    while engine.commit.in_flight.is_some() {
+        let written = engine.commit.written().await;
+        engine.finish(written);
+        engine.commit.start(&writer);
+    }
     tracing::info!(event = "stopping", status = %counters.status_line());
     drop(engine);
     // Let frames already persisted reach the commander, briefly.
@@ -302,11 +327,9 @@ struct Engine {
     policy: Policy,
     limiter: RateLimiter,
     keys: KeySet,
-    replay: ReplayState,
+    commit: GroupCommit,
     counters: Arc<Counters>,
     rejects: RejectLog,
-    /// Accepted in this batch, not yet durable: (verdict, real source).
-    pending: Vec<(Accepted, IpAddr)>,
     tx: commander_link::Sender,
     started: Instant,
 }
@@ -317,10 +340,103 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// An accepted datagram waiting for its floor to be durable: (verdict, real source).
+type Waiting = (Accepted, IpAddr);
+
+/// Group commit, off the receive loop: at most one floor write in flight; what is accepted
+/// meanwhile waits in `pending` for the next write. Frames leave only after the write that
+/// covers their floor succeeded, so no frame leaves before its floor is on disk; the file is
+/// only ever replaced by a complete, fsynced state, so a crash at any instant leaves floors
+/// at least as high as every frame that left.
+#[derive(Debug)]
+struct GroupCommit {
+    /// The floors on disk, as last written successfully.
+    durable: ReplayState,
+    in_flight: Option<InFlight>,
+    /// Accepted since the in-flight write started (at most `MAX_PENDING`).
+    pending: Vec<Waiting>,
+    /// The highest counter per key in `pending`.
+    pending_floors: Floors,
+}
+
+/// The write on its way to disk and the frames it releases.
+#[derive(Debug)]
+struct InFlight {
+    batch: Vec<Waiting>,
+    /// The highest counter per key in `batch`.
+    floors: Floors,
+    done: oneshot::Receiver<Result<Floors, ReplayError>>,
+}
+
+/// How a write ended: its datagrams, and whether their floors are now durable.
+type Written = (Vec<Waiting>, Result<(), ReplayError>);
+
+impl GroupCommit {
+    fn new(durable: ReplayState) -> Self {
+        Self {
+            durable,
+            in_flight: None,
+            pending: Vec::with_capacity(receive::BATCH),
+            pending_floors: BTreeMap::new(),
+        }
+    }
+
+    /// The floor a datagram is judged against: the durable floor, raised by what the
+    /// in-flight write and the pending batch accepted. A replay of a datagram whose write is
+    /// still in flight is thus a `replay`, like one of a datagram already durable.
+    fn floor(&self, id: &KeyId) -> u128 {
+        let in_flight = self.in_flight.as_ref().and_then(|w| w.floors.get(id));
+        let pending = self.pending_floors.get(id);
+        [in_flight, pending]
+            .into_iter()
+            .flatten()
+            .fold(self.durable.floor(id), |f, c| f.max(*c))
+    }
+
+    fn accept(&mut self, a: Accepted, source: IpAddr) {
+        let f = self.pending_floors.entry(a.key_id).or_insert(0);
+        *f = (*f).max(a.counter);
+        self.pending.push((a, source));
+    }
+
+    /// Room for one more receive batch without exceeding `MAX_PENDING`.
+    fn has_room(&self) -> bool {
+        self.pending.len() + receive::BATCH <= MAX_PENDING
+    }
+
+    /// Start a write of the pending batch, unless one is in flight or nothing is pending.
+    fn start(&mut self, writer: &Writer) {
+        if self.in_flight.is_some() || self.pending.is_empty() {
+            return;
+        }
+        let floors = std::mem::take(&mut self.pending_floors);
+        let done = writer.write(self.durable.raised(&floors));
+        self.in_flight = Some(InFlight {
+            batch: std::mem::replace(&mut self.pending, Vec::with_capacity(receive::BATCH)),
+            floors,
+            done,
+        });
+    }
+
+    /// Wait for the in-flight write (forever when there is none, for `select!`).
+    async fn written(&mut self) -> Written {
+        let Some(w) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = (&mut w.done).await.unwrap_or_else(|_| {
+            Err(ReplayError::Write {
+                path: self.durable.path().to_owned(),
+                source: std::io::Error::other("the floor writer thread is gone"),
+            })
+        });
+        let batch = self.in_flight.take().map(|w| w.batch).unwrap_or_default();
+        (batch, result.map(|floors| self.durable.install(floors)))
+    }
+}
+
 impl Engine {
-    /// Judge every datagram of one receive batch, then one durable write, then forward.
-    /// True when frames were queued for the commander.
-    fn batch(&mut self, rx: &receive::Receiver) -> bool {
+    /// Judge every datagram of one receive batch; the accepted ones wait for a floor write.
+    fn batch(&mut self, rx: &receive::Receiver) {
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -333,7 +449,6 @@ impl Engine {
             }
         }
         Counters::add(&self.counters.received, n);
-        self.commit()
     }
 
     fn reject(&mut self, r: Reject, source: IpAddr) {
@@ -354,7 +469,7 @@ impl Engine {
         if !self.limiter.allow(source, mono_ns) {
             return self.reject(Reject::RateLimited, source);
         }
-        let floor = self.floor(&id);
+        let floor = self.commit.floor(&id);
         match verdict::judge(
             &k.key,
             k.allowed.as_deref(),
@@ -364,36 +479,18 @@ impl Engine {
             floor,
             &self.policy,
         ) {
-            Ok(a) => self.pending.push((a, source)),
+            Ok(a) => self.commit.accept(a, source),
             Err(r) => self.reject(r, source),
         }
     }
 
-    /// The durable floor, raised by what this batch already accepted.
-    fn floor(&self, id: &KeyId) -> u128 {
-        self.pending
-            .iter()
-            .filter(|(a, _)| a.key_id == *id)
-            .map(|(a, _)| a.counter)
-            .fold(self.replay.floor(id), u128::max)
-    }
-
-    /// Group commit: one durable write for the batch, and only then the frames leave.
-    /// On a failed write nothing is forwarded and the in-memory floors stay at their durable
-    /// values: the datagrams never ran, so a client retry after the disk recovers may run once.
-    fn commit(&mut self) -> bool {
-        if self.pending.is_empty() {
-            return false;
-        }
-        let updates: Vec<(KeyId, u128)> = self
-            .pending
-            .iter()
-            .map(|(a, _)| (a.key_id, a.counter))
-            .collect();
-        if let Err(e) = self.replay.commit(&updates) {
-            let n = self.pending.len() as u64;
-            Counters::add(&self.counters.persist_failed, n);
-            for (a, src) in self.pending.drain(..) {
+    /// A write completed: on success its frames leave for the commander. On failure nothing
+    /// is forwarded and the floors stay at their durable values: the datagrams never ran, so
+    /// a client retry after the disk recovers may run once.
+    fn finish(&mut self, (batch, result): Written) {
+        if let Err(e) = result {
+            Counters::add(&self.counters.persist_failed, batch.len() as u64);
+            for (a, src) in batch {
                 tracing::error!(
                     event = "failed",
                     reason = "persist",
@@ -405,10 +502,10 @@ impl Engine {
                     "not forwarded: {e}"
                 );
             }
-            return false;
+            return;
         }
         let now = Instant::now();
-        for (a, src) in self.pending.drain(..) {
+        for (a, src) in batch {
             Counters::inc(&self.counters.accepted);
             tracing::info!(
                 event = "accepted",
@@ -426,7 +523,6 @@ impl Engine {
                 commander_link::dropped(&self.counters, &item, "queue full");
             }
         }
-        true
     }
 
     /// SIGHUP: reload keys and allow-lists; a bad reload keeps the old ones.
@@ -448,5 +544,66 @@ impl Engine {
             ),
         }
         notify::ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruroco_shared::protocol::{Plaintext, VERSION, seal_random};
+    use ruroco_shared::{CmdHash, Key};
+
+    #[test]
+    fn a_replay_of_an_in_flight_datagram_is_rejected() {
+        let d = tempfile::tempdir().unwrap();
+        let durable = ReplayState::load(d.path()).unwrap();
+        let writer = Writer::spawn(durable.path().to_owned()).unwrap();
+        let mut gc = GroupCommit::new(durable);
+        let key = Key::generate().unwrap();
+        let server = IpAddr::from([192, 0, 2, 1]);
+        let source = IpAddr::from([198, 51, 100, 7]);
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let policy = Policy {
+            ips: vec![server],
+            max_clock_skew_ns: 60_000_000_000,
+            max_age_ns: None,
+        };
+        let datagram = seal_random(
+            &key,
+            &Plaintext {
+                version: VERSION,
+                cmd: CmdHash::of_name("open"),
+                counter: now_ns,
+                strict: false,
+                src_ip: None,
+                dst_ip: Some(server),
+            },
+        )
+        .unwrap();
+        let judge = |floor| verdict::judge(&key, None, &datagram, source, now_ns, floor, &policy);
+
+        let a = judge(gc.floor(&key.id())).unwrap();
+        gc.accept(a, source);
+        assert_eq!(judge(gc.floor(&key.id())), Err(Reject::Replay), "pending");
+        gc.start(&writer);
+        assert!(gc.in_flight.is_some() && gc.pending.is_empty());
+        assert_eq!(gc.durable.floor(&key.id()), 0, "not durable yet");
+        assert_eq!(judge(gc.floor(&key.id())), Err(Reject::Replay), "in flight");
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (batch, result) = rt.block_on(gc.written());
+        assert!(result.is_ok() && batch.len() == 1);
+        assert!(gc.in_flight.is_none());
+        assert_eq!(gc.durable.floor(&key.id()), now_ns);
+        assert_eq!(judge(gc.floor(&key.id())), Err(Reject::Replay), "durable");
+        assert_eq!(
+            ReplayState::load(d.path()).unwrap().floor(&key.id()),
+            now_ns
+        );
     }
 }

@@ -1,13 +1,19 @@
 //! Replay floors: the highest accepted counter per key id, kept in `<state_dir>/replay`
 //! (text, one `<keyid hex16> <counter decimal>` line per key) and written atomically and durably.
 //! It must never reset a floor silently: an unreadable or corrupt file is an error, and floors
-//! of keys that are no longer configured are kept.
+//! of keys that are no longer configured are kept. Writes run on one dedicated thread
+//! ([`Writer`]) so the receive loop keeps reading the socket while the disk flushes.
 
 use ruroco_shared::KeyId;
 use ruroco_shared::fsutil::{read_bounded, write_atomic};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// A full set of floors: the durable state, or what a write will make durable.
+pub type Floors = BTreeMap<KeyId, u128>;
 
 /// File name inside `state_dir`.
 pub const STATE_FILE: &str = "replay";
@@ -40,7 +46,7 @@ pub enum ReplayError {
 #[derive(Debug)]
 pub struct ReplayState {
     path: PathBuf,
-    floors: BTreeMap<KeyId, u128>,
+    floors: Floors,
 }
 
 impl ReplayState {
@@ -76,29 +82,96 @@ impl ReplayState {
         self.floors.is_empty()
     }
 
-    /// Durably raise the floors in `updates` (one write for all of them). On error nothing
-    /// in memory changes, so memory never claims more than the disk holds.
-    pub fn commit(&mut self, updates: &[(KeyId, u128)]) -> Result<(), ReplayError> {
+    /// The floors after raising those in `updates`: what the next write makes durable.
+    pub fn raised<'a>(&self, updates: impl IntoIterator<Item = (&'a KeyId, &'a u128)>) -> Floors {
         let mut next = self.floors.clone();
         for (id, counter) in updates {
             let f = next.entry(*id).or_insert(0);
-            if *counter > *f {
-                *f = *counter;
-            }
+            *f = (*f).max(*counter);
         }
-        write_atomic(&self.path, render(&next).as_bytes(), STATE_MODE).map_err(|source| {
-            ReplayError::Write {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
-        self.floors = next;
+        next
+    }
+
+    /// Record `floors` as durable, after their write succeeded. A floor never goes down.
+    pub fn install(&mut self, floors: Floors) {
+        for (id, counter) in floors {
+            let f = self.floors.entry(id).or_insert(0);
+            *f = (*f).max(counter);
+        }
+    }
+
+    /// Durably raise the floors in `updates` (one write for all of them), on this thread.
+    /// On error nothing in memory changes, so memory never claims more than the disk holds.
+    pub fn commit(&mut self, updates: &[(KeyId, u128)]) -> Result<(), ReplayError> {
+        let next = self.raised(updates.iter().map(|(id, c)| (id, c)));
+        write(&self.path, &next)?;
+        self.install(next);
         Ok(())
     }
 }
 
+/// Replace the state file at `path` with `floors`: write-temp, fsync, rename, fsync-dir.
+pub fn write(path: &Path, floors: &Floors) -> Result<(), ReplayError> {
+    write_atomic(path, render(floors).as_bytes(), STATE_MODE).map_err(|source| ReplayError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// One write for the [`Writer`] thread, and where to report its outcome.
+#[derive(Debug)]
+struct Job {
+    floors: Floors,
+    done: oneshot::Sender<Result<Floors, ReplayError>>,
+}
+
+/// The thread that performs durable writes, one at a time, off the receive loop.
+///
+/// A plain thread started once, before the sandbox, rather than `spawn_blocking`: tokio's
+/// blocking pool creates threads lazily (and lets idle ones exit after 10 s), and after
+/// confinement `clone` fails, which tokio treats as fatal. It must be started after Landlock
+/// (so it inherits the ruleset on kernels without Landlock's thread sync) and before seccomp
+/// (which covers all threads).
+#[derive(Debug)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Start the thread writing `path`. It ends when the `Writer` is dropped.
+    pub fn spawn(path: PathBuf) -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (started, running) = mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("ruroco-persist".to_owned())
+            .spawn(move || {
+                let _ = started.send(());
+                for job in rx {
+                    let result = write(&path, &job.floors).map(|()| job.floors);
+                    let _ = job.done.send(result);
+                }
+            })?;
+        // Return only once the thread runs its own code: its start-up (glibc's rseq
+        // registration, which it treats as fatal when refused; the thread name) must be done
+        // before seccomp is applied.
+        running
+            .recv()
+            .map_err(|_| std::io::Error::other("the floor writer thread did not start"))?;
+        Ok(Self { jobs })
+    }
+
+    /// Queue a durable write of `floors`; the receiver yields them back once they are on disk.
+    /// If the thread is gone the receiver reports a closed channel (treat it as a failure).
+    pub fn write(&self, floors: Floors) -> oneshot::Receiver<Result<Floors, ReplayError>> {
+        let (done, rx) = oneshot::channel();
+        // On a send error the job, and with it `done`, is dropped: `rx` then reports closed.
+        let _ = self.jobs.send(Job { floors, done });
+        rx
+    }
+}
+
 /// Parse the file text; `Err(line number)` for the first bad line.
-pub fn parse(text: &str) -> Result<BTreeMap<KeyId, u128>, usize> {
+pub fn parse(text: &str) -> Result<Floors, usize> {
     let mut floors = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -122,7 +195,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<KeyId, u128>, usize> {
 }
 
 /// The file text for `floors`, sorted by key id.
-pub fn render(floors: &BTreeMap<KeyId, u128>) -> String {
+pub fn render(floors: &Floors) -> String {
     let mut s = String::with_capacity(floors.len() * 58);
     for (id, counter) in floors {
         let _ = writeln!(s, "{id} {counter}");
@@ -180,5 +253,24 @@ mod tests {
         let mut s = ReplayState::load(&d.path().join("missing-dir")).unwrap();
         assert!(s.commit(&[(A, 7)]).is_err());
         assert_eq!(s.floor(&A), 0);
+    }
+
+    #[test]
+    fn writer_thread_writes_durably_and_reports_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = ReplayState::load(d.path()).unwrap();
+        let w = Writer::spawn(s.path().to_owned()).unwrap();
+        let floors = s.raised([(&A, &9)]);
+        let written = w.write(floors).blocking_recv().unwrap().unwrap();
+        s.install(written);
+        assert_eq!(ReplayState::load(d.path()).unwrap().floor(&A), 9);
+        assert_eq!(s.floor(&A), 9);
+        let bad = Writer::spawn(d.path().join("missing-dir").join(STATE_FILE)).unwrap();
+        assert!(
+            bad.write(s.raised([(&B, &1)]))
+                .blocking_recv()
+                .unwrap()
+                .is_err()
+        );
     }
 }

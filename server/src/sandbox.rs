@@ -65,14 +65,34 @@ const BROAD_DIRS: [&str; 9] = [
 /// Where journald's native protocol socket lives (tracing-journald sends there).
 const JOURNALD_SOCKET_DIR: &str = "/run/systemd/journal";
 
-/// Confine the calling process (all threads started after this inherit it).
-pub fn apply(paths: &Paths<'_>) -> Result<Applied, SandboxError> {
-    let landlock = apply_landlock(paths)?;
-    let seccomp = apply_seccomp()?;
-    if let Some(probe) = std::env::var_os(SELFTEST_ENV) {
-        selftest(Path::new(&probe));
+/// Landlock is in place; seccomp is not yet.
+#[derive(Debug)]
+#[must_use = "call restrict_syscalls to finish confining"]
+pub struct FilesRestricted {
+    landlock: String,
+}
+
+/// Step 1: Landlock. Threads started after this inherit the ruleset even on kernels where
+/// Landlock cannot reach threads that already exist; start them here, before step 2 (seccomp
+/// forbids `clone`).
+pub fn restrict_files(paths: &Paths<'_>) -> Result<FilesRestricted, SandboxError> {
+    Ok(FilesRestricted {
+        landlock: apply_landlock(paths)?,
+    })
+}
+
+impl FilesRestricted {
+    /// Step 2: the seccomp filter, for every thread of the process.
+    pub fn restrict_syscalls(self) -> Result<Applied, SandboxError> {
+        let seccomp = apply_seccomp()?;
+        if let Some(probe) = std::env::var_os(SELFTEST_ENV) {
+            selftest(Path::new(&probe));
+        }
+        Ok(Applied {
+            landlock: self.landlock,
+            seccomp,
+        })
     }
-    Ok(Applied { landlock, seccomp })
 }
 
 fn selftest(probe: &Path) {
