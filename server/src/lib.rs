@@ -282,10 +282,8 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
                 }
             }
             written = engine.commit.written() => {
-                engine.finish(written);
+                engine.finish(written).await;
                 engine.commit.start(&writer);
-                // Let the commander link write what this write released.
-                tokio::task::yield_now().await;
             }
             _ = hup.recv() => engine.reload(config_path, &cfg.keys_dir),
             _ = term.recv() => break,
@@ -312,7 +310,7 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
     // their frames join the drain: nothing accepted is silently lost.
     while engine.commit.in_flight.is_some() {
         let written = engine.commit.written().await;
-        engine.finish(written);
+        engine.finish(written).await;
         engine.commit.start(&writer);
     }
     tracing::info!(event = "stopping", status = %counters.status_line());
@@ -487,7 +485,11 @@ impl Engine {
     /// A write completed: on success its frames leave for the commander. On failure nothing
     /// is forwarded and the floors stay at their durable values: the datagrams never ran, so
     /// a client retry after the disk recovers may run once.
-    fn finish(&mut self, (batch, result): Written) {
+    ///
+    /// One write may release up to `MAX_PENDING` frames, more than the commander queue holds:
+    /// they are queued `WRITE_BATCH` at a time with a yield after each, so the commander link
+    /// moves each group to the commander's socket before the next one is queued.
+    async fn finish(&mut self, (batch, result): Written) {
         if let Err(e) = result {
             Counters::add(&self.counters.persist_failed, batch.len() as u64);
             for (a, src) in batch {
@@ -505,7 +507,10 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        for (a, src) in batch {
+        for (i, (a, src)) in batch.into_iter().enumerate() {
+            if i > 0 && i % commander_link::WRITE_BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
             Counters::inc(&self.counters.accepted);
             tracing::info!(
                 event = "accepted",
@@ -523,6 +528,8 @@ impl Engine {
                 commander_link::dropped(&self.counters, &item, "queue full");
             }
         }
+        // Let the commander link write the last group now.
+        tokio::task::yield_now().await;
     }
 
     /// SIGHUP: reload keys and allow-lists; a bad reload keeps the old ones.
