@@ -392,8 +392,7 @@ impl GroupCommit {
     }
 
     fn accept(&mut self, a: Accepted, source: IpAddr) {
-        let f = self.pending_floors.entry(a.key_id).or_insert(0);
-        *f = (*f).max(a.counter);
+        replay::raise(&mut self.pending_floors, a.key_id, a.counter);
         self.pending.push((a, source));
     }
 

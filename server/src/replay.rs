@@ -86,8 +86,7 @@ impl ReplayState {
     pub fn raised<'a>(&self, updates: impl IntoIterator<Item = (&'a KeyId, &'a u128)>) -> Floors {
         let mut next = self.floors.clone();
         for (id, counter) in updates {
-            let f = next.entry(*id).or_insert(0);
-            *f = (*f).max(*counter);
+            raise(&mut next, *id, *counter);
         }
         next
     }
@@ -95,19 +94,15 @@ impl ReplayState {
     /// Record `floors` as durable, after their write succeeded. A floor never goes down.
     pub fn install(&mut self, floors: Floors) {
         for (id, counter) in floors {
-            let f = self.floors.entry(id).or_insert(0);
-            *f = (*f).max(counter);
+            raise(&mut self.floors, id, counter);
         }
     }
+}
 
-    /// Durably raise the floors in `updates` (one write for all of them), on this thread.
-    /// On error nothing in memory changes, so memory never claims more than the disk holds.
-    pub fn commit(&mut self, updates: &[(KeyId, u128)]) -> Result<(), ReplayError> {
-        let next = self.raised(updates.iter().map(|(id, c)| (id, c)));
-        write(&self.path, &next)?;
-        self.install(next);
-        Ok(())
-    }
+/// Raise `id`'s floor in `floors` to `counter`; a floor never goes down.
+pub fn raise(floors: &mut Floors, id: KeyId, counter: u128) {
+    let f = floors.entry(id).or_insert(0);
+    *f = (*f).max(counter);
 }
 
 /// Replace the state file at `path` with `floors`: write-temp, fsync, rename, fsync-dir.
@@ -210,14 +205,23 @@ mod tests {
     const A: KeyId = KeyId([1, 2, 3, 4, 5, 6, 7, 8]);
     const B: KeyId = KeyId([9; 8]);
 
+    /// What the server's group commit does, synchronously: raise, write, then install.
+    /// On error nothing in memory changes, so memory never claims more than the disk holds.
+    fn commit(s: &mut ReplayState, updates: &[(KeyId, u128)]) -> Result<(), ReplayError> {
+        let next = s.raised(updates.iter().map(|(id, c)| (id, c)));
+        write(s.path(), &next)?;
+        s.install(next);
+        Ok(())
+    }
+
     #[test]
     fn missing_file_is_empty_and_commit_round_trips() {
         let d = tempfile::tempdir().unwrap();
         let mut s = ReplayState::load(d.path()).unwrap();
         assert!(s.is_empty());
-        s.commit(&[(A, 10), (B, 5), (A, 12)]).unwrap();
+        commit(&mut s, &[(A, 10), (B, 5), (A, 12)]).unwrap();
         assert_eq!(s.floor(&A), 12);
-        s.commit(&[(A, 3)]).unwrap();
+        commit(&mut s, &[(A, 3)]).unwrap();
         assert_eq!(s.floor(&A), 12, "a floor never goes down");
         let again = ReplayState::load(d.path()).unwrap();
         assert_eq!((again.floor(&A), again.floor(&B)), (12, 5));
@@ -251,7 +255,7 @@ mod tests {
     fn failed_write_keeps_memory_at_durable_value() {
         let d = tempfile::tempdir().unwrap();
         let mut s = ReplayState::load(&d.path().join("missing-dir")).unwrap();
-        assert!(s.commit(&[(A, 7)]).is_err());
+        assert!(commit(&mut s, &[(A, 7)]).is_err());
         assert_eq!(s.floor(&A), 0);
     }
 
