@@ -28,16 +28,7 @@ fn valid_source(j: u32) -> IpAddr {
 
 #[test]
 fn valid_datagrams_get_through_a_flood_from_ten_thousand_sources() {
-    // Production rate limits per source; the global cap is lifted so that this single test
-    // machine's flood cannot lock the valid senders out (a spoofed flood is what it models).
-    let mut c = Chain::builder()
-        .rate_limit(&[
-            "per_source = 2.0",
-            "burst = 5",
-            "global = 10000000",
-            "sources = 65536",
-        ])
-        .start();
+    let mut c = flood_chain();
     let key = c.key("k1");
     let id = key.id().0;
     let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
@@ -118,14 +109,7 @@ fn valid_datagrams_get_through_a_flood_from_ten_thousand_sources() {
 fn a_valid_datagram_runs_while_a_flood_goes_on() {
     // The flood keeps the server's socket busy without pause; the valid datagram must be
     // forwarded and run during it, not only once the flood stops.
-    let mut c = Chain::builder()
-        .rate_limit(&[
-            "per_source = 2.0",
-            "burst = 5",
-            "global = 10000000",
-            "sources = 65536",
-        ])
-        .start();
+    let mut c = flood_chain();
     let key = c.key("k1");
     let id = key.id().0;
     let to = c.addr4();
@@ -188,4 +172,17 @@ fn a_valid_datagram_runs_while_a_flood_goes_on() {
         "the flood ended on its own before the valid datagram ran"
     );
     c.assert_alive();
+}
+
+/// Production rate limits per source; the global cap is lifted so that this single test
+/// machine's flood cannot lock the valid senders out (a spoofed flood is what it models).
+fn flood_chain() -> Chain {
+    Chain::builder()
+        .rate_limit(&[
+            "per_source = 2.0",
+            "burst = 5",
+            "global = 10000000",
+            "sources = 65536",
+        ])
+        .start()
 }
