@@ -89,15 +89,21 @@ impl KeySet {
         files.sort();
         let mut by_id: HashMap<KeyId, LoadedKey> = HashMap::new();
         for path in files {
-            let meta = std::fs::metadata(&path).map_err(|source| KeysError::Stat {
+            // The mode is checked on the opened file, so it is the one that gets read.
+            let stat_err = |source| KeysError::Stat {
+                path: path.clone(),
+                source,
+            };
+            if !std::fs::metadata(&path).map_err(stat_err)?.is_file() {
+                continue;
+            }
+            let file = std::fs::File::open(&path).map_err(|source| KeyFileError::Read {
                 path: path.clone(),
                 source,
             })?;
-            if !meta.is_file() {
-                continue;
-            }
+            let meta = file.metadata().map_err(stat_err)?;
             check_secret_mode(&path, &meta).map_err(KeysError::Perm)?;
-            let key = Key::load(&path)?;
+            let key = Key::read_from(file, &path)?;
             let name = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

@@ -74,11 +74,17 @@ impl Key {
 
     /// Read and parse a key file, naming the file in every error.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
-        use std::io::Read;
         let file = std::fs::File::open(path).map_err(|source| KeyFileError::Read {
             path: path.to_owned(),
             source,
         })?;
+        Self::read_from(file, path)
+    }
+
+    /// Parse a key file already opened (so its metadata can be checked on the same inode);
+    /// `path` names it in errors.
+    pub fn read_from(file: std::fs::File, path: &Path) -> Result<Self, KeyFileError> {
+        use std::io::Read;
         let mut text = Zeroizing::new(String::new());
         file.take(KEY_FILE_MAX_LEN + 1)
             .read_to_string(&mut text)
