@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use crate::ids::KeyId;
+use crate::siv::KeyGeneratingKey;
 
 /// Decoded size of a key file: key id plus the AES-256 key.
 pub const KEY_FILE_BYTES: usize = 40;
@@ -39,18 +40,26 @@ pub enum KeyFileError {
     Parse { path: PathBuf, source: KeyError },
 }
 
-/// A shared key: its public id and the AES-256-GCM-SIV cipher made from the secret.
+/// A shared key: its public id and the AES-256-GCM-SIV cipher made from the secret (the
+/// crate's, to seal; `siv`'s, to open).
 pub struct Key {
     id: KeyId,
     secret: Zeroizing<[u8; 32]>,
     cipher: Aes256GcmSiv,
+    opener: KeyGeneratingKey,
 }
 
 impl Key {
     pub fn from_parts(id: KeyId, secret: [u8; 32]) -> Self {
         let secret = Zeroizing::new(secret);
         let cipher = Aes256GcmSiv::new(aes_gcm_siv::Key::<Aes256GcmSiv>::from_slice(&secret[..]));
-        Self { id, secret, cipher }
+        let opener = KeyGeneratingKey::new(&secret);
+        Self {
+            id,
+            secret,
+            cipher,
+            opener,
+        }
     }
 
     /// Parse the text of a key file; surrounding whitespace is ignored.
@@ -132,6 +141,10 @@ impl Key {
 
     pub(crate) fn cipher(&self) -> &Aes256GcmSiv {
         &self.cipher
+    }
+
+    pub(crate) fn opener(&self) -> &KeyGeneratingKey {
+        &self.opener
     }
 }
 

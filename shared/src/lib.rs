@@ -15,6 +15,7 @@ pub mod logging;
 pub mod notify;
 pub mod peer;
 pub mod protocol;
+mod siv;
 pub mod verdict;
 
 pub use frame::{FRAME_LEN, Frame};

@@ -1,8 +1,8 @@
 //! Wire protocol v1: the 94-byte datagram `key_id || IV || tag || ciphertext` and its
 //! 58-byte plaintext. Pure functions over bytes; must never panic on any input.
 
+use aes_gcm_siv::Nonce;
 use aes_gcm_siv::aead::AeadInPlace;
-use aes_gcm_siv::{Nonce, Tag};
 use std::net::IpAddr;
 
 use crate::ids::{CmdHash, KeyId};
@@ -122,13 +122,12 @@ pub fn open(key: &Key, datagram: &[u8]) -> Result<Plaintext, OpenError> {
     }
     let mut body = [0u8; PLAINTEXT_LEN];
     body.copy_from_slice(&datagram[CIPHERTEXT]);
-    key.cipher()
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&datagram[IV]),
-            &[],
-            &mut body,
-            Tag::from_slice(&datagram[TAG]),
-        )
+    let mut iv = [0u8; 12];
+    iv.copy_from_slice(&datagram[IV]);
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&datagram[TAG]);
+    key.opener()
+        .open_in_place(&iv, &tag, &mut body)
         .map_err(|_| OpenError::BadTag)?;
     let pt = Plaintext::from_bytes(&body);
     if pt.version != VERSION {
