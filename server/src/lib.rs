@@ -15,6 +15,7 @@ pub mod receive;
 pub mod replay;
 mod sandbox;
 pub mod status;
+pub mod ticker;
 
 use clap::{CommandFactory, Parser};
 use ruroco_shared::verdict::{self, Accepted};
@@ -34,6 +35,7 @@ use crate::keys::KeySet;
 use crate::rate_limit::RateLimiter;
 use crate::replay::{Floors, ReplayError, ReplayState, Writer};
 use crate::status::{Counters, RejectLog};
+use crate::ticker::Ticker;
 
 /// Rejection summaries: at most one per reason per this many seconds.
 pub const SUMMARY_INTERVAL_S: u64 = 10;
@@ -213,13 +215,11 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
         started: Instant::now(),
     };
     let mut receiver = receive::Receiver::new();
-    let mut tick = tokio::time::interval(STATUS_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut watchdog = notify::watchdog_period().map(|p| {
-        let mut i = tokio::time::interval(p);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
+    // The one periodic wake: STATUS=, rejection summaries and the watchdog ping.
+    let watchdog_period = notify::watchdog_period();
+    let ticker = Ticker::new(ticker::period(STATUS_INTERVAL, watchdog_period))
+        .map_err(ServerError::Runtime)?;
+    let mut watchdog = watchdog_period.map(|p| ticker::Watchdog::new(p, Instant::now()));
     // In-process confinement: after the drop, before READY, with every socket, signal
     // stream, table, buffer, timer and the runtime already in place.
     let files_restricted = sandbox::restrict_files(&sandbox::Paths {
@@ -288,7 +288,11 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
             _ = hup.recv() => engine.reload(config_path, &cfg.keys_dir),
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = tick.tick() => {
+            t = ticker.tick() => {
+                t.map_err(ServerError::Runtime)?;
+                if watchdog.as_mut().is_some_and(|w| w.due(Instant::now(), ticker.period())) {
+                    notify::watchdog();
+                }
                 let line = counters.status_line();
                 if line != last_status {
                     notify::status(&line);
@@ -297,12 +301,6 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
                 let now_s = engine.started.elapsed().as_secs();
                 status::log_summary(&engine.rejects.due(now_s));
             }
-            _ = async {
-                match watchdog.as_mut() {
-                    Some(i) => { i.tick().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => notify::watchdog(),
         }
     }
     notify::stopping();

@@ -303,6 +303,39 @@ fn watchdog_pings_when_asked() {
     env.wait_note("WATCHDOG=1");
 }
 
+/// Voluntary context switches of every thread of `pid`: each is one wake from a sleep.
+fn wakes(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_server_wakes_at_most_once_a_second() {
+    let mut env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    env.start(); // returns at READY=1
+    let (before, start) = (wakes(env.pid()), std::time::Instant::now());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (woke, secs) = (wakes(env.pid()) - before, start.elapsed().as_secs_f64());
+    // One timer expiry per second, plus one for where the window starts in the period.
+    assert!(
+        woke as f64 <= secs.ceil() + 1.0,
+        "{woke} wake-ups in {secs:.2} s of idling"
+    );
+}
+
 #[test]
 fn a_commander_that_closes_connections_still_gets_every_frame() {
     let mut env = Env::new();
