@@ -195,7 +195,8 @@ pub struct Rig {
     pub server: Option<Daemon>,
     pub commander: Option<Daemon>,
     pub root: PathBuf,
-    pub stamps: PathBuf,
+    /// A FIFO the `started` command writes one line into: its first action.
+    pub started: PathBuf,
     pub key: Key,
     pub port: u16,
     bin: PathBuf,
@@ -269,7 +270,12 @@ impl Rig {
         chown_nobody(&key_path, false)?;
         let port = free_udp_port();
         let socket = run.join("commander.sock");
-        let stamps = root.join("stamps");
+        let started = root.join("started");
+        nix::unistd::mkfifo(
+            &started,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .map_err(|e| format!("mkfifo {}: {e}", started.display()))?;
         // Limits raised so every flood datagram reaches the stage it is meant to test (a real
         // AEAD attempt for bad tags and replays) instead of being rate-limited cheaply.
         let server_toml = format!(
@@ -284,10 +290,10 @@ impl Rig {
         let commander_toml = format!(
             "server_user = \"nobody\"\nsocket = \"{}\"\nsocket_group = \"nogroup\"\n\
              state_dir = \"{}\"\nmax_parallel = 4\nqueue = 65536\n\n[commands]\n\
-             true = \"true\"\nstamp = \"date +%s%N >> '{}'\"\n",
+             true = \"true\"\nstarted = \"echo > '{}'\"\n",
             socket.display(),
             cstate.display(),
-            stamps.display(),
+            started.display(),
         );
         let st = root.join("server.toml");
         let ct = root.join("commander.toml");
@@ -299,7 +305,7 @@ impl Rig {
             server: None,
             commander: None,
             root,
-            stamps,
+            started,
             key,
             port,
             bin,
