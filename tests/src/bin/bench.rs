@@ -475,6 +475,105 @@ fn sh_floor(fifo: &std::path::Path, samples: usize) -> R<f64> {
     Ok(percentile(&v, 0.5))
 }
 
+/// Latency while one thread floods `payloads` from `FLOOD_SRC` at `rate`.
+struct FloodLatency {
+    samples: Vec<f64>,
+    missing: usize,
+    flood_rate: f64,
+    kernel_drops: u64,
+}
+
+impl FloodLatency {
+    fn json(&self) -> Value {
+        json!({"p50": percentile(&self.samples, 0.5), "p99": percentile(&self.samples, 0.99),
+               "samples": self.samples.len(), "missing": self.missing,
+               "flood_per_s": self.flood_rate, "kernel_drops": self.kernel_drops})
+    }
+}
+
+fn latency_under_flood(
+    rig: &mut Rig,
+    payloads: &[Vec<u8>],
+    rate: f64,
+    plan: &Plan,
+) -> R<FloodLatency> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bg = {
+        let mut f = flood(payloads.to_vec(), rig.dest(), Sources::One(FLOOD_SRC), plan);
+        f.duration = Duration::from_secs(3600);
+        f.rate = Some(rate);
+        let s = stop.clone();
+        std::thread::spawn(move || load::run(&f, &s))
+    };
+    let (_, drops0) = rig.queue();
+    let lat = latency(rig, plan.latency_samples);
+    let (_, drops1) = rig.queue();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = bg
+        .join()
+        .map_err(|_| "flood thread panicked".to_owned())??;
+    let (samples, missing) = lat?;
+    Ok(FloodLatency {
+        samples,
+        missing,
+        flood_rate: sent.rate(),
+        kernel_drops: drops1.saturating_sub(drops0),
+    })
+}
+
+/// Keeps the rig's disk busy: `dd` writing 128 MiB with direct I/O and a final fsync, again
+/// and again, into the rig's dir (the state dir's file system), until dropped.
+struct BusyDisk {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusyDisk {
+    fn start(dir: &std::path::Path) -> R<Self> {
+        let ballast = dir.join("ballast");
+        let dd = move || {
+            std::process::Command::new("dd")
+                .arg("if=/dev/zero")
+                .arg(format!("of={}", ballast.display()))
+                .args(["bs=4M", "count=32", "oflag=direct", "conv=fsync"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        };
+        let mut child = dd().map_err(|e| format!("start dd: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // dd is this process's own child, so it is always reaped here.
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    match dd() {
+                        Ok(c) => child = c,
+                        Err(_) => return,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BusyDisk {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Row {
     metric: String,
     measured: String,
@@ -780,22 +879,21 @@ fn run(args: &Args) -> R<()> {
     let (lat_idle, miss_idle) = latency(&mut rig, plan.latency_samples)?;
     let half = floods[1].median_rate() / 2.0;
     eprintln!("bench: latency under an unknown-key flood at {half:.0}/s");
-    let stop = Arc::new(AtomicBool::new(false));
-    let bg = {
-        let mut f = flood(unknown.clone(), dest, Sources::One(FLOOD_SRC), &plan);
-        f.duration = Duration::from_secs(3600);
-        f.rate = Some(half);
-        let s = stop.clone();
-        std::thread::spawn(move || load::run(&f, &s))
-    };
-    let (_, fd0) = rig.queue();
-    let lat_res = latency(&mut rig, plan.latency_samples);
-    let (_, fd1) = rig.queue();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let bg_sent = bg
-        .join()
-        .map_err(|_| "flood thread panicked".to_owned())??;
-    let (lat_flood, miss_flood) = lat_res?;
+    let calm = latency_under_flood(&mut rig, &unknown, half, &plan)?;
+    let _ = rig.wait_drained(Duration::from_secs(60));
+    // The same with the disk busy: the floor writes slow down, the receive loop must not.
+    eprintln!("bench: the same with the disk kept busy by dd (direct I/O)");
+    let busy_disk = BusyDisk::start(&rig.root)?;
+    let mut busy_write_ms = Vec::with_capacity(plan.baseline_writes / 3);
+    for i in 0..plan.baseline_writes / 3 {
+        let t = Instant::now();
+        write_atomic(&bpath, format!("{i}\n").as_bytes(), 0o600)
+            .map_err(|e| format!("baseline write {}: {e}", bpath.display()))?;
+        busy_write_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    busy_write_ms.sort_by(f64::total_cmp);
+    let busy = latency_under_flood(&mut rig, &unknown, half, &plan)?;
+    drop(busy_disk);
     let _ = rig.wait_drained(Duration::from_secs(60));
     let peak = rig::mem_bytes(spid, "VmHWM");
     let log_lines = std::fs::read_to_string(rig.root.join("server.log"))
@@ -955,14 +1053,30 @@ fn run(args: &Args) -> R<()> {
         "latency under flood at half the drop rate p50 / p99",
         format!(
             "{:.2} / {:.2} ms ({} missing, flood {:.0}/s, {} kernel drops)",
-            p(&lat_flood, 0.5),
-            p(&lat_flood, 0.99),
-            miss_flood,
-            bg_sent.rate(),
-            fd1.saturating_sub(fd0)
+            p(&calm.samples, 0.5),
+            p(&calm.samples, 0.99),
+            calm.missing,
+            calm.flood_rate,
+            calm.kernel_drops
         ),
         "all executed, p99 <= 50 ms",
-        Some(p(&lat_flood, 0.99) <= 50.0 && miss_flood == 0),
+        Some(p(&calm.samples, 0.99) <= 50.0 && calm.missing == 0),
+    ));
+    rows.push(row(
+        "the same, disk kept busy (dd, direct I/O) p50 / p99",
+        format!(
+            "{:.2} / {:.2} ms ({} missing, flood {:.0}/s, {} kernel drops; one write_atomic \
+             meanwhile p50 {:.2} ms, p99 {:.2} ms)",
+            p(&busy.samples, 0.5),
+            p(&busy.samples, 0.99),
+            busy.missing,
+            busy.flood_rate,
+            busy.kernel_drops,
+            percentile(&busy_write_ms, 0.5),
+            percentile(&busy_write_ms, 0.99)
+        ),
+        "all executed (not an issue target)",
+        Some(busy.missing == 0),
     ));
     rows.push(row(
         "idle RSS",
@@ -1052,8 +1166,9 @@ fn run(args: &Args) -> R<()> {
         },
         "latency_ms": {
             "idle": {"p50": p(&lat_idle, 0.5), "p99": p(&lat_idle, 0.99), "samples": lat_idle.len(), "missing": miss_idle},
-            "flood": {"p50": p(&lat_flood, 0.5), "p99": p(&lat_flood, 0.99), "samples": lat_flood.len(), "missing": miss_flood,
-                      "flood_per_s": bg_sent.rate(), "kernel_drops": fd1.saturating_sub(fd0)},
+            "flood": calm.json(),
+            "flood_busy_disk": busy.json(),
+            "busy_disk_write_ms": {"p50": percentile(&busy_write_ms, 0.5), "p99": percentile(&busy_write_ms, 0.99)},
             "to": "the command's first action (a shell builtin writing into a FIFO)",
             "sh_started_by_bench_p50": floor_ms,
         },
