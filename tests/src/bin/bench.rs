@@ -475,6 +475,27 @@ fn sh_floor(fifo: &std::path::Path, samples: usize) -> R<f64> {
     Ok(percentile(&v, 0.5))
 }
 
+/// `count` durable writes of a one-line replay file at `path` (the server's `write_atomic`:
+/// temp, fsync, rename, fsync of the directory), one after another; returns each one's
+/// milliseconds, sorted, and the seconds they took together.
+fn durable_writes(path: &std::path::Path, count: usize) -> R<(Vec<f64>, f64)> {
+    let mut ms = Vec::with_capacity(count);
+    let t0 = Instant::now();
+    for i in 0..count {
+        let line = format!(
+            "0011223344556677 {}\n",
+            1_700_000_000_000_000_000u128 + i as u128
+        );
+        let t = Instant::now();
+        write_atomic(path, line.as_bytes(), 0o600)
+            .map_err(|e| format!("baseline write {}: {e}", path.display()))?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    ms.sort_by(f64::total_cmp);
+    Ok((ms, secs))
+}
+
 /// Latency while one thread floods `payloads` from `FLOOD_SRC` at `rate`.
 struct FloodLatency {
     samples: Vec<f64>,
@@ -858,20 +879,8 @@ fn run(args: &Args) -> R<()> {
     // Baseline: one durable write (temp, fsync, rename, fsync dir) per datagram, the same
     // write the server makes per batch, in the same directory, with nothing else to do.
     let bpath = rig.baseline_path();
-    let mut write_ms = Vec::with_capacity(plan.baseline_writes);
-    let t0 = Instant::now();
-    for i in 0..plan.baseline_writes {
-        let line = format!(
-            "0011223344556677 {}\n",
-            1_700_000_000_000_000_000u128 + i as u128
-        );
-        let t = Instant::now();
-        write_atomic(&bpath, line.as_bytes(), 0o600)
-            .map_err(|e| format!("baseline write {}: {e}", bpath.display()))?;
-        write_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let baseline_rate = plan.baseline_writes as f64 / t0.elapsed().as_secs_f64();
-    write_ms.sort_by(f64::total_cmp);
+    let (write_ms, write_secs) = durable_writes(&bpath, plan.baseline_writes)?;
+    let baseline_rate = plan.baseline_writes as f64 / write_secs;
 
     // Latency, idle and under a garbage flood at half the unknown-key drop rate.
     eprintln!("bench: latency idle");
@@ -884,14 +893,7 @@ fn run(args: &Args) -> R<()> {
     // The same with the disk busy: the floor writes slow down, the receive loop must not.
     eprintln!("bench: the same with the disk kept busy by dd (direct I/O)");
     let busy_disk = BusyDisk::start(&rig.root)?;
-    let mut busy_write_ms = Vec::with_capacity(plan.baseline_writes / 3);
-    for i in 0..plan.baseline_writes / 3 {
-        let t = Instant::now();
-        write_atomic(&bpath, format!("{i}\n").as_bytes(), 0o600)
-            .map_err(|e| format!("baseline write {}: {e}", bpath.display()))?;
-        busy_write_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    busy_write_ms.sort_by(f64::total_cmp);
+    let (busy_write_ms, _) = durable_writes(&bpath, plan.baseline_writes / 3)?;
     let busy = latency_under_flood(&mut rig, &unknown, half, &plan)?;
     drop(busy_disk);
     let _ = rig.wait_drained(Duration::from_secs(60));
