@@ -40,26 +40,19 @@ pub enum KeyFileError {
     Parse { path: PathBuf, source: KeyError },
 }
 
-/// A shared key: its public id and the AES-256-GCM-SIV cipher made from the secret (the
-/// crate's, to seal; `siv`'s, to open).
+/// A shared key: its public id, the secret, and the secret's expanded AES key for opening
+/// datagrams (the server's hot path). Sealing builds the crate's cipher per call.
 pub struct Key {
     id: KeyId,
     secret: Zeroizing<[u8; 32]>,
-    cipher: Aes256GcmSiv,
     opener: KeyGeneratingKey,
 }
 
 impl Key {
     pub fn from_parts(id: KeyId, secret: [u8; 32]) -> Self {
         let secret = Zeroizing::new(secret);
-        let cipher = Aes256GcmSiv::new(aes_gcm_siv::Key::<Aes256GcmSiv>::from_slice(&secret[..]));
         let opener = KeyGeneratingKey::new(&secret);
-        Self {
-            id,
-            secret,
-            cipher,
-            opener,
-        }
+        Self { id, secret, opener }
     }
 
     /// Parse the text of a key file; surrounding whitespace is ignored.
@@ -139,8 +132,11 @@ impl Key {
         self.id
     }
 
-    pub(crate) fn cipher(&self) -> &Aes256GcmSiv {
-        &self.cipher
+    /// The `aes-gcm-siv` cipher for sealing (zeroized on drop).
+    pub(crate) fn cipher(&self) -> Aes256GcmSiv {
+        Aes256GcmSiv::new(aes_gcm_siv::Key::<Aes256GcmSiv>::from_slice(
+            &self.secret[..],
+        ))
     }
 
     pub(crate) fn opener(&self) -> &KeyGeneratingKey {
