@@ -28,6 +28,7 @@ esac
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 for tool in cargo-deb cargo-generate-rpm; do
     if ! command -v "$tool" >/dev/null; then
         say "cargo install --locked $tool"

@@ -31,7 +31,14 @@ getent passwd nobody >/dev/null || { echo "no user nobody on this machine" >&2; 
 
 step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# `cargo install` puts tools in $CARGO_HOME/bin, which a fresh shell may not have on PATH.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+
+# Every crate in Cargo.lock, for every platform: a build fetches only this platform's crates,
+# while `cargo deny --offline` reads them all (a cold registry would fail there).
+step "cargo fetch --locked"
+cargo fetch --locked
 
 # An independent decoder of the wire format (client/tests/send.rs::independent_decoder_agrees)
 # needs Python's cryptography >= 42 (AES-GCM-SIV); once it is there the test may not skip.
