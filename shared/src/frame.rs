@@ -1,5 +1,7 @@
-//! The 24-byte commander frame `cmd_hash (u64 BE) || ip (16)`, server → commander.
-//! Fixed size both ways: the commander never parses anything else.
+//! The 24-byte commander frame `cmd_hash (u64 BE) || ip (16)`, server → commander, and the
+//! 9-byte acknowledgement `seq (u64 BE) || outcome (1)`, commander → server.
+//! Fixed size both ways: the commander never parses anything but frames, the server nothing
+//! but acknowledgements. See docs/protocol.md, "Commander frame" and "Acknowledgement".
 
 use std::net::IpAddr;
 
@@ -42,6 +44,85 @@ impl Frame {
     }
 }
 
+/// Exact size of one acknowledgement on the commander socket.
+pub const ACK_LEN: usize = 9;
+
+/// What the commander did with a frame, sent back once it reached its final outcome: the
+/// command finished (or its grant was extended), or the frame was refused. Until then the
+/// server keeps the frame and sends it again on a new connection (docs/grants.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckOutcome {
+    /// The command ran and exited 0, or an active grant was extended without running it.
+    Done = 0,
+    /// The command ran and failed (non-zero exit, signal, timeout, spawn error).
+    Failed = 1,
+    /// No command in commander.toml has this hash.
+    UnknownCommand = 2,
+    /// Refused without running: the queue or a grant limit was full.
+    Refused = 3,
+    /// The frame could not be decoded (no IP address).
+    Malformed = 4,
+}
+
+impl AckOutcome {
+    /// The name used in logs and `STATUS=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckOutcome::Done => "done",
+            AckOutcome::Failed => "failed",
+            AckOutcome::UnknownCommand => "unknown_command",
+            AckOutcome::Refused => "refused",
+            AckOutcome::Malformed => "malformed",
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => AckOutcome::Done,
+            1 => AckOutcome::Failed,
+            2 => AckOutcome::UnknownCommand,
+            3 => AckOutcome::Refused,
+            4 => AckOutcome::Malformed,
+            _ => return None,
+        })
+    }
+}
+
+/// One acknowledgement: the frame's sequence number on its connection (the first frame the
+/// server writes on a connection is 0, the next 1, ...) and its outcome. Acknowledgements may
+/// arrive in any order (a slow command does not hold up the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ack {
+    pub seq: u64,
+    pub outcome: AckOutcome,
+}
+
+/// An acknowledgement the server cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("acknowledgement carries unknown outcome byte {0}")]
+    UnknownOutcome(u8),
+}
+
+impl Ack {
+    pub fn to_bytes(&self) -> [u8; ACK_LEN] {
+        let mut b = [0u8; ACK_LEN];
+        b[..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8] = self.outcome as u8;
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; ACK_LEN]) -> Result<Self, AckError> {
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&b[..8]);
+        let outcome = AckOutcome::from_byte(b[8]).ok_or(AckError::UnknownOutcome(b[8]))?;
+        Ok(Self {
+            seq: u64::from_be_bytes(seq),
+            outcome,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,7 +158,27 @@ mod tests {
         assert_eq!(Frame::from_bytes(&[0; FRAME_LEN]), Err(FrameError::NoIp));
     }
 
+    #[test]
+    fn ack_layout_and_round_trip() {
+        let a = Ack {
+            seq: 0x0102030405060708,
+            outcome: AckOutcome::UnknownCommand,
+        };
+        assert_eq!(a.to_bytes(), [1, 2, 3, 4, 5, 6, 7, 8, 2]);
+        assert_eq!(Ack::from_bytes(&a.to_bytes()), Ok(a));
+        let mut bad = a.to_bytes();
+        bad[8] = 5;
+        assert_eq!(Ack::from_bytes(&bad), Err(AckError::UnknownOutcome(5)));
+    }
+
     proptest! {
+        #[test]
+        fn ack_never_panics_and_round_trips(b in proptest::array::uniform9(any::<u8>())) {
+            if let Ok(a) = Ack::from_bytes(&b) {
+                prop_assert_eq!(a.to_bytes(), b);
+            }
+        }
+
         #[test]
         fn never_panics_and_round_trips(b in proptest::array::uniform24(any::<u8>())) {
             if let Ok(f) = Frame::from_bytes(&b) {

@@ -18,7 +18,7 @@ pub mod protocol;
 mod siv;
 pub mod verdict;
 
-pub use frame::{FRAME_LEN, Frame};
+pub use frame::{ACK_LEN, Ack, AckOutcome, FRAME_LEN, Frame};
 pub use ids::{CmdHash, KeyId};
 pub use key::{Key, KeyError};
 pub use protocol::{DATAGRAM_LEN, Plaintext};
