@@ -10,6 +10,8 @@ use std::time::Duration;
 use ruroco_shared::CmdHash;
 use ruroco_shared::duration::HumanDuration;
 use ruroco_shared::fsutil::{self, PermError};
+
+use crate::grants::{MAX_GRANTS_HARD, MAX_UNDO_TEXT_BYTES};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -20,6 +22,11 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 const DEFAULT_SERVER_USER: &str = "ruroco";
 const DEFAULT_SOCKET: &str = "/run/ruroco/commander.sock";
+/// The root-only control socket of `ruroco-commander grants` / `revoke`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ruroco-commander/control.sock";
+/// Grants (commands with an undo, per IP) at once, in total and per command (docs/grants.md).
+const DEFAULT_MAX_GRANTS: usize = 1024;
+const DEFAULT_MAX_GRANTS_PER_COMMAND: usize = 256;
 const DEFAULT_SOCKET_GROUP: &str = "ruroco";
 const DEFAULT_STATE_DIR: &str = "/var/lib/ruroco-commander";
 const DEFAULT_MAX_PARALLEL: usize = 4;
@@ -58,6 +65,8 @@ pub struct Command {
     pub run: String,
     pub timeout: Duration,
     pub undo: Option<Undo>,
+    /// Grants of this command at once (commands with an undo only).
+    pub max_grants: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +82,12 @@ pub struct Config {
     pub server_user: String,
     pub socket: PathBuf,
     pub socket_group: String,
+    pub control_socket: PathBuf,
     pub state_dir: PathBuf,
     pub max_parallel: usize,
     pub queue: usize,
+    /// Grants at once, all commands together.
+    pub max_grants: usize,
     pub default_timeout: Duration,
     pub commands: Commands,
 }
@@ -125,12 +137,16 @@ struct RawConfig {
     socket: PathBuf,
     #[serde(default = "d_socket_group")]
     socket_group: String,
+    #[serde(default = "d_control_socket")]
+    control_socket: PathBuf,
     #[serde(default = "d_state_dir")]
     state_dir: PathBuf,
     #[serde(default = "d_max_parallel")]
     max_parallel: usize,
     #[serde(default = "d_queue")]
     queue: usize,
+    #[serde(default = "d_max_grants")]
+    max_grants: usize,
     default_timeout: Option<HumanDuration>,
     #[serde(default)]
     commands: BTreeMap<String, RawCommand>,
@@ -144,6 +160,12 @@ fn d_socket() -> PathBuf {
 }
 fn d_socket_group() -> String {
     DEFAULT_SOCKET_GROUP.to_owned()
+}
+fn d_control_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+}
+fn d_max_grants() -> usize {
+    DEFAULT_MAX_GRANTS
 }
 fn d_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
@@ -166,6 +188,7 @@ struct CommandTable {
     timeout: Option<HumanDuration>,
     undo: Option<String>,
     undo_after: Option<HumanDuration>,
+    max_grants: Option<usize>,
 }
 
 impl<'de> Deserialize<'de> for RawCommand {
@@ -184,6 +207,7 @@ impl<'de> Deserialize<'de> for RawCommand {
                     timeout: None,
                     undo: None,
                     undo_after: None,
+                    max_grants: None,
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCommand, A::Error> {
@@ -224,10 +248,19 @@ impl Config {
                 "server_user and socket_group must not be empty".to_owned(),
             ));
         }
-        if !raw.socket.is_absolute() || !raw.state_dir.is_absolute() {
+        if !raw.socket.is_absolute()
+            || !raw.state_dir.is_absolute()
+            || !raw.control_socket.is_absolute()
+        {
             return Err(invalid(
-                "socket and state_dir must be absolute paths".to_owned(),
+                "socket, control_socket and state_dir must be absolute paths".to_owned(),
             ));
+        }
+        if raw.max_grants == 0 || raw.max_grants > MAX_GRANTS_HARD {
+            return Err(invalid(format!(
+                "max_grants = {} is out of range: use 1..={MAX_GRANTS_HARD}",
+                raw.max_grants
+            )));
         }
         let default_timeout = raw.default_timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
         if default_timeout.is_zero() {
@@ -254,7 +287,7 @@ impl Config {
             let timeout = t.timeout.map_or(default_timeout, |d| d.0);
             if timeout.is_zero() {
                 return Err(invalid(format!(
-                    "commands.{name}: timeout must be longer than zero"
+                    "commands.{name}: timeout must be longer than zero: set e.g. timeout = \"30s\" (or leave it out for default_timeout)"
                 )));
             }
             let undo = match (t.undo, t.undo_after) {
@@ -262,6 +295,16 @@ impl Config {
                 (Some(run), Some(after)) => {
                     if run.trim().is_empty() {
                         return Err(invalid(format!("commands.{name}: undo is empty")));
+                    }
+                    if run.len() > MAX_UNDO_TEXT_BYTES {
+                        return Err(invalid(format!(
+                            "commands.{name}: undo is longer than {MAX_UNDO_TEXT_BYTES} bytes: move it into a script and call that"
+                        )));
+                    }
+                    if after.0.is_zero() {
+                        return Err(invalid(format!(
+                            "commands.{name}: undo_after must be longer than zero (the access would be undone as it opens): set e.g. undo_after = \"5m\""
+                        )));
                     }
                     Some(Undo {
                         run,
@@ -276,6 +319,21 @@ impl Config {
                 (None, Some(_)) => {
                     return Err(invalid(format!(
                         "commands.{name}: undo_after without undo: add undo = \"...\" (or remove undo_after)"
+                    )));
+                }
+            };
+            let max_grants = match (t.max_grants, &undo) {
+                (None, _) => DEFAULT_MAX_GRANTS_PER_COMMAND.min(raw.max_grants),
+                (Some(n), Some(_)) if (1..=raw.max_grants).contains(&n) => n,
+                (Some(n), Some(_)) => {
+                    return Err(invalid(format!(
+                        "commands.{name}: max_grants = {n} is out of range: use 1..={} (the top-level max_grants)",
+                        raw.max_grants
+                    )));
+                }
+                (Some(_), None) => {
+                    return Err(invalid(format!(
+                        "commands.{name}: max_grants without undo: only commands with an undo make grants; remove max_grants"
                     )));
                 }
             };
@@ -294,6 +352,7 @@ impl Config {
                     run: t.run,
                     timeout,
                     undo,
+                    max_grants,
                 },
             );
         }
@@ -302,9 +361,11 @@ impl Config {
             server_user: raw.server_user,
             socket: raw.socket,
             socket_group: raw.socket_group,
+            control_socket: raw.control_socket,
             state_dir: raw.state_dir,
             max_parallel: raw.max_parallel,
             queue: raw.queue,
+            max_grants: raw.max_grants,
             default_timeout,
             commands: Commands { by_hash },
         })
@@ -449,6 +510,27 @@ open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "
             ("max_parallel = 0\n[commands]\nx = \"true\"", "max_parallel"),
             ("", "no commands"),
             ("[commands]\nx = \"  \"", "run is empty"),
+            (
+                "[commands]\nx = { run = \"true\", undo = \"false\", undo_after = \"0s\" }",
+                "undo_after must be longer than zero",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", timeout = \"0s\" }",
+                "commands.x: timeout",
+            ),
+            (
+                "default_timeout = \"0ms\"\n[commands]\nx = \"true\"",
+                "default_timeout",
+            ),
+            ("max_grants = 0\n[commands]\nx = \"true\"", "max_grants"),
+            (
+                "[commands]\nx = { run = \"true\", max_grants = 3 }",
+                "max_grants without undo",
+            ),
+            (
+                "max_grants = 2\n[commands]\nx = { run = \"t\", undo = \"f\", undo_after = \"1s\", max_grants = 3 }",
+                "commands.x: max_grants = 3",
+            ),
         ];
         for (text, needle) in cases {
             let e = parse(text).unwrap_err().to_string();

@@ -1,18 +1,22 @@
 //! Admission and scheduling: at most `max_parallel` children at once, at most `queue` frames
-//! waiting for a slot (beyond: dropped and logged), undo deadlines persisted before their
-//! command runs and fired on time, and a drain at shutdown.
-//! It must never run a command whose undo could not be persisted, nor block one job on another.
+//! waiting for a slot (beyond: refused), the grant lifecycle of commands with an undo (run →
+//! active → undo, repeats extend, failures undo at once; docs/grants.md), undos fired on
+//! time, and a drain at shutdown.
+//! It must never run a command whose grant could not be persisted, start an undo while its
+//! run runs or a run while its undo runs, nor block one job on another.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, Notify, Semaphore};
+use ruroco_shared::{AckOutcome, notify};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::{Command, Commands};
 use crate::exec::{self, Job, Kind};
-use crate::undo::{self, Entry, Store};
+use crate::grants::{self, Admit, GrantError, GrantKey, Grants, Record, Store, UndoReason};
+use crate::quiet::Quiet;
 
 /// The undo scheduler re-reads the wall clock at least this often (clock steps, suspend).
 const UNDO_MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -24,6 +28,28 @@ pub struct Table {
     pub default_timeout: Duration,
 }
 
+/// How `submit` took a frame.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Admitted: the outcome arrives when it is final; a closed receiver means the commander
+    /// stopped before running it (the frame is not acknowledged, so the server sends it again).
+    Queued(oneshot::Receiver<AckOutcome>),
+    /// Refused at once (queue full).
+    Refused,
+}
+
+/// One grant as `ruroco-commander grants` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GrantView {
+    pub command: String,
+    pub ip: IpAddr,
+    /// `running`, `active` or `undoing`.
+    pub state: String,
+    pub since_unix_ms: u64,
+    /// Milliseconds until the undo (active grants only).
+    pub expires_in_ms: Option<u64>,
+}
+
 #[derive(Debug)]
 pub struct Dispatcher {
     table: RwLock<Arc<Table>>,
@@ -33,14 +59,28 @@ pub struct Dispatcher {
     admitted: AtomicUsize,
     capacity: usize,
     stopping: AtomicBool,
-    undo: Mutex<Store>,
-    undo_wake: Notify,
-    /// Signalled whenever an undo finished (a repeat request waits for a running undo).
-    undo_done: Notify,
+    grants: Mutex<Grants>,
+    store: Arc<Store>,
+    /// Wakes the undo scheduler (a new deadline).
+    wake: Notify,
+    /// Signalled whenever a grant changed phase or went away (waiting requests re-check).
+    changed: Notify,
+    /// Signalled once when draining starts (connections stop reading frames).
+    stop: Notify,
+    /// Throttled warnings for what the server's uid can cause at any rate.
+    pub quiet: Quiet,
+    commands_len: AtomicUsize,
 }
 
 impl Dispatcher {
-    pub fn new(table: Table, max_parallel: usize, queue: usize, store: Store) -> Arc<Self> {
+    pub fn new(
+        table: Table,
+        max_parallel: usize,
+        queue: usize,
+        grants: Grants,
+        store: Store,
+    ) -> Arc<Self> {
+        let n = table.commands.len();
         Arc::new(Self {
             table: RwLock::new(Arc::new(table)),
             slots: Arc::new(Semaphore::new(max_parallel)),
@@ -48,9 +88,13 @@ impl Dispatcher {
             admitted: AtomicUsize::new(0),
             capacity: max_parallel.saturating_add(queue),
             stopping: AtomicBool::new(false),
-            undo: Mutex::new(store),
-            undo_wake: Notify::new(),
-            undo_done: Notify::new(),
+            grants: Mutex::new(grants),
+            store: Arc::new(store),
+            wake: Notify::new(),
+            changed: Notify::new(),
+            stop: Notify::new(),
+            quiet: Quiet::default(),
+            commands_len: AtomicUsize::new(n),
         })
     }
 
@@ -61,191 +105,367 @@ impl Dispatcher {
         }
     }
 
-    pub fn replace_table(&self, table: Table) {
+    pub async fn replace_table(&self, table: Table, max_grants: usize) {
+        self.commands_len
+            .store(table.commands.len(), Ordering::Relaxed);
         match self.table.write() {
             Ok(mut t) => *t = Arc::new(table),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
         }
+        let mut g = self.grants.lock().await;
+        g.set_max_total(max_grants);
+        self.report(&g);
     }
 
-    /// Admit a frame's command: run it when a slot is free, or drop it if the queue is full.
-    pub fn submit(self: &Arc<Self>, cmd: &Command, ip: IpAddr) {
-        if self.stopping.load(Ordering::SeqCst) {
-            tracing::warn!(event = "dropped", reason = "stopping", command = %cmd.name, ip = %ip);
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the commander is stopping.
+    pub async fn stopped(&self) {
+        let stop = self.stop.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
+        if self.is_stopping() {
             return;
         }
+        stop.await;
+    }
+
+    /// Admit a frame's command: it runs when a slot is free, or is refused if the queue is full.
+    pub fn submit(self: &Arc<Self>, cmd: &Command, ip: IpAddr) -> Submitted {
         let admitted = self
             .admitted
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < self.capacity).then_some(n + 1)
             });
         if admitted.is_err() {
-            tracing::warn!(event = "dropped", reason = "queue_full", command = %cmd.name, ip = %ip, capacity = self.capacity);
-            return;
+            if self.quiet.allow("queue_full") {
+                tracing::warn!(event = "refused", reason = "queue_full", command = %cmd.name, ip = %ip, capacity = self.capacity);
+            }
+            return Submitted::Refused;
         }
+        let (tx, rx) = oneshot::channel();
         let this = self.clone();
         let cmd = cmd.clone();
         tokio::spawn(async move {
-            this.run_admitted(&cmd, ip).await;
+            let outcome = match &cmd.undo {
+                None => this.run_plain(&cmd, ip).await,
+                Some(_) => this.run_grant(&cmd, ip).await,
+            };
             this.admitted.fetch_sub(1, Ordering::SeqCst);
+            if let Some(o) = outcome {
+                let _ = tx.send(o);
+            }
         });
+        Submitted::Queued(rx)
     }
 
-    async fn run_admitted(self: &Arc<Self>, cmd: &Command, ip: IpAddr) {
-        let _slot = loop {
-            let Ok(slot) = self.slots.clone().acquire_owned().await else {
-                return;
-            };
-            if self.stopping.load(Ordering::SeqCst) {
-                tracing::warn!(event = "dropped", reason = "stopping", command = %cmd.name, ip = %ip);
-                return;
-            }
-            let Some(u) = &cmd.undo else {
-                break slot;
-            };
-            // Registered before the check so an undo finishing in between is not missed.
-            let done = self.undo_done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            // Persist the undo before doing what it undoes; if that fails, do nothing at all.
-            let due = undo::now_unix_ms()
-                .saturating_add(u64::try_from(u.after.as_millis()).unwrap_or(u64::MAX));
-            match self.schedule_undo(&cmd.name, ip, &u.run, due).await {
-                Ok(true) => break slot,
-                Ok(false) => {
-                    // This command's undo for this IP is running: let it finish first (without
-                    // holding a slot it may need), so the command is never undone by an undo
-                    // that started before it.
+    /// A slot to run a child in; `None` once stopping (the frame stays unacknowledged).
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        (!self.is_stopping()).then_some(slot)
+    }
+
+    async fn run_plain(&self, cmd: &Command, ip: IpAddr) -> Option<AckOutcome> {
+        let _slot = self.slot().await?;
+        Some(outcome_of(&exec::run(&command_job(cmd, ip)).await))
+    }
+
+    /// A command with an undo: extend an active grant, wait for a running run or undo of the
+    /// same grant, or persist a new grant, run, and then activate it or undo it at once.
+    async fn run_grant(self: &Arc<Self>, cmd: &Command, ip: IpAddr) -> Option<AckOutcome> {
+        let undo = cmd.undo.as_ref()?;
+        let key: GrantKey = (cmd.name.clone(), ip);
+        let slot = loop {
+            let slot = self.slot().await?;
+            // Registered before the check so a change in between is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let mut g = self.grants.lock().await;
+            match g.admit(&key, cmd.max_grants) {
+                Admit::Extend => {
+                    let Some(record) = g.extend(&key) else {
+                        return Some(AckOutcome::Failed);
+                    };
+                    // On a failed write the file keeps the earlier deadline: a crash then undoes
+                    // early, never late.
+                    let persisted = self.persist(&record).await;
+                    tracing::info!(
+                        event = "extended",
+                        command = %cmd.name,
+                        ip = %ip,
+                        expires_in_ms = expires_in_ms(&record),
+                        persisted = persisted.is_ok(),
+                    );
+                    drop(g);
+                    self.wake.notify_one();
+                    return Some(AckOutcome::Done);
+                }
+                Admit::Wait => {
+                    drop(g);
                     drop(slot);
-                    tracing::info!(event = "waiting_for_undo", command = %cmd.name, ip = %ip);
-                    done.await;
+                    tracing::debug!(event = "waiting", command = %cmd.name, ip = %ip);
+                    changed.await;
                 }
-                Err(e) => {
-                    tracing::error!(event = "failed", reason = "undo_persist", command = %cmd.name, ip = %ip, error = %e);
-                    return;
+                Admit::Limit { per_command } => {
+                    if self.quiet.allow("grant_limit") {
+                        tracing::warn!(
+                            event = "refused",
+                            reason = "grant_limit",
+                            command = %cmd.name,
+                            ip = %ip,
+                            limit = if per_command { "per_command" } else { "total" },
+                            active = g.len(),
+                            "refused before running: raise max_grants in commander.toml if this is legitimate"
+                        );
+                    }
+                    return Some(AckOutcome::Refused);
+                }
+                Admit::Run => {
+                    let record = g.start(&key, &undo.run, undo.after);
+                    if let Err(e) = self.persist(&record).await {
+                        g.abandon(&key);
+                        tracing::error!(event = "failed", reason = "grant_persist", command = %cmd.name, ip = %ip, error = %e, "not run: its grant could not be recorded");
+                        self.changed.notify_waiters();
+                        return Some(AckOutcome::Refused);
+                    }
+                    self.report(&g);
+                    break slot;
                 }
             }
         };
-        let job = Job {
-            kind: Kind::Command,
-            name: cmd.name.as_str().into(),
-            run: cmd.run.as_str().into(),
-            ip,
-            timeout: cmd.timeout,
-        };
-        exec::run(&job).await;
-    }
-
-    /// Schedule (or extend) and persist an undo; `Ok(false)` if that undo is running right now.
-    async fn schedule_undo(
-        &self,
-        name: &str,
-        ip: IpAddr,
-        run: &str,
-        due: u64,
-    ) -> Result<bool, undo::UndoError> {
-        let mut store = self.undo.lock().await;
-        if store.schedule.is_in_flight(name, ip) {
-            return Ok(false);
-        }
-        let before = store.schedule.get(name, ip);
-        let what = store.schedule.schedule(name, ip, run, due);
-        let persisted = match store.snapshot() {
-            Ok((path, text)) => persist(path, text).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = persisted {
-            store.schedule.restore(name, ip, before);
-            return Err(e);
-        }
-        tracing::info!(event = "undo_scheduled", command = %name, ip = %ip, due_unix_ms = due, extended = what == undo::Scheduled::Extended);
-        drop(store);
-        self.undo_wake.notify_one();
-        Ok(true)
-    }
-
-    /// Fire undos as they come due until shutdown (overdue ones from the state file at once).
-    pub async fn undo_loop(self: Arc<Self>) {
-        loop {
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
+        let outcome = exec::run(&command_job(cmd, ip)).await;
+        let mut g = self.grants.lock().await;
+        match g.run_finished(&key, outcome.success()) {
+            Ok(record) => {
+                let persisted = self.persist(&record).await;
+                if let Err(e) = &persisted {
+                    // The file still says "running": a restart undoes it at once (fail closed).
+                    tracing::error!(event = "grant_state_write_failed", command = %cmd.name, ip = %ip, error = %e);
+                }
+                tracing::info!(
+                    event = "granted",
+                    command = %cmd.name,
+                    ip = %ip,
+                    expires_in_ms = expires_in_ms(&record),
+                );
+                drop(g);
+                self.changed.notify_waiters();
+                self.wake.notify_one();
+                drop(slot);
             }
-            let (due, next) = {
-                let mut store = self.undo.lock().await;
-                let now = undo::now_unix_ms();
-                (store.schedule.take_due(now), store.schedule.next_due())
-            };
-            for entry in due {
-                let this = self.clone();
-                tokio::spawn(async move { this.run_undo(entry).await });
-            }
-            let wait = next.map_or(UNDO_MAX_SLEEP, |n| {
-                Duration::from_millis(n.saturating_sub(undo::now_unix_ms())).min(UNDO_MAX_SLEEP)
-            });
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.undo_wake.notified() => {}
+            Err(reason) => {
+                let record = g.get(&key).map(|x| x.record.clone());
+                drop(g);
+                if let Some(record) = record {
+                    self.run_undo(record, reason, slot).await;
+                }
             }
         }
+        Some(outcome_of(&outcome))
     }
 
-    async fn run_undo(self: Arc<Self>, entry: Entry) {
-        // Undos share the parallelism limit but never the drop-prone queue.
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return;
-        };
-        if self.stopping.load(Ordering::SeqCst) {
-            // Still in the state file: the next start runs it.
-            return;
-        }
+    /// Run one undo in `slot`, then forget its grant (a failed undo is logged, not retried:
+    /// re-running it forever could do more harm).
+    async fn run_undo(&self, record: Record, reason: UndoReason, slot: OwnedSemaphorePermit) {
         let table = self.table();
         let timeout = table
             .commands
-            .by_name(&entry.command)
+            .by_name(&record.command)
             .map_or(table.default_timeout, |c| c.timeout);
+        tracing::info!(event = "undo", reason = reason.as_str(), command = %record.command, ip = %record.ip);
         let job = Job {
             kind: Kind::Undo,
-            name: entry.command.as_str().into(),
-            run: entry.run.as_str().into(),
-            ip: entry.ip,
+            name: record.command.as_str().into(),
+            run: record.undo.as_str().into(),
+            ip: record.ip,
             timeout,
         };
-        // A failed undo is logged and not retried: re-running it forever could do more harm.
         exec::run(&job).await;
         drop(slot);
-        let mut store = self.undo.lock().await;
-        store.schedule.finished(&entry);
-        let persisted = match store.snapshot() {
-            Ok((path, text)) => persist(path, text).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = persisted {
-            // The entry stays in the file and runs again after a restart: at least once, never lost.
-            tracing::error!(event = "undo_state_write_failed", command = %entry.command, ip = %entry.ip, error = %e);
+        let key = (record.command.clone(), record.ip);
+        let mut g = self.grants.lock().await;
+        if let Err(e) = self.remove(&record).await {
+            // The record stays: the next start undoes it again (at least once, never lost).
+            tracing::error!(event = "grant_state_write_failed", command = %record.command, ip = %record.ip, error = %e);
         }
-        drop(store);
-        self.undo_done.notify_waiters();
-        self.undo_wake.notify_one();
+        g.undone(&key);
+        self.report(&g);
+        drop(g);
+        self.changed.notify_waiters();
     }
 
-    pub async fn pending_undos(&self) -> usize {
-        self.undo.lock().await.schedule.len()
+    fn spawn_undo(self: &Arc<Self>, record: Record, reason: UndoReason) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            // Undos share the parallelism limit but never the refusing queue.
+            if let Some(slot) = this.slot().await {
+                this.run_undo(record, reason, slot).await;
+            }
+        });
     }
 
-    /// Stop admitting; wait for running children (each bounded by its timeout + grace).
+    /// Undo what start-up found to undo (earlier boot, interrupted runs, overdue), then fire
+    /// undos as deadlines pass, until shutdown.
+    pub async fn undo_loop(self: Arc<Self>) {
+        let at_start = self.grants.lock().await.undoing();
+        for (record, reason) in at_start {
+            self.spawn_undo(record, reason);
+        }
+        loop {
+            if self.is_stopping() {
+                return;
+            }
+            let (due, next) = {
+                let mut g = self.grants.lock().await;
+                (
+                    g.take_due(Instant::now(), grants::now_unix_ms()),
+                    g.next_deadline(),
+                )
+            };
+            for record in due {
+                self.spawn_undo(record, UndoReason::Expired);
+            }
+            let wait = next.map_or(UNDO_MAX_SLEEP, |n| {
+                n.saturating_duration_since(Instant::now())
+                    .min(UNDO_MAX_SLEEP)
+            });
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// `ruroco-commander revoke`: undo matching active grants now; running ones are undone
+    /// when their run ends. Returns what was revoked.
+    pub async fn revoke(
+        self: &Arc<Self>,
+        command: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Vec<GrantView> {
+        let (now, later) = self.grants.lock().await.revoke(command, ip);
+        let mut out = Vec::new();
+        for r in later {
+            tracing::info!(event = "revoke", command = %r.command, ip = %r.ip, detail = "undone when its run ends");
+            out.push(view(&r, "running", None));
+        }
+        for r in now {
+            tracing::info!(event = "revoke", command = %r.command, ip = %r.ip);
+            out.push(view(&r, "undoing", None));
+            self.spawn_undo(r, UndoReason::Revoked);
+        }
+        out
+    }
+
+    /// Every grant, for `ruroco-commander grants`.
+    pub async fn list(&self) -> Vec<GrantView> {
+        let g = self.grants.lock().await;
+        let now = Instant::now();
+        g.list()
+            .map(|x| match x.phase {
+                grants::Phase::Running { .. } => view(&x.record, "running", None),
+                grants::Phase::Active { deadline } => {
+                    let left = deadline.saturating_duration_since(now);
+                    let wall = x
+                        .record
+                        .deadline_unix_ms
+                        .saturating_sub(grants::now_unix_ms());
+                    let ms = u64::try_from(left.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .min(wall);
+                    view(&x.record, "active", Some(ms))
+                }
+                grants::Phase::Undoing => view(&x.record, "undoing", None),
+            })
+            .collect()
+    }
+
+    /// Grants running or active right now.
+    pub async fn active_grants(&self) -> usize {
+        self.grants.lock().await.active_count()
+    }
+
+    /// `STATUS=`: commands and active grants.
+    fn report(&self, g: &Grants) {
+        notify::status(&status_line(
+            self.commands_len.load(Ordering::Relaxed),
+            g.active_count(),
+        ));
+    }
+
+    async fn persist(&self, record: &Record) -> Result<(), GrantError> {
+        let store = self.store.clone();
+        let record = record.clone();
+        blocking(move || store.write(&record)).await
+    }
+
+    async fn remove(&self, record: &Record) -> Result<(), GrantError> {
+        let store = self.store.clone();
+        let (command, ip) = (record.command.clone(), record.ip);
+        blocking(move || store.remove(&command, ip)).await
+    }
+
+    /// Stop admitting; wait for running children (each bounded by its timeout + grace); jobs
+    /// still waiting for a slot end without an outcome.
     pub async fn drain(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.undo_wake.notify_one();
+        self.stop.notify_waiters();
+        self.wake.notify_one();
+        self.changed.notify_waiters();
         let n = u32::try_from(self.max_parallel).unwrap_or(u32::MAX);
         let _all = self.slots.acquire_many(n).await;
+        self.slots.close();
+        self.changed.notify_waiters();
     }
 }
 
-async fn persist(path: std::path::PathBuf, text: String) -> Result<(), undo::UndoError> {
-    match tokio::task::spawn_blocking(move || undo::write(&path, &text)).await {
+/// `STATUS=` text of the commander.
+pub fn status_line(commands: usize, active_grants: usize) -> String {
+    format!("{commands} commands, {active_grants} active grants")
+}
+
+fn command_job(cmd: &Command, ip: IpAddr) -> Job {
+    Job {
+        kind: Kind::Command,
+        name: cmd.name.as_str().into(),
+        run: cmd.run.as_str().into(),
+        ip,
+        timeout: cmd.timeout,
+    }
+}
+
+fn outcome_of(o: &exec::Outcome) -> AckOutcome {
+    if o.success() {
+        AckOutcome::Done
+    } else {
+        AckOutcome::Failed
+    }
+}
+
+fn expires_in_ms(r: &Record) -> u64 {
+    r.deadline_unix_ms.saturating_sub(grants::now_unix_ms())
+}
+
+fn view(r: &Record, state: &str, expires_in_ms: Option<u64>) -> GrantView {
+    GrantView {
+        command: r.command.clone(),
+        ip: r.ip,
+        state: state.to_owned(),
+        since_unix_ms: r.since_unix_ms,
+        expires_in_ms,
+    }
+}
+
+async fn blocking(
+    f: impl FnOnce() -> Result<(), GrantError> + Send + 'static,
+) -> Result<(), GrantError> {
+    match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(undo::UndoError::Io {
-            path: "undo state".to_owned(),
+        Err(e) => Err(GrantError::Io {
+            path: "grant state".to_owned(),
             source: std::io::Error::other(e),
         }),
     }

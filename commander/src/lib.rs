@@ -5,24 +5,29 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod exec;
 pub mod frames;
+pub mod grants;
+pub mod quiet;
 pub mod socket;
-pub mod undo;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, Subcommand};
 use ruroco_shared::{logging, notify};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, ConfigError};
-use crate::dispatch::{Dispatcher, Table};
+use crate::control::{ControlError, Request};
+use crate::dispatch::{Dispatcher, GrantView, Table};
+use crate::grants::{GrantError, Grants, Store};
 use crate::socket::SocketError;
-use crate::undo::{Store, UndoError};
 
 /// After a failed accept (e.g. EMFILE), wait this long instead of spinning.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
@@ -41,6 +46,25 @@ pub struct Args {
     /// Validate the config, print "<name> <hash>" per command, and exit
     #[arg(long)]
     pub check: bool,
+    /// The control socket of a running commander (default: control_socket from the config)
+    #[arg(long, value_name = "PATH", global = true)]
+    pub control: Option<PathBuf>,
+    #[command(subcommand)]
+    pub op: Option<Op>,
+}
+
+/// Operator commands against the running commander (root only, over its control socket).
+#[derive(Debug, Subcommand)]
+pub enum Op {
+    /// List the grants: command, IP, state, since, expires in
+    Grants,
+    /// Undo grants now (all; one command's; or one command's for one IP); exits 1 if none matched
+    Revoke {
+        /// Only grants of this command
+        command: Option<String>,
+        /// Only the grant of this IP
+        ip: Option<IpAddr>,
+    },
 }
 
 /// The clap definition (for man pages and completions).
@@ -61,7 +85,11 @@ pub enum Error {
     #[error(transparent)]
     Socket(#[from] SocketError),
     #[error(transparent)]
-    Undo(#[from] UndoError),
+    Grants(#[from] GrantError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("no grant matches")]
+    NoMatch,
     #[error("{what}: {source}")]
     Os {
         what: &'static str,
@@ -77,9 +105,14 @@ impl Error {
             Error::Usage(_) => 64,
             Error::NotRoot => 77,
             Error::Config(_) => 78,
-            Error::Undo(UndoError::Corrupt { .. }) => 65,
-            Error::Undo(UndoError::UnsafeDir { .. }) => 78,
-            Error::Undo(UndoError::Io { .. }) | Error::Socket(_) => 74,
+            Error::NoMatch => 1,
+            Error::Grants(GrantError::Corrupt { .. } | GrantError::TooMany { .. }) => 65,
+            Error::Grants(GrantError::UnsafeDir { .. }) => 78,
+            Error::Grants(GrantError::Io { .. } | GrantError::BootId { .. }) | Error::Socket(_) => {
+                74
+            }
+            Error::Control(ControlError::NotRoot { .. } | ControlError::Refused(_)) => 77,
+            Error::Control(_) => 69,
             Error::Os { .. } => 71,
         }
     }
@@ -98,6 +131,9 @@ pub fn run() -> Result<(), Error> {
             return Err(Error::Usage(e.to_string().trim_end().to_owned()));
         }
     };
+    if let Some(op) = &args.op {
+        return operate(&args, op);
+    }
     if args.check {
         return check(&args);
     }
@@ -119,7 +155,29 @@ pub fn run() -> Result<(), Error> {
         },
         None => socket::create(&cfg.socket, cfg.socket_gid()?)?,
     };
+    let boot_id = grants::boot_id()?;
     let store = Store::open(&cfg.state_dir)?;
+    let imported = grants::import_legacy(&cfg.state_dir, &store, &boot_id, |name| {
+        cfg.commands
+            .by_name(name)
+            .and_then(|c| c.undo.as_ref().map(|u| u.after))
+    })?;
+    if imported > 0 {
+        tracing::info!(
+            event = "imported",
+            grants = imported,
+            detail = "pending undos of the 0.1.0 undo file are grants now"
+        );
+    }
+    let mut table = Grants::new(boot_id, cfg.max_grants);
+    let (now, now_ms) = (Instant::now(), grants::now_unix_ms());
+    for record in store.load_all()? {
+        if let Some(cut) = table.load(record, now, now_ms) {
+            tracing::warn!(event = "deadline_cut", command = %cut.command, ip = %cut.ip, detail = "deadline further than undo_after from now (clock stepped back?): cut");
+            store.write(&cut)?;
+        }
+    }
+    let control = socket::create_control(&cfg.control_socket)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,7 +185,7 @@ pub fn run() -> Result<(), Error> {
             what: "start the async runtime",
             source,
         })?;
-    let result = rt.block_on(serve(args, cfg, server_uid, taken, store));
+    let result = rt.block_on(serve(args, cfg, server_uid, taken, control, (table, store)));
     // Children still running at this point were given their full timeout by `drain`.
     rt.shutdown_background();
     result
@@ -154,7 +212,8 @@ async fn serve(
     cfg: Config,
     server_uid: u32,
     taken: socket::Taken,
-    store: Store,
+    control: socket::Taken,
+    (table, store): (Grants, Store),
 ) -> Result<(), Error> {
     let sig = |kind: SignalKind, what: &'static str| {
         signal(kind).map_err(|source| Error::Os { what, source })
@@ -174,7 +233,16 @@ async fn serve(
             what: "register the socket",
             source,
         })?;
-    let pending = store.schedule.len();
+    let register = |l: std::os::unix::net::UnixListener| {
+        l.set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(l))
+            .map_err(|source| Error::Os {
+                what: "register the control socket",
+                source,
+            })
+    };
+    let control_listener = register(control.listener)?;
+    let (grants_total, grants_active) = (table.len(), table.active_count());
     let dispatcher = Dispatcher::new(
         Table {
             commands: cfg.commands.clone(),
@@ -182,9 +250,15 @@ async fn serve(
         },
         cfg.max_parallel,
         cfg.queue,
+        table,
         store,
     );
     tokio::spawn(dispatcher.clone().undo_loop());
+    tokio::spawn(control::serve(control_listener, dispatcher.clone()));
+    {
+        let d = dispatcher.clone();
+        tokio::spawn(async move { d.quiet.run().await });
+    }
     let connections = Arc::new(Semaphore::new(frames::MAX_CONNECTIONS));
     tracing::info!(
         event = "ready",
@@ -193,14 +267,13 @@ async fn serve(
         activated = taken.created.is_none(),
         server_uid,
         commands = cfg.commands.len(),
-        pending_undos = pending,
+        grants = grants_total,
+        grants_to_undo_now = grants_total - grants_active,
+        control_socket = %cfg.control_socket.display(),
         max_parallel = cfg.max_parallel,
         queue = cfg.queue,
     );
-    notify::ready_with_status(&format!(
-        "{} commands, {pending} pending undos",
-        cfg.commands.len()
-    ));
+    notify::ready_with_status(&dispatch::status_line(cfg.commands.len(), grants_active));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -224,7 +297,7 @@ async fn serve(
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            _ = sighup.recv() => reload(&args, &cfg, &dispatcher),
+            _ = sighup.recv() => reload(&args, &cfg, &dispatcher).await,
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -234,40 +307,53 @@ async fn serve(
     if let Some(created) = &taken.created {
         created.remove();
     }
+    if let Some(created) = &control.created {
+        created.remove();
+    }
     tracing::info!(
         event = "stopping",
         detail = "no new frames; waiting for running commands (each bounded by its timeout)"
     );
     dispatcher.drain().await;
+    // Connections write the acknowledgements of what finished during the drain, then close.
+    let n = u32::try_from(frames::MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(frames::ACK_WRITE_TIMEOUT, connections.acquire_many(n)).await;
     tracing::info!(
         event = "stopped",
-        pending_undos = dispatcher.pending_undos().await
+        active_grants = dispatcher.active_grants().await
     );
     Ok(())
 }
 
-/// SIGHUP: re-read the commands. Settings that need a new socket or state are kept until restart.
-fn reload(args: &Args, running: &Config, dispatcher: &Dispatcher) {
+/// SIGHUP: re-read the commands and grant limits. Settings that need a new socket or state are
+/// kept until restart.
+async fn reload(args: &Args, running: &Config, dispatcher: &Dispatcher) {
     notify::reloading();
     match Config::load(&args.config) {
         Ok(new) => {
             let restart_needed = new.server_user != running.server_user
                 || new.socket != running.socket
                 || new.socket_group != running.socket_group
+                || new.control_socket != running.control_socket
                 || new.state_dir != running.state_dir
                 || new.max_parallel != running.max_parallel
                 || new.queue != running.queue;
             if restart_needed {
                 tracing::warn!(
                     event = "reload_partial",
-                    detail = "server_user, socket, socket_group, state_dir, max_parallel and queue change only on restart"
+                    detail = "server_user, socket, socket_group, control_socket, state_dir, max_parallel and queue change only on restart"
                 );
             }
             let n = new.commands.len();
-            dispatcher.replace_table(Table {
-                commands: new.commands,
-                default_timeout: new.default_timeout,
-            });
+            dispatcher
+                .replace_table(
+                    Table {
+                        commands: new.commands,
+                        default_timeout: new.default_timeout,
+                    },
+                    new.max_grants,
+                )
+                .await;
             tracing::info!(event = "reloaded", commands = n);
         }
         Err(e) => {
@@ -275,4 +361,110 @@ fn reload(args: &Args, running: &Config, dispatcher: &Dispatcher) {
         }
     }
     notify::ready();
+}
+
+/// `grants` / `revoke`: ask the running commander over its control socket and print the answer.
+fn operate(args: &Args, op: &Op) -> Result<(), Error> {
+    let path = match &args.control {
+        Some(p) => p.clone(),
+        None => Config::load(&args.config)?.control_socket,
+    };
+    let req = match op {
+        Op::Grants => Request::List {},
+        Op::Revoke { command, ip } => Request::Revoke {
+            command: command.clone(),
+            ip: *ip,
+        },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Os {
+            what: "start the async runtime",
+            source,
+        })?;
+    let grants = rt.block_on(control::request(&path, &req))?;
+    match op {
+        Op::Grants if grants.is_empty() => println!("no grants"),
+        Op::Grants => print!("{}", table(&grants, grants::now_unix_ms())),
+        Op::Revoke { .. } if grants.is_empty() => return Err(Error::NoMatch),
+        Op::Revoke { .. } => {
+            for g in &grants {
+                let when = if g.state == "running" {
+                    "undo when its run ends"
+                } else {
+                    "undo started"
+                };
+                println!("revoked {} {} ({when})", g.command, g.ip);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `grants` table: command, IP, state, since (ago), expires in.
+pub fn table(grants: &[GrantView], now_unix_ms: u64) -> String {
+    let mut rows = vec![[
+        "COMMAND".to_owned(),
+        "IP".to_owned(),
+        "STATE".to_owned(),
+        "SINCE".to_owned(),
+        "EXPIRES IN".to_owned(),
+    ]];
+    for g in grants {
+        rows.push([
+            g.command.clone(),
+            g.ip.to_string(),
+            g.state.clone(),
+            format!("{} ago", human(now_unix_ms.saturating_sub(g.since_unix_ms))),
+            g.expires_in_ms.map_or_else(|| "-".to_owned(), human),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Milliseconds as `1h2m3s` (seconds resolution; under a second is `0s`).
+fn human(ms: u64) -> String {
+    let s = ms / 1000;
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_table() {
+        let g = GrantView {
+            command: "open_ssh".into(),
+            ip: "192.0.2.7".parse().unwrap(),
+            state: "active".into(),
+            since_unix_ms: 1_000_000,
+            expires_in_ms: Some(271_500),
+        };
+        let t = table(&[g], 1_000_000 + 3_723_000);
+        assert_eq!(
+            t,
+            "COMMAND   IP         STATE   SINCE       EXPIRES IN\n\
+             open_ssh  192.0.2.7  active  1h2m3s ago  4m31s\n"
+        );
+    }
 }

@@ -23,6 +23,10 @@ pub enum SocketError {
     InUse { path: String },
     #[error("{path} exists and is not a socket: move it away or fix socket in the config")]
     NotASocket { path: String },
+    #[error(
+        "directory {path} of the control socket must be root-owned and not writable by others: chown root {path} && chmod 0700 {path}"
+    )]
+    UnsafeDir { path: String },
     #[error("socket {path}: {what}: {source}")]
     Io {
         path: String,
@@ -75,8 +79,32 @@ pub fn activated() -> Result<Option<UnixListener>, SocketError> {
     Ok(l)
 }
 
-/// Create the socket file: refuse a live one, replace a stale one, then bind, chown, chmod.
+/// Create the frame socket file: refuse a live one, replace a stale one, then bind, chown
+/// `root:gid`, chmod 0660 (its directory, if missing, is made 0755 so the server reaches it).
 pub fn create(path: &Path, gid: u32) -> Result<Taken, SocketError> {
+    create_with(path, gid, 0o660, 0o755)
+}
+
+/// Create the root-only control socket (0600 root:root) in a directory that must be root's
+/// alone: made 0700 if missing, refused if it is not root-owned or others may write to it.
+pub fn create_control(path: &Path) -> Result<Taken, SocketError> {
+    let taken = create_with(path, 0, 0o600, 0o700)?;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let safe = std::fs::symlink_metadata(parent)
+        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
+    if !safe {
+        if let Some(c) = &taken.created {
+            c.remove();
+        }
+        let d = parent.display();
+        return Err(SocketError::UnsafeDir {
+            path: d.to_string(),
+        });
+    }
+    Ok(taken)
+}
+
+fn create_with(path: &Path, gid: u32, mode: u32, parent_mode: u32) -> Result<Taken, SocketError> {
     let p = path.display().to_string();
     let io_err = |what: &'static str| {
         let p = p.clone();
@@ -105,7 +133,7 @@ pub fn create(path: &Path, gid: u32) -> Result<Taken, SocketError> {
     {
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(parent_mode)
             .create(parent)
             .map_err(io_err("create parent directory"))?;
     }
@@ -118,11 +146,11 @@ pub fn create(path: &Path, gid: u32) -> Result<Taken, SocketError> {
     let created = taken(meta.ino());
     let finish = || -> io::Result<()> {
         std::os::unix::fs::chown(path, Some(0), Some(gid))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
     };
     if let Err(e) = finish() {
         created.remove();
-        return Err(io_err("chown root:socket_group / chmod 0660")(e));
+        return Err(io_err("chown / chmod")(e));
     }
     Ok(Taken {
         listener,

@@ -1,0 +1,193 @@
+//! The root-only control socket behind `ruroco-commander grants` and `revoke`: a Unix stream
+//! socket (0600 root, in a 0700 root directory) that also checks each peer's uid with
+//! SO_PEERCRED. One JSON request line in, one JSON response line out (docs/grants.md).
+//! It must never serve a peer that is not root, nor read an unbounded request.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ruroco_shared::peer::peer_cred;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::dispatch::{Dispatcher, GrantView};
+
+/// A request line longer than this is refused.
+pub const MAX_REQUEST_BYTES: u64 = 4096;
+/// A response longer than this is refused by the client (65536 grants fit easily).
+pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// Each side gives the other this long to send its line.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The only uid served.
+const ROOT: u32 = 0;
+
+/// What the operator asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Every grant.
+    List {},
+    /// Undo matching grants now (`None` matches any).
+    Revoke {
+        command: Option<String>,
+        ip: Option<IpAddr>,
+    },
+}
+
+/// The commander's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Grants(Vec<GrantView>),
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "cannot reach the commander at {path}: {source} (is it running? systemctl status ruroco-commander; run this as root)"
+    )]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control socket {path} is served by uid {uid}, not root: refusing to talk to it")]
+    NotRoot { path: String, uid: u32 },
+    #[error("control socket {path}: {message}")]
+    Protocol { path: String, message: String },
+    #[error("the commander refused: {0}")]
+    Refused(String),
+}
+
+/// Serve control connections until the listener fails; each is handled on its own task.
+pub async fn serve(listener: UnixListener, dispatcher: Arc<Dispatcher>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let d = dispatcher.clone();
+        tokio::spawn(async move { handle(stream, d).await });
+    }
+}
+
+async fn handle(mut stream: UnixStream, dispatcher: Arc<Dispatcher>) {
+    let reply = match peer_cred(&stream) {
+        Ok(c) if c.uid == ROOT => None,
+        Ok(c) => {
+            tracing::warn!(
+                event = "rejected",
+                reason = "control_peer_uid",
+                uid = c.uid,
+                pid = c.pid
+            );
+            Some(Response::Error(format!(
+                "uid {} may not use the control socket: run as root",
+                c.uid
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(event = "rejected", reason = "peer_cred", error = %e);
+            return;
+        }
+    };
+    let reply = match reply {
+        Some(r) => r,
+        None => match read_request(&mut stream).await {
+            Ok(Request::List {}) => Response::Grants(dispatcher.list().await),
+            Ok(Request::Revoke { command, ip }) => {
+                let ip = ip.map(ruroco_shared::ip::canonical);
+                Response::Grants(dispatcher.revoke(command.as_deref(), ip).await)
+            }
+            Err(message) => Response::Error(message),
+        },
+    };
+    let mut line =
+        serde_json::to_string(&reply).unwrap_or_else(|_| "{\"error\":\"encoding\"}".to_owned());
+    line.push('\n');
+    let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(line.as_bytes())).await;
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+    let mut line = String::new();
+    let mut r = BufReader::new(stream).take(MAX_REQUEST_BYTES + 1);
+    match tokio::time::timeout(IO_TIMEOUT, r.read_line(&mut line)).await {
+        Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST_BYTES => {
+            Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        }
+        Ok(Ok(_)) => serde_json::from_str(line.trim()).map_err(|e| format!("bad request: {e}")),
+        Ok(Err(e)) => Err(format!("read: {e}")),
+        Err(_) => Err("no request within the timeout".to_owned()),
+    }
+}
+
+/// Send one request to the commander at `path` and wait for its answer.
+pub async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, ControlError> {
+    let p = path.display().to_string();
+    let proto = |message: String| ControlError::Protocol {
+        path: p.clone(),
+        message,
+    };
+    let mut stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: p.clone(),
+            source,
+        })?;
+    let cred = peer_cred(&stream).map_err(|e| proto(format!("SO_PEERCRED: {e}")))?;
+    if cred.uid != ROOT {
+        return Err(ControlError::NotRoot {
+            path: p.clone(),
+            uid: cred.uid,
+        });
+    }
+    let mut line = serde_json::to_string(req).map_err(|e| proto(e.to_string()))?;
+    line.push('\n');
+    let mut reply = String::new();
+    let exchange = async {
+        stream.write_all(line.as_bytes()).await?;
+        stream.shutdown().await?;
+        (&mut stream)
+            .take(MAX_RESPONSE_BYTES)
+            .read_to_string(&mut reply)
+            .await
+    };
+    match tokio::time::timeout(IO_TIMEOUT, exchange).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(proto(e.to_string())),
+        Err(_) => return Err(proto("no answer within the timeout".to_owned())),
+    }
+    match serde_json::from_str(reply.trim()) {
+        Ok(Response::Grants(g)) => Ok(g),
+        Ok(Response::Error(e)) => Err(ControlError::Refused(e)),
+        Err(e) => Err(proto(format!("bad answer: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(
+            serde_json::to_string(&Request::List {}).unwrap(),
+            r#"{"op":"list"}"#
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"op":"revoke","command":"open","ip":"192.0.2.7"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Revoke {
+                command: Some("open".into()),
+                ip: Some("192.0.2.7".parse().unwrap())
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"list","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"run"}"#).is_err());
+    }
+}
