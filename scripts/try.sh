@@ -60,11 +60,12 @@ server_user = "nobody"
 socket = "$demo/run/commander.sock"
 socket_group = "nogroup"
 state_dir = "$demo/commander-state"
+control_socket = "$demo/control/control.sock"
 max_parallel = 4
 
 [commands]
 hello = "echo hello from \$RUROCO_IP"
-open_demo = { run = "echo opened for \$RUROCO_IP >> $demo/firewall.log", undo = "echo closed for \$RUROCO_IP >> $demo/firewall.log", undo_after = "2s" }
+open_demo = { run = "echo opened for \$RUROCO_IP >> $demo/firewall.log", undo = "echo closed for \$RUROCO_IP >> $demo/firewall.log", undo_after = "5m" }
 TOML
 chmod 0600 "$demo/commander.toml"
 
@@ -106,9 +107,14 @@ wait_for 20 "the UDP socket" udp_listening
 echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c hello"
 "$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/keys/demo.key" -c hello
 wait_for 20 "hello to run" grep -qs "hello from 127.0.0.1" "$demo/commander.log"
-echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c open_demo   (undo after 2 s)"
+echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c open_demo   (a grant: undo after 5 min)"
 "$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/keys/demo.key" -c open_demo
-wait_for 20 "open_demo and its undo" grep -qs "closed for 127.0.0.1" "$demo/firewall.log"
+wait_for 20 "open_demo to be granted" grep -qs 'event="granted"' "$demo/commander.log"
+echo "==> ruroco-commander grants"
+"$demo/bin/ruroco-commander" --control "$demo/control/control.sock" grants
+echo "==> ruroco-commander revoke open_demo   (runs the undo now)"
+"$demo/bin/ruroco-commander" --control "$demo/control/control.sock" revoke open_demo
+wait_for 20 "the undo" grep -qs "closed for 127.0.0.1" "$demo/firewall.log"
 
 echo
 echo "--- what the commands did"

@@ -706,6 +706,22 @@ impl Chain {
         ChainBuilder::new()
     }
 
+    /// The commander's root-only control socket (in a 0700 dir the commander creates).
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("control").join("control.sock")
+    }
+
+    /// `ruroco-commander --control <socket> <args>` (as root).
+    pub fn commander_op(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join(COMMANDER))
+            .arg("--control")
+            .arg(self.control_socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ruroco-commander")
+    }
+
     pub fn key_path(&self, name: &str) -> PathBuf {
         self.keys_dir.join(format!("{name}.key"))
     }
@@ -767,10 +783,12 @@ impl Chain {
     pub fn write_commander_config(&self) {
         let c = &self.cfg;
         let mut t = format!(
-            "server_user = \"{}\"\nsocket = \"{}\"\nsocket_group = \"nogroup\"\nstate_dir = \"{}\"\n",
+            "server_user = \"{}\"\nsocket = \"{}\"\nsocket_group = \"nogroup\"\nstate_dir = \"{}\"\n\
+             control_socket = \"{}\"\n",
             c.server_user,
             self.socket.display(),
             self.cstate_dir.display(),
+            self.control_socket().display(),
         );
         for l in &c.commander_extra {
             t.push_str(&self.expand(l));

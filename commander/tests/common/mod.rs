@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ruroco_shared::{CmdHash, Frame};
+use ruroco_shared::{ACK_LEN, Ack, CmdHash, Frame};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ruroco-commander");
 /// Generous: CI machines are slow and shared.
@@ -65,8 +65,30 @@ impl Env {
         self.path("state")
     }
 
-    pub fn undo_file(&self) -> PathBuf {
+    /// The 0.1.0 pending-undo file (imported and removed at start).
+    pub fn legacy_undo_file(&self) -> PathBuf {
         self.state_dir().join("undo")
+    }
+
+    /// Where the grant records live.
+    pub fn grants_dir(&self) -> PathBuf {
+        self.state_dir().join("grants")
+    }
+
+    /// The root-only control socket.
+    pub fn control(&self) -> PathBuf {
+        self.path("control").join("control.sock")
+    }
+
+    /// `ruroco-commander --control <socket> <args>`.
+    pub fn op(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--control")
+            .arg(self.control())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     pub fn out(&self) -> PathBuf {
@@ -87,10 +109,12 @@ impl Env {
     pub fn write_config(&self, top: &str, commands: &str) {
         let d = self.dir.path().display().to_string();
         let text = format!(
-            "server_user = \"root\"\nsocket = \"{}\"\nsocket_group = \"{}\"\nstate_dir = \"{}\"\n{}\n[commands]\n{}\n",
+            "server_user = \"root\"\nsocket = \"{}\"\nsocket_group = \"{}\"\nstate_dir = \"{}\"\n\
+             control_socket = \"{}\"\n{}\n[commands]\n{}\n",
             self.socket().display(),
             self.socket_group,
             self.state_dir().display(),
+            self.control().display(),
             top.replace("$DIR", &d),
             commands.replace("$DIR", &d),
         );
@@ -175,6 +199,15 @@ pub fn frame(name: &str, ip: &str) -> [u8; 24] {
 
 pub fn send(stream: &mut UnixStream, name: &str, ip: &str) {
     stream.write_all(&frame(name, ip)).unwrap();
+}
+
+/// Read one acknowledgement (bounded by `DEADLINE`).
+pub fn read_ack(stream: &mut UnixStream) -> Ack {
+    use std::io::Read;
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut b = [0u8; ACK_LEN];
+    stream.read_exact(&mut b).expect("an acknowledgement");
+    Ack::from_bytes(&b).unwrap()
 }
 
 /// A running commander; killed on drop.

@@ -289,9 +289,10 @@ impl Rig {
         );
         let commander_toml = format!(
             "server_user = \"nobody\"\nsocket = \"{}\"\nsocket_group = \"nogroup\"\n\
-             state_dir = \"{}\"\nmax_parallel = 4\nqueue = 65536\n\n[commands]\n\
-             true = \"true\"\nstarted = \"echo > '{}'\"\n",
+             control_socket = \"{}\"\nstate_dir = \"{}\"\nmax_parallel = 4\nqueue = 65536\n\n\
+             [commands]\ntrue = \"true\"\nstarted = \"echo > '{}'\"\n",
             socket.display(),
+            root.join("control").join("control.sock").display(),
             cstate.display(),
             started.display(),
         );
