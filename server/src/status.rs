@@ -13,39 +13,52 @@ pub const SUMMARY_SOURCES: usize = 8;
 /// Counters shared by the receive loop and the commander link.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Datagrams read from the socket.
     pub received: AtomicU64,
+    /// Datagrams that passed every check and whose floor is durable.
     pub accepted: AtomicU64,
+    /// Frames written to the commander's socket (the first time; a resend is not counted again).
     pub forwarded: AtomicU64,
+    /// Frames the commander acknowledged, whatever the outcome.
+    pub delivered: AtomicU64,
+    /// Frames that will never reach the commander: queue full or stale.
     pub queue_dropped: AtomicU64,
+    /// Accepted datagrams not forwarded because their floor could not be written.
     pub persist_failed: AtomicU64,
     rejected: [AtomicU64; Reject::ALL.len()],
 }
 
 impl Counters {
+    /// Count one.
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count `n`.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Count one rejection for `r`.
     pub fn reject(&self, r: Reject) {
         Self::inc(&self.rejected[r.index()]);
     }
 
+    /// Rejections counted for `r`.
     pub fn rejected(&self, r: Reject) -> u64 {
         self.rejected[r.index()].load(Ordering::Relaxed)
     }
 
-    /// `received=N accepted=N forwarded=N queue_dropped=N persist_failed=N <reason>=N...`
+    /// `received=N accepted=N forwarded=N delivered=N queue_dropped=N persist_failed=N
+    /// <reason>=N...`
     pub fn status_line(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut s = format!(
-            "received={} accepted={} forwarded={} queue_dropped={} persist_failed={}",
+            "received={} accepted={} forwarded={} delivered={} queue_dropped={} persist_failed={}",
             get(&self.received),
             get(&self.accepted),
             get(&self.forwarded),
+            get(&self.delivered),
             get(&self.queue_dropped),
             get(&self.persist_failed),
         );
@@ -182,11 +195,12 @@ mod tests {
         c.reject(Reject::Replay);
         let s = c.status_line();
         assert!(s.starts_with(
-            "received=1 accepted=0 forwarded=0 queue_dropped=0 persist_failed=0 bad_length=0"
+            "received=1 accepted=0 forwarded=0 delivered=0 queue_dropped=0 persist_failed=0 \
+             bad_length=0"
         ));
         assert!(s.contains(" replay=1 "));
         assert!(s.ends_with(" not_allowed=0"));
-        assert_eq!(s.split(' ').count(), 5 + Reject::ALL.len());
+        assert_eq!(s.split(' ').count(), 6 + Reject::ALL.len());
     }
 
     #[test]
