@@ -1,10 +1,13 @@
 //! The link to the root commander: a bounded queue of frames, one Unix stream connection,
-//! a SO_PEERCRED check before the first frame on every new connection, timeouts on every
-//! socket operation and reconnect with backoff. It must never block the receive loop, never
-//! send a frame to a peer whose uid is not `commander_uid`, and never queue without bound.
+//! a SO_PEERCRED check before the first frame on every new connection, acknowledgements read
+//! back, unacknowledged frames sent again on the next connection, timeouts on every socket
+//! operation and reconnect with backoff. It must never block the receive loop, never send a
+//! frame to a peer whose uid is not `commander_uid`, and never queue without bound.
 
+use ruroco_shared::frame::AckError;
 use ruroco_shared::peer::peer_cred;
-use ruroco_shared::{FRAME_LEN, Frame, KeyId};
+use ruroco_shared::{ACK_LEN, Ack, AckOutcome, FRAME_LEN, Frame, KeyId};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,28 +17,38 @@ use tokio::sync::mpsc;
 
 use crate::status::Counters;
 
-/// Frames waiting for the commander; beyond this they are dropped and counted.
+/// Frames waiting in the channel for the link; beyond this they are dropped and counted. Also
+/// the most frames the link holds itself (to write, or written and not acknowledged): when that
+/// many are outstanding it takes no new frame and the channel fills instead.
 pub const QUEUE_LEN: usize = 1024;
 /// Frames written with one system call when several are queued.
 pub const WRITE_BATCH: usize = 64;
+/// Acknowledgements decoded per read system call.
+pub const ACK_BATCH: usize = 64;
 /// A commander that does not accept within this is treated as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A commander that does not read a frame within this is treated as hung.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// First reconnect delay, doubled per failure up to `BACKOFF_MAX`.
+/// First reconnect delay, doubled per failure up to `BACKOFF_MAX`; an acknowledgement resets it.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between two connection attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A frame older than this is stale (e.g. a firewall opening asked for a minute ago): dropped.
+/// A frame older than this is stale (e.g. a firewall opening asked for a minute ago): dropped
+/// instead of written, or written again after a reconnect.
 pub const MAX_QUEUE_AGE: Duration = Duration::from_secs(60);
 
 /// One frame on its way, with what the logs need.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing {
+    /// The 24 bytes for the commander.
     pub frame: Frame,
+    /// The key that authenticated the datagram, for the logs.
     pub key_id: KeyId,
+    /// When the frame entered the queue; `MAX_QUEUE_AGE` is measured from here.
     pub queued: Instant,
 }
 
+/// The sending half: the receive loop queues frames with `try_send` and never waits.
 pub type Sender = mpsc::Sender<Outgoing>;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +76,178 @@ enum LinkError {
     },
 }
 
+/// An acknowledgement the link cannot accept; the connection is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BadAck {
+    #[error("undecodable acknowledgement: {0}")]
+    Decode(AckError),
+    #[error("acknowledgement for seq {0}, which names no unacknowledged frame")]
+    UnknownSeq(u64),
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("the commander closed the connection")]
+    Closed,
+    #[error("the commander closed the connection in the middle of an acknowledgement")]
+    ClosedMidAck,
+    #[error("reading from the commander failed: {0}")]
+    Read(std::io::Error),
+    #[error("writing to the commander failed: {0}")]
+    Write(std::io::Error),
+    #[error("the commander did not read frames within {WRITE_TIMEOUT:?}")]
+    WriteTimeout,
+    #[error(transparent)]
+    BadAck(BadAck),
+}
+
+/// Frames the link holds, sans IO: those to write next (frames sent again after a reconnect
+/// first, in their original order) and those written on the current connection and not
+/// acknowledged yet, by sequence number. `len()` never exceeds `QUEUE_LEN` because the link
+/// only takes new frames while `room()` is positive.
+#[derive(Debug, Default)]
+struct Outstanding {
+    /// To write, in order; `true` marks a frame written on an earlier connection.
+    pending: VecDeque<(Outgoing, bool)>,
+    /// Written on the current connection, not acknowledged yet.
+    unacked: BTreeMap<u64, Outgoing>,
+    /// Sequence number of the next frame written on the current connection.
+    next_seq: u64,
+}
+
+impl Outstanding {
+    fn len(&self) -> usize {
+        self.pending.len() + self.unacked.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many new frames may still be taken.
+    fn room(&self) -> usize {
+        QUEUE_LEN.saturating_sub(self.len())
+    }
+
+    fn push(&mut self, item: Outgoing) {
+        self.pending.push_back((item, false));
+    }
+
+    /// Remove and return the frames waiting to be written that are older than `max_age`.
+    fn take_stale(&mut self, now: Instant, max_age: Duration) -> Vec<(Outgoing, bool)> {
+        let mut stale = Vec::new();
+        self.pending.retain(|entry| {
+            let keep = now.saturating_duration_since(entry.0.queued) <= max_age;
+            if !keep {
+                stale.push(*entry);
+            }
+            keep
+        });
+        stale
+    }
+
+    /// The next frames to write, at most `max`.
+    fn to_write(&self, max: usize) -> impl Iterator<Item = &Outgoing> {
+        self.pending.iter().take(max).map(|(item, _)| item)
+    }
+
+    /// The first pending frame was written whole: it now waits for its acknowledgement under
+    /// the returned seq. Also says whether it had been written on an earlier connection.
+    fn written(&mut self) -> Option<(Outgoing, bool, u64)> {
+        let (item, resent) = self.pending.pop_front()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked.insert(seq, item);
+        Some((item, resent, seq))
+    }
+
+    /// The frame an acknowledgement names, no longer outstanding.
+    fn acked(&mut self, seq: u64) -> Option<Outgoing> {
+        self.unacked.remove(&seq)
+    }
+
+    /// The connection ended: every unacknowledged frame goes back in front of the pending
+    /// ones, in the order it was written, and the next connection counts from seq 0. Returns
+    /// how many will be sent again.
+    fn connection_lost(&mut self) -> usize {
+        let unacked = std::mem::take(&mut self.unacked);
+        let n = unacked.len();
+        for item in unacked.into_values().rev() {
+            self.pending.push_front((item, true));
+        }
+        self.next_seq = 0;
+        n
+    }
+}
+
+/// Acknowledgement bytes read and not yet decoded: whole acknowledgements are taken after
+/// every read, so at most one partial one is carried over to the next read.
+#[derive(Debug)]
+struct AckReader {
+    buf: [u8; ACK_LEN * ACK_BATCH],
+    len: usize,
+}
+
+impl Default for AckReader {
+    fn default() -> Self {
+        Self {
+            buf: [0; ACK_LEN * ACK_BATCH],
+            len: 0,
+        }
+    }
+}
+
+impl AckReader {
+    /// Where the next read goes (never empty: less than one acknowledgement is carried over).
+    fn spare(&mut self) -> &mut [u8] {
+        &mut self.buf[self.len..]
+    }
+
+    /// `n` bytes were read into `spare()`; returns the whole acknowledgements now available
+    /// and keeps the partial rest.
+    fn filled(&mut self, n: usize) -> Vec<[u8; ACK_LEN]> {
+        self.len = (self.len + n).min(self.buf.len());
+        let whole = self.len / ACK_LEN * ACK_LEN;
+        let acks = self.buf[..whole]
+            .chunks_exact(ACK_LEN)
+            .filter_map(|c| <[u8; ACK_LEN]>::try_from(c).ok())
+            .collect();
+        self.buf.copy_within(whole..self.len, 0);
+        self.len -= whole;
+        acks
+    }
+
+    /// Bytes of an acknowledgement not complete yet.
+    fn partial(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
 /// The receiving half, driven by `run`.
 #[derive(Debug)]
 pub struct Link {
     path: PathBuf,
     commander_uid: u32,
     rx: mpsc::Receiver<Outgoing>,
+    /// Every sender is gone: take no more frames, finish the outstanding ones.
+    closed: bool,
     counters: Arc<Counters>,
     conn: Option<UnixStream>,
+    out: Outstanding,
+    acks: AckReader,
+    /// Frames of one write, encoded.
+    buf: Vec<u8>,
     backoff: Duration,
+    /// No connection attempt before this.
+    retry_at: Option<Instant>,
 }
 
+/// The channel and the link that drains it towards the commander at `path`.
 pub fn new(path: PathBuf, commander_uid: u32, counters: Arc<Counters>) -> (Sender, Link) {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     (
@@ -82,9 +256,14 @@ pub fn new(path: PathBuf, commander_uid: u32, counters: Arc<Counters>) -> (Sende
             path,
             commander_uid,
             rx,
+            closed: false,
             counters,
             conn: None,
+            out: Outstanding::default(),
+            acks: AckReader::default(),
+            buf: Vec::with_capacity(WRITE_BATCH * FRAME_LEN),
             backoff: BACKOFF_MIN,
+            retry_at: None,
         },
     )
 }
@@ -102,113 +281,239 @@ pub fn dropped(counters: &Counters, item: &Outgoing, why: &str) {
     );
 }
 
+/// What woke the connected loop.
+enum Wake {
+    Readable(std::io::Result<()>),
+    Frame(Option<Outgoing>),
+}
+
 impl Link {
-    /// Deliver queued frames until every sender is gone and the queue is empty.
+    /// Deliver frames until every sender is gone and every frame is acknowledged (or dropped).
+    /// At shutdown the caller bounds this with a timeout; frames still outstanding then are
+    /// logged when the link is dropped.
     pub async fn run(mut self) {
-        let mut batch: Vec<Outgoing> = Vec::with_capacity(WRITE_BATCH);
-        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH * FRAME_LEN);
-        while let Some(first) = self.rx.recv().await {
-            batch.push(first);
-            while batch.len() < WRITE_BATCH {
-                match self.rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
+        loop {
+            if self.conn.is_none() {
+                if self.out.is_empty() {
+                    if self.closed {
+                        return;
+                    }
+                    // Idle: a connection is only made for a frame.
+                    match self.rx.recv().await {
+                        Some(item) => self.take(item),
+                        None => return,
+                    }
                 }
+                self.drop_stale();
+                if !self.out.is_empty() {
+                    self.reconnect().await;
+                }
+                continue;
             }
-            self.deliver(&mut batch, &mut buf).await;
+            if !self.out.pending.is_empty() {
+                self.drop_stale();
+                self.write_pending().await;
+                continue;
+            }
+            if self.closed && self.out.is_empty() {
+                return;
+            }
+            // Wait for acknowledgements and, while there is room, for new frames. The unacked
+            // frames are bounded by QUEUE_LEN, so the commander's acknowledgements (9 bytes
+            // each) always fit our receive buffer and it never blocks writing them while we
+            // write frames.
+            let take = !self.closed && self.out.room() > 0;
+            let Some(conn) = self.conn.as_ref() else {
+                continue;
+            };
+            let wake = tokio::select! {
+                r = conn.readable() => Wake::Readable(r),
+                item = self.rx.recv(), if take => Wake::Frame(item),
+            };
+            match wake {
+                Wake::Readable(Ok(())) => self.read_acks(),
+                Wake::Readable(Err(e)) => self.lost(Ended::Read(e)),
+                Wake::Frame(Some(item)) => self.take(item),
+                Wake::Frame(None) => self.closed = true,
+            }
         }
     }
 
-    /// Write every frame of `batch` (emptied on return): one write for the lot when the
-    /// commander keeps up; frames fully written before a failure count as forwarded, the
-    /// rest are retried on a new connection (a partial frame dies with the old one).
-    async fn deliver(&mut self, batch: &mut Vec<Outgoing>, buf: &mut Vec<u8>) {
-        while !batch.is_empty() {
-            let counters = self.counters.clone();
-            batch.retain(|item| {
-                let stale = item.queued.elapsed() > MAX_QUEUE_AGE;
-                if stale {
-                    dropped(&counters, item, "stale: the commander was unreachable");
-                }
-                !stale
-            });
-            if batch.is_empty() {
-                return;
+    /// Take `first` and whatever else is queued, up to one write batch and the room left.
+    fn take(&mut self, first: Outgoing) {
+        self.out.push(first);
+        for _ in 1..WRITE_BATCH.min(self.out.room() + 1) {
+            match self.rx.try_recv() {
+                Ok(item) => self.out.push(item),
+                Err(_) => break,
             }
-            if self.conn.is_none() {
-                match self.connect().await {
-                    Ok(c) => {
-                        self.backoff = BACKOFF_MIN;
-                        self.conn = Some(c);
-                    }
-                    Err(e) => {
-                        match e {
-                            LinkError::WrongUid { .. } => {
-                                tracing::error!(event = "failed", reason = "commander_uid", "{e}")
-                            }
-                            _ => tracing::warn!(event = "commander_down", "{e}"),
-                        }
-                        tokio::time::sleep(self.backoff).await;
-                        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                        continue;
-                    }
-                }
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                continue;
+        }
+    }
+
+    fn drop_stale(&mut self) {
+        for (item, resent) in self.out.take_stale(Instant::now(), MAX_QUEUE_AGE) {
+            let why = if resent {
+                "stale: not acknowledged before the commander connection ended"
+            } else {
+                "stale: the commander was unreachable"
             };
-            // The commander never sends; a readable socket means it closed an idle connection.
-            // Checking first keeps frames out of a connection that is already gone.
-            let mut probe = [0u8; 1];
-            match conn.try_read(&mut probe) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                _ => {
-                    tracing::info!(
-                        event = "commander_reconnect",
-                        "commander closed the connection"
-                    );
-                    self.conn = None;
-                    continue;
-                }
-            }
-            buf.clear();
-            for item in batch.iter() {
-                buf.extend_from_slice(&item.frame.to_bytes());
-            }
-            let mut written = 0usize;
-            let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-                while written < buf.len() {
-                    match conn.write(&buf[written..]).await {
-                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                        Ok(n) => written += n,
-                        Err(e) => return Err(e),
+            dropped(&self.counters, &item, why);
+        }
+    }
+
+    /// Connect (after the backoff delay, if one is due); on failure schedule the next try.
+    async fn reconnect(&mut self) {
+        if let Some(at) = self.retry_at.take() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        match self.connect().await {
+            Ok(c) => self.conn = Some(c),
+            Err(e) => {
+                match e {
+                    LinkError::WrongUid { .. } => {
+                        tracing::error!(event = "failed", reason = "commander_uid", "{e}")
                     }
+                    _ => tracing::warn!(event = "commander_down", "{e}"),
                 }
-                Ok(())
-            })
-            .await;
-            let done = written / FRAME_LEN;
-            for item in batch.drain(..done) {
+                self.back_off();
+            }
+        }
+    }
+
+    fn back_off(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Write up to one batch of pending frames: one write for the lot when the commander keeps
+    /// up. Frames fully written before a failure wait for their acknowledgement like the
+    /// others (and are sent again on the next connection); a partial frame dies with the
+    /// connection and is written whole on the next one.
+    async fn write_pending(&mut self) {
+        let Self { conn, buf, out, .. } = self;
+        let Some(conn) = conn.as_mut() else {
+            return;
+        };
+        buf.clear();
+        for item in out.to_write(WRITE_BATCH) {
+            buf.extend_from_slice(&item.frame.to_bytes());
+        }
+        let mut written = 0usize;
+        let result = tokio::time::timeout(WRITE_TIMEOUT, async {
+            while written < buf.len() {
+                match conn.write(&buf[written..]).await {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        for _ in 0..written / FRAME_LEN {
+            let Some((item, resent, seq)) = self.out.written() else {
+                break;
+            };
+            if resent {
+                tracing::info!(
+                    event = "resent",
+                    key_id = %item.key_id,
+                    ip = %item.frame.ip,
+                    command = %item.frame.cmd,
+                    seq,
+                );
+            } else {
                 Counters::inc(&self.counters.forwarded);
                 tracing::info!(
                     event = "forwarded",
                     key_id = %item.key_id,
                     ip = %item.frame.ip,
                     command = %item.frame.cmd,
+                    seq,
                 );
             }
-            match result {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => tracing::info!(
-                    event = "commander_reconnect",
-                    "commander connection lost ({e}); reconnecting"
-                ),
-                Err(_) => tracing::warn!(
-                    event = "commander_down",
-                    "commander did not read frames in time; reconnecting"
-                ),
+        }
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.lost(Ended::Write(e)),
+            Err(_) => self.lost(Ended::WriteTimeout),
+        }
+    }
+
+    /// Read and apply every acknowledgement available now; end the connection on EOF, an
+    /// error or an acknowledgement that names no outstanding frame.
+    fn read_acks(&mut self) {
+        loop {
+            let Some(conn) = self.conn.as_ref() else {
+                return;
+            };
+            let n = match conn.try_read(self.acks.spare()) {
+                Ok(0) if self.acks.partial() > 0 => return self.lost(Ended::ClosedMidAck),
+                Ok(0) => return self.lost(Ended::Closed),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.lost(Ended::Read(e)),
+            };
+            for bytes in self.acks.filled(n) {
+                if let Err(e) = self.acknowledged(&bytes) {
+                    return self.lost(Ended::BadAck(e));
+                }
             }
-            self.conn = None;
+        }
+    }
+
+    /// One acknowledgement: the frame it names is delivered.
+    fn acknowledged(&mut self, bytes: &[u8; ACK_LEN]) -> Result<(), BadAck> {
+        let ack = Ack::from_bytes(bytes).map_err(BadAck::Decode)?;
+        let item = self.out.acked(ack.seq).ok_or(BadAck::UnknownSeq(ack.seq))?;
+        Counters::inc(&self.counters.delivered);
+        // The commander works: the next reconnect need not wait long.
+        self.backoff = BACKOFF_MIN;
+        let outcome = ack.outcome.as_str();
+        if ack.outcome == AckOutcome::Done {
+            tracing::info!(
+                event = "delivered",
+                key_id = %item.key_id,
+                ip = %item.frame.ip,
+                command = %item.frame.cmd,
+                outcome,
+            );
+        } else {
+            tracing::warn!(
+                event = "delivered",
+                key_id = %item.key_id,
+                ip = %item.frame.ip,
+                command = %item.frame.cmd,
+                outcome,
+                "the commander reports {outcome} for this frame"
+            );
+        }
+        Ok(())
+    }
+
+    /// Drop the connection; its unacknowledged frames are written again, first, on the next
+    /// one. With anything outstanding the next connection waits for the backoff delay: an
+    /// immediate retry could spin against a commander that closes every connection.
+    fn lost(&mut self, why: Ended) {
+        self.conn = None;
+        self.acks.clear();
+        let resend = self.out.connection_lost();
+        match &why {
+            Ended::Closed | Ended::Read(_) | Ended::Write(_) => {
+                tracing::info!(event = "commander_reconnect", resend, "{why}; reconnecting")
+            }
+            Ended::ClosedMidAck | Ended::WriteTimeout => {
+                tracing::warn!(event = "commander_down", resend, "{why}; reconnecting")
+            }
+            Ended::BadAck(_) => tracing::warn!(
+                event = "commander_protocol",
+                resend,
+                "{why}; dropping the connection"
+            ),
+        }
+        if !self.out.is_empty() {
+            self.back_off();
         }
     }
 
@@ -238,5 +543,160 @@ impl Link {
             uid = cred.uid
         );
         Ok(s)
+    }
+}
+
+impl Drop for Link {
+    /// At shutdown, after the drain: say how many frames the commander never acknowledged
+    /// (written ones may have run; they will not be sent again).
+    fn drop(&mut self) {
+        if !self.out.is_empty() {
+            tracing::warn!(
+                event = "unacknowledged",
+                written = self.out.unacked.len(),
+                not_written = self.out.pending.len(),
+                "stopping with frames the commander has not acknowledged"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruroco_shared::CmdHash;
+    use std::net::IpAddr;
+
+    fn item(n: u8, queued: Instant) -> Outgoing {
+        Outgoing {
+            frame: Frame {
+                cmd: CmdHash(u64::from(n)),
+                ip: IpAddr::from([192, 0, 2, n]),
+            },
+            key_id: KeyId([n; 8]),
+            queued,
+        }
+    }
+
+    fn cmds<'a>(it: impl Iterator<Item = &'a Outgoing>) -> Vec<u64> {
+        it.map(|o| o.frame.cmd.0).collect()
+    }
+
+    #[test]
+    fn seqs_count_from_zero_and_acks_may_come_in_any_order() {
+        let now = Instant::now();
+        let mut o = Outstanding::default();
+        for n in 1..=3 {
+            o.push(item(n, now));
+        }
+        let seqs: Vec<u64> = (0..3).filter_map(|_| o.written()).map(|w| w.2).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+        assert_eq!(o.acked(2).map(|i| i.frame.cmd.0), Some(3));
+        assert_eq!(o.acked(0).map(|i| i.frame.cmd.0), Some(1));
+        assert!(o.acked(0).is_none(), "an acknowledgement counts once");
+        assert!(o.acked(7).is_none(), "never written");
+        assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn a_lost_connection_puts_unacked_frames_first_in_their_order_and_restarts_seqs() {
+        let now = Instant::now();
+        let mut o = Outstanding::default();
+        for n in 1..=5 {
+            o.push(item(n, now));
+        }
+        for _ in 0..3 {
+            o.written();
+        }
+        o.acked(1);
+        assert_eq!(o.connection_lost(), 2);
+        assert_eq!(cmds(o.to_write(10)), [1, 3, 4, 5]);
+        let again: Vec<(u64, bool, u64)> = (0..4)
+            .filter_map(|_| o.written())
+            .map(|(i, resent, seq)| (i.frame.cmd.0, resent, seq))
+            .collect();
+        assert_eq!(
+            again,
+            [(1, true, 0), (3, true, 1), (4, false, 2), (5, false, 3)]
+        );
+        assert_eq!(o.connection_lost(), 4);
+        assert!(o.to_write(10).count() == 4 && o.unacked.is_empty());
+    }
+
+    #[test]
+    fn stale_frames_leave_and_room_is_bounded() {
+        let t0 = Instant::now();
+        let later = t0 + MAX_QUEUE_AGE;
+        let mut o = Outstanding::default();
+        o.push(item(1, t0));
+        o.push(item(2, later));
+        o.written();
+        o.connection_lost();
+        o.push(item(3, t0));
+        let stale = o.take_stale(later + Duration::from_secs(1), MAX_QUEUE_AGE);
+        let stale: Vec<(u64, bool)> = stale.iter().map(|(i, r)| (i.frame.cmd.0, *r)).collect();
+        assert_eq!(stale, [(1, true), (3, false)]);
+        assert_eq!(cmds(o.to_write(10)), [2]);
+
+        let mut o = Outstanding::default();
+        for n in 0..QUEUE_LEN {
+            o.push(item((n % 250) as u8, t0));
+            if n % 2 == 0 {
+                o.written();
+            }
+        }
+        assert_eq!(o.room(), 0);
+        o.acked(0);
+        assert_eq!(o.room(), 1);
+    }
+
+    #[test]
+    fn acks_are_reassembled_across_reads() {
+        let mut r = AckReader::default();
+        let a = Ack {
+            seq: 1,
+            outcome: AckOutcome::Done,
+        }
+        .to_bytes();
+        let b = Ack {
+            seq: 0x0102_0304_0506_0708,
+            outcome: AckOutcome::Refused,
+        }
+        .to_bytes();
+        let mut stream = a.to_vec();
+        stream.extend_from_slice(&b);
+        // 5 bytes, then 11 (the rest of a and most of b), then the last 2.
+        let mut got = Vec::new();
+        for chunk in [&stream[..5], &stream[5..16], &stream[16..]] {
+            r.spare()[..chunk.len()].copy_from_slice(chunk);
+            got.extend(r.filled(chunk.len()));
+        }
+        assert_eq!(got, [a, b]);
+        assert_eq!(r.partial(), 0);
+        r.spare()[..3].copy_from_slice(&a[..3]);
+        assert!(r.filled(3).is_empty());
+        assert_eq!(r.partial(), 3);
+        assert!(r.spare().len() >= ACK_LEN * (ACK_BATCH - 1));
+    }
+
+    #[test]
+    fn a_full_read_buffer_yields_every_ack() {
+        let mut r = AckReader::default();
+        let mut stream = Vec::new();
+        for seq in 0..ACK_BATCH as u64 {
+            stream.extend_from_slice(
+                &Ack {
+                    seq,
+                    outcome: AckOutcome::Failed,
+                }
+                .to_bytes(),
+            );
+        }
+        let spare = r.spare();
+        assert_eq!(spare.len(), stream.len());
+        spare.copy_from_slice(&stream);
+        let got = r.filled(stream.len());
+        assert_eq!(got.len(), ACK_BATCH);
+        assert_eq!(Ack::from_bytes(&got[ACK_BATCH - 1]).map(|a| a.seq), Ok(63));
     }
 }

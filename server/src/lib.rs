@@ -43,7 +43,8 @@ pub const SUMMARY_INTERVAL_S: u64 = 10;
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Receive batches handled per wake-up before signals and timers get a turn.
 pub const BATCHES_PER_WAKE: usize = 64;
-/// How long queued frames may still drain to the commander at shutdown.
+/// How long, at shutdown, queued frames may still reach the commander and outstanding ones
+/// be acknowledged.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// Accepted datagrams that may wait for the next floor write while one is in flight. When
 /// this many are waiting the socket is not read until the write completes: the kernel's
@@ -313,8 +314,16 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
     }
     tracing::info!(event = "stopping", status = %counters.status_line());
     drop(engine);
-    // Let frames already persisted reach the commander, briefly.
-    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, link).await;
+    // Let frames already persisted reach the commander and be acknowledged, briefly. A link
+    // still waiting then is stopped; it logs what the commander never acknowledged.
+    let mut link = link;
+    if tokio::time::timeout(SHUTDOWN_DRAIN, &mut link)
+        .await
+        .is_err()
+    {
+        link.abort();
+        let _ = link.await;
+    }
     Ok(())
 }
 

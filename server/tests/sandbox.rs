@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::net::{UnixDatagram, UnixListener};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use ruroco_shared::frame::{FRAME_LEN, Frame};
+use ruroco_shared::frame::{Ack, AckOutcome, FRAME_LEN, Frame};
 use ruroco_shared::protocol::{self, Plaintext};
 use ruroco_shared::{CmdHash, Key};
 
@@ -113,7 +113,8 @@ fn wait_log(log: &Path, needles: &[&str]) -> String {
     }
 }
 
-/// Accept connections on the stub commander socket and pass every 24-byte frame on.
+/// Accept connections on the stub commander socket, pass every 24-byte frame on and
+/// acknowledge it (so the sandboxed server also reads acknowledgements).
 fn stub_commander(listener: UnixListener) -> mpsc::Receiver<[u8; FRAME_LEN]> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -122,7 +123,14 @@ fn stub_commander(listener: UnixListener) -> mpsc::Receiver<[u8; FRAME_LEN]> {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 let mut frame = [0u8; FRAME_LEN];
+                let mut seq = 0u64;
                 while conn.read_exact(&mut frame).is_ok() {
+                    let done = Ack {
+                        seq,
+                        outcome: AckOutcome::Done,
+                    };
+                    seq += 1;
+                    let _ = conn.write_all(&done.to_bytes());
                     if tx.send(frame).is_err() {
                         return;
                     }
@@ -336,6 +344,8 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
     assert_eq!(Frame::from_bytes(&got), Ok(expected));
+    // ... and its acknowledgement is read back under the filter.
+    wait_log(&log, &["event=\"delivered\""]);
     let replay = fs::read_to_string(s.state.join("replay")).unwrap();
     assert!(
         replay.contains(&key.id().to_string()),

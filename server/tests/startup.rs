@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use ruroco_server::commander_link::{QUEUE_LEN, WRITE_BATCH};
-use ruroco_shared::{CmdHash, Frame, Key};
+use ruroco_shared::{Ack, AckOutcome, CmdHash, Frame, Key};
 use std::io::{Read, Write};
 use std::os::unix::fs::chown;
 use std::path::PathBuf;
@@ -341,7 +341,8 @@ fn a_commander_that_closes_connections_still_gets_every_frame() {
     let mut env = Env::new();
     let k = Key::generate().unwrap();
     env.add_key("k", &k);
-    // A commander that reads one frame per connection and hangs up (like an idle timeout).
+    // A commander that reads and acknowledges one frame per connection and hangs up (like
+    // an idle timeout).
     let l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
     set_mode(&env.commander_socket, 0o777);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -350,6 +351,11 @@ fn a_commander_that_closes_connections_still_gets_every_frame() {
             let mut c = c.unwrap();
             let mut b = [0u8; 24];
             if c.read_exact(&mut b).is_ok() {
+                let done = Ack {
+                    seq: 0,
+                    outcome: AckOutcome::Done,
+                };
+                let _ = c.write_all(&done.to_bytes());
                 tx.send(Frame::from_bytes(&b).unwrap()).unwrap();
             }
         }

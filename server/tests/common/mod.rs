@@ -4,12 +4,12 @@
 #![allow(dead_code)]
 
 use ruroco_shared::protocol::{Plaintext, seal_random};
-use ruroco_shared::{CmdHash, FRAME_LEN, Frame, Key};
+use ruroco_shared::{ACK_LEN, Ack, AckOutcome, CmdHash, FRAME_LEN, Frame, Key};
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::{PermissionsExt, chown};
-use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -73,16 +73,15 @@ pub fn seal(key: &Key, p: &Plaintext) -> [u8; 94] {
     seal_random(key, p).unwrap()
 }
 
-/// The stub commander: accepts connections and reports every 24-byte frame it reads.
+/// The stub commander: accepts connections, reports every 24-byte frame it reads and
+/// acknowledges it as done (seq counted per connection, like the real commander).
 pub struct StubCommander {
     pub frames: mpsc::Receiver<Frame>,
 }
 
 impl StubCommander {
     pub fn start(path: &Path) -> Self {
-        let l = UnixListener::bind(path).unwrap();
-        // The server runs as nobody and must be able to connect.
-        set_mode(path, 0o777);
+        let l = bind_commander(path);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for conn in l.incoming() {
@@ -90,7 +89,14 @@ impl StubCommander {
                 let tx = tx.clone();
                 std::thread::spawn(move || {
                     let mut b = [0u8; FRAME_LEN];
+                    let mut seq = 0u64;
                     while c.read_exact(&mut b).is_ok() {
+                        let ack = Ack {
+                            seq,
+                            outcome: AckOutcome::Done,
+                        };
+                        seq += 1;
+                        let _ = c.write_all(&ack.to_bytes());
                         if tx.send(Frame::from_bytes(&b).unwrap()).is_err() {
                             return;
                         }
@@ -105,6 +111,62 @@ impl StubCommander {
         self.frames
             .recv_timeout(DEADLINE)
             .expect("the stub commander received no frame within the deadline")
+    }
+}
+
+/// A commander socket the test drives by hand (reachable by the server running as nobody).
+pub fn bind_commander(path: &Path) -> UnixListener {
+    let l = UnixListener::bind(path).unwrap();
+    set_mode(path, 0o777);
+    l
+}
+
+/// The server's next connection to `l`, with reads bounded by the deadline.
+pub fn accept(l: &UnixListener) -> UnixStream {
+    l.set_nonblocking(true).unwrap();
+    let c = wait_for(
+        "the server to connect to the commander socket",
+        || match l.accept() {
+            Ok((c, _)) => Some(c),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) => panic!("accept: {e}"),
+        },
+    );
+    c.set_nonblocking(false).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    c
+}
+
+/// Read exactly `n` frames from `c`.
+pub fn read_frames(c: &mut UnixStream, n: usize) -> Vec<Frame> {
+    (0..n)
+        .map(|i| {
+            let mut b = [0u8; FRAME_LEN];
+            c.read_exact(&mut b)
+                .unwrap_or_else(|e| panic!("frame {i} of {n} not received: {e}"));
+            Frame::from_bytes(&b).unwrap()
+        })
+        .collect()
+}
+
+/// Write one acknowledgement (raw, so tests can send undecodable ones).
+pub fn write_ack(c: &mut UnixStream, bytes: [u8; ACK_LEN]) {
+    c.write_all(&bytes).unwrap();
+}
+
+/// Acknowledge `seq` with `outcome`.
+pub fn ack(c: &mut UnixStream, seq: u64, outcome: AckOutcome) {
+    write_ack(c, Ack { seq, outcome }.to_bytes());
+}
+
+/// Wait until the server closes `c` (EOF), failing if it sends anything first.
+pub fn wait_closed(c: &mut UnixStream) {
+    let mut b = [0u8; FRAME_LEN];
+    match c.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("expected the server to close the connection, got {n} bytes"),
+        Err(e) => panic!("the server did not close the connection: {e}"),
     }
 }
 
@@ -408,6 +470,15 @@ impl Drop for Env {
             let _ = c.wait();
         }
     }
+}
+
+/// The log lines of events named `event`.
+pub fn events(log: &str, event: &str) -> Vec<String> {
+    let needle = format!("event=\"{event}\"");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn parse_status(s: &str) -> HashMap<String, u64> {
