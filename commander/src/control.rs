@@ -149,15 +149,25 @@ pub async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, Contr
     line.push('\n');
     let mut reply = String::new();
     let exchange = async {
-        stream.write_all(line.as_bytes()).await?;
-        stream.shutdown().await?;
-        (&mut stream)
+        // A refusing commander answers without reading: its answer is still there to read
+        // after the write failed.
+        let sent = async {
+            stream.write_all(line.as_bytes()).await?;
+            stream.shutdown().await
+        }
+        .await;
+        let read = (&mut stream)
             .take(MAX_RESPONSE_BYTES)
             .read_to_string(&mut reply)
-            .await
+            .await;
+        match (sent, read) {
+            (_, Ok(n)) if n > 0 => Ok(()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(()), Ok(_)) => Ok(()),
+        }
     };
     match tokio::time::timeout(IO_TIMEOUT, exchange).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(proto(e.to_string())),
         Err(_) => return Err(proto("no answer within the timeout".to_owned())),
     }

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
+use ruroco_shared::{Ack, AckOutcome};
 use std::io::Read;
 
 const RECORD: &str = r#"echo "$RUROCO_IP $RUROCO_COMMAND" >> $DIR/out"#;
@@ -138,7 +139,7 @@ fast = "echo fast >> $DIR/out""#,
 }
 
 #[test]
-fn beyond_max_parallel_and_queue_frames_are_dropped() {
+fn beyond_max_parallel_and_queue_frames_are_refused_and_acknowledged_so() {
     let env = Env::new();
     env.write_config(
         "max_parallel = 1\nqueue = 2",
@@ -151,22 +152,34 @@ fn beyond_max_parallel_and_queue_frames_are_dropped() {
     for i in 2..=6 {
         send(&mut s, "gate", &format!("192.0.2.{i}"));
     }
-    // One runs, two wait in the queue, three are dropped.
-    d.wait_log(
-        &["event=\"dropped\"", "reason=\"queue_full\"", "command=gate"],
-        3,
+    // One runs, two wait in the queue, three are refused at once (frames 3, 4 and 5).
+    let refused: Vec<Ack> = (0..3).map(|_| read_ack(&mut s)).collect();
+    assert_eq!(
+        refused,
+        (3..=5)
+            .map(|seq| Ack {
+                seq,
+                outcome: AckOutcome::Refused
+            })
+            .collect::<Vec<_>>()
+    );
+    // Logged once, the rest counted for the summary.
+    assert_eq!(
+        d.log_count(&["event=\"refused\"", "reason=\"queue_full\"", "command=gate"]),
+        1
     );
     std::fs::write(env.path("release"), "").unwrap();
+    let mut done: Vec<u64> = (0..3)
+        .map(|_| {
+            let a = read_ack(&mut s);
+            assert_eq!(a.outcome, AckOutcome::Done);
+            a.seq
+        })
+        .collect();
+    done.sort();
+    assert_eq!(done, [0, 1, 2]);
     d.wait_log(&["event=\"executed\"", "command=gate"], 3);
     assert_eq!(env.out_lines().len(), 3, "exactly max_parallel + queue ran");
-    assert_eq!(d.log_count(&["event=\"dropped\""]), 3);
-    for ip in ["192.0.2.4", "192.0.2.5", "192.0.2.6"] {
-        assert_eq!(
-            d.log_count(&["event=\"dropped\"", &format!("ip={ip} ")]),
-            1,
-            "{ip}"
-        );
-    }
 }
 
 #[test]
