@@ -63,15 +63,26 @@ pub enum ControlError {
     Refused(String),
 }
 
+/// Control connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 8;
+
 /// Serve control connections until the listener fails; each is handled on its own task.
 pub async fn serve(listener: UnixListener, dispatcher: Arc<Dispatcher>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(event = "rejected", reason = "too_many_control_connections");
+            continue;
+        };
         let d = dispatcher.clone();
-        tokio::spawn(async move { handle(stream, d).await });
+        tokio::spawn(async move {
+            handle(stream, d).await;
+            drop(permit);
+        });
     }
 }
 
@@ -95,16 +106,17 @@ async fn handle(mut stream: UnixStream, dispatcher: Arc<Dispatcher>) {
             return;
         }
     };
-    let reply = match reply {
-        Some(r) => r,
-        None => match read_request(&mut stream).await {
-            Ok(Request::List {}) => Response::Grants(dispatcher.list().await),
-            Ok(Request::Revoke { command, ip }) => {
-                let ip = ip.map(ruroco_shared::ip::canonical);
-                Response::Grants(dispatcher.revoke(command.as_deref(), ip).await)
-            }
-            Err(message) => Response::Error(message),
-        },
+    // Read the (bounded) request even from a refused peer: closing a Unix socket with unread
+    // data makes the peer's read fail with ECONNRESET before it sees the refusal.
+    let request = read_request(&mut stream).await;
+    let reply = match (reply, request) {
+        (Some(refusal), _) => refusal,
+        (None, Ok(Request::List {})) => Response::Grants(dispatcher.list().await),
+        (None, Ok(Request::Revoke { command, ip })) => {
+            let ip = ip.map(ruroco_shared::ip::canonical);
+            Response::Grants(dispatcher.revoke(command.as_deref(), ip).await)
+        }
+        (None, Err(message)) => Response::Error(message),
     };
     let mut line =
         serde_json::to_string(&reply).unwrap_or_else(|_| "{\"error\":\"encoding\"}".to_owned());
