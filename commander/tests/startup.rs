@@ -52,6 +52,38 @@ fn unknown_field_is_refused() {
     assert_config_error(&env, "max_paralel");
 }
 
+/// Zero durations pass no check: an undo_after of 0 would close access as it opens, a zero
+/// timeout would kill every run at once.
+#[test]
+fn zero_undo_after_and_zero_timeouts_are_refused_naming_the_command_and_the_fix() {
+    let cases = [
+        (
+            "",
+            "x = { run = 'true', undo = 'false', undo_after = '0s' }",
+            "commands.x: undo_after must be longer than zero",
+            "undo_after = \"5m\"",
+        ),
+        (
+            "",
+            "x = { run = 'true', timeout = '0ms' }",
+            "commands.x: timeout must be longer than zero",
+            "timeout = \"30s\"",
+        ),
+        (
+            "default_timeout = '0s'",
+            "x = 'true'",
+            "default_timeout must be longer than zero",
+            "30s",
+        ),
+    ];
+    for (top, commands, what, fix) in cases {
+        let env = Env::new();
+        env.write_config(top, commands);
+        assert_config_error(&env, what);
+        assert_config_error(&env, fix);
+    }
+}
+
 #[test]
 fn undo_without_undo_after_is_refused() {
     let env = Env::new();
