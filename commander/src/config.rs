@@ -11,7 +11,7 @@ use ruroco_shared::CmdHash;
 use ruroco_shared::duration::HumanDuration;
 use ruroco_shared::fsutil::{self, PermError};
 
-use crate::grants::{MAX_GRANTS_HARD, MAX_UNDO_TEXT_BYTES};
+use crate::grants::{MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -299,6 +299,11 @@ impl Config {
                     if run.len() > MAX_UNDO_TEXT_BYTES {
                         return Err(invalid(format!(
                             "commands.{name}: undo is longer than {MAX_UNDO_TEXT_BYTES} bytes: move it into a script and call that"
+                        )));
+                    }
+                    if after.0 > MAX_UNDO_AFTER {
+                        return Err(invalid(format!(
+                            "commands.{name}: undo_after is longer than 366 days: use a shorter one (or a command without undo)"
                         )));
                     }
                     if after.0.is_zero() {

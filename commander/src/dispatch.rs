@@ -186,7 +186,7 @@ impl Dispatcher {
             let mut g = self.grants.lock().await;
             match g.admit(&key, cmd.max_grants) {
                 Admit::Extend => {
-                    let Some(record) = g.extend(&key) else {
+                    let Some(record) = g.extend(&key, undo.after) else {
                         return Some(AckOutcome::Failed);
                     };
                     // On a failed write the file keeps the earlier deadline: a crash then undoes

@@ -28,6 +28,8 @@ pub const MAX_UNDO_TEXT_BYTES: usize = 16 * 1024;
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// The 0.1.0 undo file is read up to this size (its own limit).
 const MAX_LEGACY_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest `undo_after` (config check); also caps a deadline read from a record.
+pub const MAX_UNDO_AFTER: Duration = Duration::from_secs(366 * 86_400);
 /// Where the kernel tells which boot this is (proc(5)).
 pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
@@ -250,17 +252,18 @@ impl Grants {
         Ok(g.record.clone())
     }
 
-    /// A repeat while active: the deadline moves to now + `undo_after` (never earlier).
-    /// Returns the record to persist, or `None` if the grant is not active.
-    pub fn extend(&mut self, key: &GrantKey) -> Option<Record> {
+    /// A repeat while active: the deadline becomes now + `undo_after` (the command's current
+    /// one, so a reload that shortened it applies). Returns the record to persist, or `None` if
+    /// the grant is not active.
+    pub fn extend(&mut self, key: &GrantKey, undo_after: Duration) -> Option<Record> {
         let g = self.map.get_mut(key)?;
-        let Phase::Active { deadline } = g.phase else {
+        if !matches!(g.phase, Phase::Active { .. }) {
             return None;
+        }
+        g.record.undo_after_ms = millis(undo_after);
+        g.phase = Phase::Active {
+            deadline: later(Instant::now(), undo_after),
         };
-        let after = Duration::from_millis(g.record.undo_after_ms);
-        let now = Instant::now();
-        let new = (now + after).max(deadline);
-        g.phase = Phase::Active { deadline: new };
         // The wall-clock deadline is exactly undo_after from now, even if the clock went back.
         g.record.deadline_unix_ms = now_unix_ms().saturating_add(g.record.undo_after_ms);
         Some(g.record.clone())
@@ -364,7 +367,7 @@ impl Grants {
             record.deadline_unix_ms = latest;
         }
         let left = record.deadline_unix_ms.saturating_sub(now_unix_ms);
-        let deadline = now + Duration::from_millis(left);
+        let deadline = later(now, Duration::from_millis(left));
         self.insert(record.clone(), Phase::Active { deadline }, None);
         cut.then_some(record)
     }
@@ -396,11 +399,19 @@ impl Grants {
 fn activate(g: &mut Grant, now: Instant, now_unix_ms: u64) {
     let after = Duration::from_millis(g.record.undo_after_ms);
     g.phase = Phase::Active {
-        deadline: now + after,
+        deadline: later(now, after),
     };
     g.reason = None;
     g.record.state = Stored::Active;
     g.record.deadline_unix_ms = now_unix_ms.saturating_add(g.record.undo_after_ms);
+}
+
+/// `now + d` for a deadline; a span no `Instant` can hold (a hand-edited record, a
+/// `undo_after` of centuries) is cut to `MAX_UNDO_AFTER` instead of overflowing.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(MAX_UNDO_AFTER))
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
 }
 
 /// The grant records on disk.
@@ -620,7 +631,7 @@ mod tests {
         assert!(r.deadline_unix_ms >= r.since_unix_ms + 300_000);
         assert_eq!(g.admit(&k, 10), Admit::Extend);
         let before = g.next_deadline().unwrap();
-        let e = g.extend(&k).unwrap();
+        let e = g.extend(&k, AFTER).unwrap();
         assert!(e.deadline_unix_ms >= r.deadline_unix_ms);
         assert!(g.next_deadline().unwrap() >= before);
         assert!(g.take_due(Instant::now(), now_unix_ms()).is_empty());
@@ -718,6 +729,18 @@ mod tests {
     }
 
     #[test]
+    fn absurd_spans_from_a_record_do_not_overflow() {
+        let mut g = Grants::new("b".into(), 10);
+        let mut r = record("b", Stored::Active, u64::MAX);
+        r.undo_after_ms = u64::MAX;
+        let now = Instant::now();
+        g.load(r, now, 5);
+        assert!(g.next_deadline().unwrap() <= now + MAX_UNDO_AFTER);
+        let k = key("open", "192.0.2.7");
+        assert!(g.extend(&k, Duration::MAX).is_some());
+    }
+
+    #[test]
     fn store_round_trip_and_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let st = Store::open(dir.path()).unwrap();
@@ -782,7 +805,7 @@ mod tests {
                 match op {
                     0 => match g.admit(&k, 2) {
                         Admit::Run => { g.start(&k, "u", Duration::from_secs(1)); }
-                        Admit::Extend => { proptest::prop_assert!(g.extend(&k).is_some()); }
+                        Admit::Extend => { proptest::prop_assert!(g.extend(&k, Duration::from_secs(1)).is_some()); }
                         Admit::Wait => proptest::prop_assert!(g.get(&k).is_some()),
                         Admit::Limit { .. } => proptest::prop_assert!(g.get(&k).is_none()),
                     },
