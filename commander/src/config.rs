@@ -11,7 +11,7 @@ use ruroco_shared::CmdHash;
 use ruroco_shared::duration::HumanDuration;
 use ruroco_shared::fsutil::{self, PermError};
 
-use crate::grants::{MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};
+use crate::grants::{MAX_COMMAND_NAME_BYTES, MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -278,6 +278,11 @@ impl Config {
         for (name, RawCommand(t)) in raw.commands {
             if name.is_empty() {
                 return Err(invalid("a command name is empty".to_owned()));
+            }
+            if name.len() > MAX_COMMAND_NAME_BYTES {
+                return Err(invalid(format!(
+                    "a command name is longer than {MAX_COMMAND_NAME_BYTES} bytes: shorten it"
+                )));
             }
             if t.run.trim().is_empty() {
                 return Err(invalid(format!(

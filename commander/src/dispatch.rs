@@ -347,6 +347,12 @@ impl Dispatcher {
         ip: Option<IpAddr>,
     ) -> Vec<GrantView> {
         let (now, later) = self.grants.lock().await.revoke(command, ip);
+        for r in &now {
+            if let Err(e) = self.persist(r).await {
+                // The record keeps its earlier deadline: a stop before the undo undoes it then.
+                tracing::error!(event = "grant_state_write_failed", command = %r.command, ip = %r.ip, error = %e);
+            }
+        }
         let mut out = Vec::new();
         for r in later {
             tracing::info!(event = "revoke", command = %r.command, ip = %r.ip, detail = "undone when its run ends");

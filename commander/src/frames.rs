@@ -168,7 +168,13 @@ pub async fn serve(stream: UnixStream, peer: PeerCred, dispatcher: Arc<Dispatche
             }
         }
     };
-    tokio::join!(read_frames, write_acks);
+    tokio::pin!(read_frames, write_acks);
+    tokio::select! {
+        // The writer ends first only when an acknowledgement could not be written (the reader
+        // holds a sender): stop reading too, so no frame runs whose acknowledgement is lost.
+        () = &mut write_acks => {}
+        () = &mut read_frames => write_acks.await,
+    }
     tracing::debug!(event = "disconnected", pid = peer.pid);
 }
 

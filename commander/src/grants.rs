@@ -22,9 +22,12 @@ pub const LEGACY_UNDO_FILE: &str = "undo";
 /// commander never writes more records than it loads.
 pub const MAX_GRANTS_HARD: usize = 65536;
 /// Longest undo text a command may have (config check), so every record stays small.
-pub const MAX_UNDO_TEXT_BYTES: usize = 16 * 1024;
-/// A record file larger than this is refused; records the commander writes stay below it
-/// (undo text at most `MAX_UNDO_TEXT_BYTES`, command names at most a config line).
+pub const MAX_UNDO_TEXT_BYTES: usize = 8 * 1024;
+/// Longest command name (config check), so every record stays small.
+pub const MAX_COMMAND_NAME_BYTES: usize = 256;
+/// A record file larger than this is refused, at start and before it is written. The config
+/// limits keep every record below it: TOML escapes a byte as at most 6 (`\u0001`), so undo
+/// text and name take at most 6 × (8 KiB + 256) bytes, plus under 300 of fields.
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// The 0.1.0 undo file is read up to this size (its own limit).
 const MAX_LEGACY_BYTES: u64 = 16 * 1024 * 1024;
@@ -309,8 +312,9 @@ impl Grants {
         self.remove(key);
     }
 
-    /// Revoke matching grants: active ones become `Undoing` (returned, to be undone now);
-    /// running ones are undone as soon as their run ends. Returns (to undo now, running).
+    /// Revoke matching grants: active ones become `Undoing` with their deadline now (returned,
+    /// to be persisted and undone now); running ones are undone as soon as their run ends.
+    /// Returns (to undo now, running).
     pub fn revoke(
         &mut self,
         command: Option<&str>,
@@ -328,6 +332,8 @@ impl Grants {
                 Phase::Active { .. } => {
                     g.phase = Phase::Undoing;
                     g.reason = Some(UndoReason::Revoked);
+                    // Persisted as due now: a stop before the undo ran undoes it at the next start.
+                    g.record.deadline_unix_ms = now_unix_ms();
                     now.push(g.record.clone());
                 }
                 Phase::Running { .. } => {
@@ -457,7 +463,7 @@ impl Store {
         self.dir.join(format!("{}_{ip}", CmdHash::of_name(command)))
     }
 
-    /// Every record on disk (bounded), then the 0.1.0 undo file's entries, if any.
+    /// Every record on disk (at most `MAX_GRANTS_HARD`, each at most `MAX_RECORD_BYTES`).
     pub fn load_all(&self) -> Result<Vec<Record>, GrantError> {
         let d = self.dir.display().to_string();
         let io = |source| GrantError::Io {
@@ -506,6 +512,13 @@ impl Store {
             source,
         };
         let text = toml::to_string(r).map_err(|e| io(std::io::Error::other(e)))?;
+        if text.len() as u64 > MAX_RECORD_BYTES {
+            // Never write what the next start would refuse to load.
+            return Err(io(std::io::Error::other(format!(
+                "record of {} bytes is larger than {MAX_RECORD_BYTES}",
+                text.len()
+            ))));
+        }
         fsutil::write_atomic(&path, text.as_bytes(), 0o600).map_err(io)
     }
 
@@ -763,11 +776,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = Store::open(dir.path()).unwrap();
         let mut r = record("b", Stored::Active, u64::MAX);
-        r.undo = "\"\\\u{7f}".repeat(MAX_UNDO_TEXT_BYTES / 4);
-        r.command = "c".repeat(4096);
+        // Control characters: the longest escapes TOML writes.
+        r.undo = "\u{1}".repeat(MAX_UNDO_TEXT_BYTES);
+        r.command = "\u{2}".repeat(MAX_COMMAND_NAME_BYTES);
+        r.boot_id = boot_id().unwrap();
+        r.undo_after_ms = u64::MAX;
         r.ip = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap();
         st.write(&r).unwrap();
-        assert_eq!(st.load_all().unwrap(), vec![r]);
+        assert_eq!(st.load_all().unwrap(), vec![r.clone()]);
+        r.undo.push_str(&"\u{1}".repeat(4 * MAX_UNDO_TEXT_BYTES));
+        let e = st.write(&r).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "refused before writing: {e}");
+        assert_eq!(st.load_all().unwrap().len(), 1);
     }
 
     #[test]

@@ -107,7 +107,8 @@ impl Error {
             Error::Config(_) => 78,
             Error::NoMatch => 1,
             Error::Grants(GrantError::Corrupt { .. } | GrantError::TooMany { .. }) => 65,
-            Error::Grants(GrantError::UnsafeDir { .. }) => 78,
+            Error::Grants(GrantError::UnsafeDir { .. })
+            | Error::Socket(SocketError::UnsafeDir { .. }) => 78,
             Error::Grants(GrantError::Io { .. } | GrantError::BootId { .. }) | Error::Socket(_) => {
                 74
             }

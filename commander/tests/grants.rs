@@ -576,3 +576,33 @@ fn a_flood_of_unknown_frames_is_summarised() {
     );
     assert!(d.log_text().lines().count() < 20, "log stays short");
 }
+
+/// A revoke is recorded before its undo runs: a commander killed during that undo runs it
+/// again at the next start instead of keeping the grant open until its old deadline.
+#[test]
+fn a_revoke_interrupted_by_a_crash_is_undone_at_the_next_start() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        r#"open = { run = "echo open >> $DIR/out", undo = "echo close >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done", undo_after = "1h" }"#,
+    );
+    let mut d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "open", "192.0.2.5");
+    assert_eq!(read_ack(&mut s), ack(0, AckOutcome::Done));
+    let out = env.op(&["revoke", "open", "192.0.2.5"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until("the undo to start", || env.out_lines() == ["open", "close"]);
+    assert!(
+        deadline(&records(&env)[0]) <= now_ms(),
+        "recorded as due now"
+    );
+    d.signal(Signal::SIGKILL);
+    d.wait_exit();
+    std::fs::write(env.path("release"), "").unwrap();
+    let d2 = env.start();
+    wait_until("the undo again", || env.out_lines().len() == 3);
+    assert_eq!(env.out_lines(), ["open", "close", "close"]);
+    d2.wait_log(&["event=\"undone\"", "ip=192.0.2.5"], 1);
+    wait_until("the record to go", || records(&env).is_empty());
+}
