@@ -606,3 +606,51 @@ fn a_revoke_interrupted_by_a_crash_is_undone_at_the_next_start() {
     d2.wait_log(&["event=\"undone\"", "ip=192.0.2.5"], 1);
     wait_until("the record to go", || records(&env).is_empty());
 }
+
+/// `grants` / `revoke` refuse to talk to a control socket that a non-root process serves (a
+/// local user's impostor at the path), before sending anything.
+#[test]
+fn the_operator_commands_refuse_an_impostor_socket() {
+    let env = Env::new();
+    let dir = env.path("impostor");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = dir.join("control.sock");
+    let script = "import socket,sys\n\
+        s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)\n\
+        print('ready', flush=True)\n\
+        c,_=s.accept(); got=c.recv(4096)\n\
+        open(sys.argv[2],'wb').write(got)\n\
+        c.sendall(b'{\"grants\":[]}\\n')\n";
+    let got = env.path("impostor-got");
+    std::fs::write(&got, "").unwrap();
+    std::fs::set_permissions(&got, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut child = as_nobody(std::path::Path::new("/usr/bin/python3"))
+        .args(["-c", script])
+        .arg(&sock)
+        .arg(&got)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let out = std::process::Command::new(BIN)
+        .arg("--control")
+        .arg(&sock)
+        .arg("revoke")
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not root: refusing to talk to it"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(&got).unwrap(), b"", "nothing was sent to it");
+}
