@@ -153,7 +153,7 @@ fn a_repeat_during_the_run_does_not_run_again() {
     let env = Env::new();
     env.write_config(
         "",
-        r#"open = { run = "echo open >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done", undo = "echo close >> $DIR/out", undo_after = "1s" }"#,
+        r#"open = { run = "echo open >> $DIR/out; i=0; while [ ! -e $DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done", undo = "echo close >> $DIR/out", undo_after = "1s" }"#,
     );
     let d = env.start();
     let mut s = env.connect();
@@ -214,7 +214,7 @@ fn request_during_running_undo(max_parallel: usize) {
     let env = Env::new();
     env.write_config(
         &format!("max_parallel = {max_parallel}"),
-        r#"open = { run = "echo open >> $DIR/out", undo = "echo close-start >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done; echo close-done >> $DIR/out", undo_after = "1s" }"#,
+        r#"open = { run = "echo open >> $DIR/out", undo = "echo close-start >> $DIR/out; i=0; while [ ! -e $DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done; echo close-done >> $DIR/out", undo_after = "1s" }"#,
     );
     let _d = env.start();
     let mut s = env.connect();
@@ -530,7 +530,7 @@ fn a_stopping_commander_acknowledges_what_ran_and_nothing_else() {
     let env = Env::new();
     env.write_config(
         "max_parallel = 1",
-        r#"gate = "echo run $RUROCO_IP >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done""#,
+        r#"gate = "echo run $RUROCO_IP >> $DIR/out; i=0; while [ ! -e $DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done""#,
     );
     let mut d = env.start();
     let mut s = env.connect();
@@ -584,7 +584,7 @@ fn a_revoke_interrupted_by_a_crash_is_undone_at_the_next_start() {
     let env = Env::new();
     env.write_config(
         "",
-        r#"open = { run = "echo open >> $DIR/out", undo = "echo close >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done", undo_after = "1h" }"#,
+        r#"open = { run = "echo open >> $DIR/out", undo = "echo close >> $DIR/out; i=0; while [ ! -e $DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done", undo_after = "1h" }"#,
     );
     let mut d = env.start();
     let mut s = env.connect();

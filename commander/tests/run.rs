@@ -114,7 +114,7 @@ fn a_slow_command_does_not_delay_a_fast_one() {
     let env = Env::new();
     env.write_config(
         "max_parallel = 4",
-        r#"slow = "echo slow-started >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done; echo slow-done >> $DIR/out"
+        r#"slow = "echo slow-started >> $DIR/out; i=0; while [ ! -e $DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done; echo slow-done >> $DIR/out"
 fast = "echo fast >> $DIR/out""#,
     );
     let d = env.start();
@@ -143,7 +143,7 @@ fn beyond_max_parallel_and_queue_frames_are_refused_and_acknowledged_so() {
     let env = Env::new();
     env.write_config(
         "max_parallel = 1\nqueue = 2",
-        r#"gate = "echo run >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done""#,
+        r#"gate = "echo run >> $DIR/out; i=0; while [ ! -e $DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done""#,
     );
     let d = env.start();
     let mut s = env.connect();
@@ -206,7 +206,7 @@ fn sigterm_lets_a_running_command_finish_then_exits_cleanly() {
     let env = Env::new();
     env.write_config(
         "",
-        r#"gate = "echo started >> $DIR/out; while [ ! -e $DIR/release ]; do sleep 0.05; done; echo done >> $DIR/out""#,
+        r#"gate = "echo started >> $DIR/out; i=0; while [ ! -e $DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done; echo done >> $DIR/out""#,
     );
     let mut d = env.start();
     let mut s = env.connect();

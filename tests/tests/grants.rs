@@ -181,7 +181,7 @@ fn a_request_during_a_graceful_stop_runs_after_the_restart() {
     let mut c = Chain::builder()
         .command(
             "slow",
-            r#""echo slow >> @OUT; while [ ! -e @DIR/release ]; do sleep 0.05; done""#,
+            r#""echo slow >> @OUT; i=0; while [ ! -e @DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done""#,
         )
         .start();
     send(&c, "slow");
@@ -215,7 +215,7 @@ fn sigkill_after_a_frame_was_read_runs_it_at_least_once_and_at_most_twice() {
     let mut c = Chain::builder()
         .command(
             "open",
-            r#"{ run = "echo open >> @OUT; while [ ! -e @DIR/release ]; do sleep 0.05; done", undo = "echo close >> @OUT", undo_after = "1h" }"#,
+            r#"{ run = "echo open >> @OUT; i=0; while [ ! -e @DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done", undo = "echo close >> @OUT", undo_after = "1h" }"#,
         )
         .start();
     send(&c, "open");
@@ -238,7 +238,7 @@ fn sigkill_during_a_plain_command_runs_it_at_most_twice() {
     let mut c = Chain::builder()
         .command(
             "slow",
-            r#""echo slow >> @OUT; while [ ! -e @DIR/release ]; do sleep 0.05; done""#,
+            r#""echo slow >> @OUT; i=0; while [ ! -e @DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done""#,
         )
         .start();
     send(&c, "slow");
