@@ -179,13 +179,7 @@ pub fn run() -> Result<(), Error> {
         }
     }
     let control = socket::create_control(&cfg.control_socket)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Os {
-            what: "start the async runtime",
-            source,
-        })?;
+    let rt = runtime()?;
     let result = rt.block_on(serve(args, cfg, server_uid, taken, control, (table, store)));
     // Children still running at this point were given their full timeout by `drain`.
     rt.shutdown_background();
@@ -364,6 +358,17 @@ async fn reload(args: &Args, running: &Config, dispatcher: &Dispatcher) {
     notify::ready();
 }
 
+/// The single-threaded async runtime both the daemon and the operator commands run on.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Os {
+            what: "start the async runtime",
+            source,
+        })
+}
+
 /// `grants` / `revoke`: ask the running commander over its control socket and print the answer.
 fn operate(args: &Args, op: &Op) -> Result<(), Error> {
     let path = match &args.control {
@@ -377,13 +382,7 @@ fn operate(args: &Args, op: &Op) -> Result<(), Error> {
             ip: *ip,
         },
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Os {
-            what: "start the async runtime",
-            source,
-        })?;
+    let rt = runtime()?;
     let grants = rt.block_on(control::request(&path, &req))?;
     match op {
         Op::Grants if grants.is_empty() => println!("no grants"),

@@ -1218,16 +1218,8 @@ impl Chain {
     /// 65534 with no capabilities, passing `env`.
     pub fn spawn_probe_as_nobody(&self, probe: &str, env: &[(&str, &str)], log: &Path) -> Daemon {
         let exe = self.probe_exe();
-        let mut cmd = Command::new("setpriv");
+        let mut cmd = as_nobody(&exe);
         cmd.args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--bounding-set=-all",
-            "--no-new-privs",
-        ])
-        .arg(exe)
-        .args([
             "--exact",
             probe,
             "--ignored",
@@ -1245,6 +1237,21 @@ impl Chain {
     pub fn path(&self) -> &Path {
         &self.root
     }
+}
+
+/// `program` run through `setpriv` as uid/gid 65534 (nobody:nogroup) with no supplementary
+/// groups, an empty bounding set and no-new-privs: an unprivileged local user.
+pub fn as_nobody(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--bounding-set=-all",
+        "--no-new-privs",
+    ])
+    .arg(program);
+    cmd
 }
 
 /// The unspecified address of the same family (a "bind anywhere" source).

@@ -7,7 +7,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Command;
 
 use nix::sys::signal::Signal;
 use ruroco_tests::{Chain, DEADLINE, wait_for};
@@ -36,6 +35,16 @@ fn grants_output(c: &Chain) -> String {
     let o = c.commander_op(&["grants"]);
     assert!(o.status.success(), "{o:?}");
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A chain whose `slow` command records `slow`, then waits for `release`.
+fn slow_chain() -> Chain {
+    Chain::builder()
+        .command(
+            "slow",
+            r#""echo slow >> @OUT; i=0; while [ ! -e @DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done""#,
+        )
+        .start()
 }
 
 fn release(c: &Chain) {
@@ -178,12 +187,7 @@ fn a_grant_recorded_under_another_boot_is_undone_at_start() {
 /// lost: the server sends it again to the next commander, and it runs once.
 #[test]
 fn a_request_during_a_graceful_stop_runs_after_the_restart() {
-    let mut c = Chain::builder()
-        .command(
-            "slow",
-            r#""echo slow >> @OUT; i=0; while [ ! -e @DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done""#,
-        )
-        .start();
+    let mut c = slow_chain();
     send(&c, "slow");
     wait_lines(&c, &["slow"]);
     c.commander_mut().signal(Signal::SIGTERM);
@@ -235,12 +239,7 @@ fn sigkill_after_a_frame_was_read_runs_it_at_least_once_and_at_most_twice() {
 /// The same for a command without an undo: it ran before the kill and runs once more.
 #[test]
 fn sigkill_during_a_plain_command_runs_it_at_most_twice() {
-    let mut c = Chain::builder()
-        .command(
-            "slow",
-            r#""echo slow >> @OUT; i=0; while [ ! -e @DIR/release ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done""#,
-        )
-        .start();
+    let mut c = slow_chain();
     send(&c, "slow");
     wait_lines(&c, &["slow"]);
     c.stop_commander(Signal::SIGKILL);
@@ -262,15 +261,7 @@ fn only_root_lists_and_revokes_grants() {
     send(&c, "open");
     wait_lines(&c, &["open"]);
     let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid=nobody",
-                "--regid=nogroup",
-                "--clear-groups",
-                "--bounding-set=-all",
-                "--no-new-privs",
-            ])
-            .arg(c.bin.join("ruroco-commander"))
+        ruroco_tests::as_nobody(&c.bin.join("ruroco-commander"))
             .arg("--control")
             .arg(c.control_socket())
             .args(args)
