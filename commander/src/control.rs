@@ -19,8 +19,11 @@ use crate::dispatch::{Dispatcher, GrantView};
 pub const MAX_REQUEST_BYTES: u64 = 4096;
 /// A response longer than this is refused by the client (65536 grants fit easily).
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
-/// Each side gives the other this long to send its line.
+/// The commander gives a client this long to send its request line.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client waits this long for the answer: a revoke of thousands of grants records each one
+/// durably before it answers.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The only uid served.
 const ROOT: u32 = 0;
 
@@ -178,7 +181,7 @@ pub async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, Contr
             (Ok(()), Ok(_)) => Ok(()),
         }
     };
-    match tokio::time::timeout(IO_TIMEOUT, exchange).await {
+    match tokio::time::timeout(REPLY_TIMEOUT, exchange).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(proto(e.to_string())),
         Err(_) => return Err(proto("no answer within the timeout".to_owned())),

@@ -346,14 +346,14 @@ impl Dispatcher {
         command: Option<&str>,
         ip: Option<IpAddr>,
     ) -> Vec<GrantView> {
-        let (now, later) = self.grants.lock().await.revoke(command, ip);
+        let (now, later, undoing) = self.grants.lock().await.revoke(command, ip);
         for r in &now {
             if let Err(e) = self.persist(r).await {
                 // The record keeps its earlier deadline: a stop before the undo undoes it then.
                 tracing::error!(event = "grant_state_write_failed", command = %r.command, ip = %r.ip, error = %e);
             }
         }
-        let mut out = Vec::new();
+        let mut out: Vec<GrantView> = undoing.iter().map(|r| view(r, "undoing", None)).collect();
         for r in later {
             tracing::info!(event = "revoke", command = %r.command, ip = %r.ip, detail = "undone when its run ends");
             out.push(view(&r, "running", None));
@@ -389,9 +389,10 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Grants running or active right now.
-    pub async fn active_grants(&self) -> usize {
-        self.grants.lock().await.active_count()
+    /// Grants running or active right now, and all grants (records kept on disk).
+    pub async fn grant_counts(&self) -> (usize, usize) {
+        let g = self.grants.lock().await;
+        (g.active_count(), g.len())
     }
 
     /// `STATUS=`: commands and active grants.

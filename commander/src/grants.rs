@@ -138,6 +138,9 @@ pub struct Grant {
 /// Identifies a grant.
 pub type GrantKey = (String, IpAddr);
 
+/// What `Grants::revoke` matched: to undo now, undone when their run ends, already undoing.
+pub type Revoked = (Vec<Record>, Vec<Record>, Vec<Record>);
+
 /// What a request for a command with an undo may do now (see `Grants::admit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
@@ -314,14 +317,11 @@ impl Grants {
 
     /// Revoke matching grants: active ones become `Undoing` with their deadline now (returned,
     /// to be persisted and undone now); running ones are undone as soon as their run ends.
-    /// Returns (to undo now, running).
-    pub fn revoke(
-        &mut self,
-        command: Option<&str>,
-        ip: Option<IpAddr>,
-    ) -> (Vec<Record>, Vec<Record>) {
+    /// Returns (to undo now, running, already being undone).
+    pub fn revoke(&mut self, command: Option<&str>, ip: Option<IpAddr>) -> Revoked {
         let mut now = Vec::new();
         let mut later = Vec::new();
+        let mut undoing = Vec::new();
         for g in self.map.values_mut() {
             if command.is_some_and(|c| c != g.record.command)
                 || ip.is_some_and(|i| i != g.record.ip)
@@ -340,10 +340,10 @@ impl Grants {
                     g.phase = Phase::Running { revoke: true };
                     later.push(g.record.clone());
                 }
-                Phase::Undoing => {}
+                Phase::Undoing => undoing.push(g.record.clone()),
             }
         }
-        (now, later)
+        (now, later, undoing)
     }
 
     /// Every grant, for `ruroco-commander grants`.
@@ -420,6 +420,23 @@ fn later(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// What `Store::load_all` found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: Vec<Record>,
+    /// Entries skipped because the commander cannot have written them (logged as warnings).
+    pub foreign: Vec<PathBuf>,
+}
+
+/// Can `name` be a record file (`<command hash, 16 hex digits>_<ip>`)?
+fn is_record_name(name: &str) -> bool {
+    name.split_once('_').is_some_and(|(hash, ip)| {
+        hash.len() == 16
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            && ip.parse::<IpAddr>().is_ok()
+    })
+}
+
 /// The grant records on disk.
 #[derive(Debug)]
 pub struct Store {
@@ -464,44 +481,93 @@ impl Store {
     }
 
     /// Every record on disk (at most `MAX_GRANTS_HARD`, each at most `MAX_RECORD_BYTES`).
-    pub fn load_all(&self) -> Result<Vec<Record>, GrantError> {
+    /// Entries the commander cannot have written (a name not `<16 hex digits>_<ip>`, a
+    /// symlink, a directory or another non-regular file) are skipped and listed in `foreign`;
+    /// a record file that is not root-owned, writable by others, too large or unreadable
+    /// stops start-up (its grant may still be open).
+    pub fn load_all(&self) -> Result<Loaded, GrantError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let d = self.dir.display().to_string();
         let io = |source| GrantError::Io {
             path: d.clone(),
             source,
         };
-        let mut records = Vec::new();
+        let mut loaded = Loaded::default();
         for entry in std::fs::read_dir(&self.dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name();
+            let name = name.to_string_lossy();
             // Temp files of an interrupted atomic write start with a dot.
-            if name.to_string_lossy().starts_with('.') {
+            if name.starts_with('.') {
                 continue;
             }
-            if records.len() >= MAX_GRANTS_HARD {
+            let path = entry.path();
+            if !is_record_name(&name) {
+                loaded.foreign.push(path);
+                continue;
+            }
+            if loaded.records.len() >= MAX_GRANTS_HARD {
                 return Err(GrantError::TooMany { path: d });
             }
-            let path = entry.path();
             let p = path.display().to_string();
-            let text =
-                fsutil::read_bounded(&path, MAX_RECORD_BYTES).map_err(|e| GrantError::Corrupt {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?;
-            let mut r: Record = toml::from_str(&text).map_err(|e| GrantError::Corrupt {
+            let corrupt = |message: String| GrantError::Corrupt {
                 path: p.clone(),
-                message: e.to_string().replace('\n', " "),
-            })?;
+                message,
+            };
+            // No symlink is followed, and a FIFO never blocks the start.
+            let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags.bits())
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                    loaded.foreign.push(path);
+                    continue;
+                }
+                Err(e) => return Err(corrupt(e.to_string())),
+            };
+            let meta = file.metadata().map_err(|e| corrupt(e.to_string()))?;
+            if !meta.is_file() {
+                loaded.foreign.push(path);
+                continue;
+            }
+            if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+                return Err(corrupt(format!(
+                    "owned by uid {} with mode {:04o}, not a root-owned file only root may write",
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                )));
+            }
+            let mut text = String::new();
+            file.take(MAX_RECORD_BYTES + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| corrupt(e.to_string()))?;
+            if text.len() as u64 > MAX_RECORD_BYTES {
+                return Err(corrupt(format!("larger than {MAX_RECORD_BYTES} bytes")));
+            }
+            let mut r: Record =
+                toml::from_str(&text).map_err(|e| corrupt(e.to_string().replace('\n', " ")))?;
             r.ip = ruroco_shared::ip::canonical(r.ip);
             if path != self.path_of(&r.command, r.ip) {
-                return Err(GrantError::Corrupt {
-                    path: p,
-                    message: "file name does not match its command and ip".to_owned(),
-                });
+                return Err(corrupt(
+                    "file name does not match its command and ip".to_owned(),
+                ));
             }
-            records.push(r);
+            loaded.records.push(r);
         }
-        Ok(records)
+        Ok(loaded)
+    }
+
+    /// Entries in the directory (records and anything else), for bounds checks.
+    fn entries(&self) -> Result<usize, GrantError> {
+        let io = |source| GrantError::Io {
+            path: self.dir.display().to_string(),
+            source,
+        };
+        Ok(std::fs::read_dir(&self.dir).map_err(io)?.count())
     }
 
     /// Durably write one record (temp file, fsync, rename, fsync of the directory).
@@ -582,6 +648,16 @@ pub fn import_legacy(
     })?;
     let now = now_unix_ms();
     let n = file.undo.len();
+    // Checked before writing anything: an import must never leave more records than a start
+    // loads.
+    if n.saturating_add(store.entries()?) > MAX_GRANTS_HARD {
+        return Err(GrantError::Corrupt {
+            path: p,
+            message: format!(
+                "{n} entries, more than the {MAX_GRANTS_HARD} grant records a start loads"
+            ),
+        });
+    }
     for e in file.undo {
         let ip = ruroco_shared::ip::canonical(e.ip);
         // Without a known undo_after, the old deadline itself bounds how long it stays open.
@@ -665,8 +741,8 @@ mod tests {
         assert_eq!(g.undoing().len(), 1);
         g.undone(&k);
         g.start(&k, "close", AFTER);
-        let (now, later) = g.revoke(Some("open"), None);
-        assert!(now.is_empty() && later.len() == 1);
+        let (now, later, undoing) = g.revoke(Some("open"), None);
+        assert!(now.is_empty() && later.len() == 1 && undoing.is_empty());
         assert_eq!(g.run_finished(&k, true), Err(UndoReason::Revoked));
     }
 
@@ -755,6 +831,7 @@ mod tests {
 
     #[test]
     fn store_round_trip_and_refusals() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let st = Store::open(dir.path()).unwrap();
         let r = record("b", Stored::Active, 42);
@@ -763,12 +840,30 @@ mod tests {
             .unwrap()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(st.load_all().unwrap(), vec![r.clone()]);
+        assert_eq!(st.load_all().unwrap().records, vec![r.clone()]);
         st.remove(&r.command, r.ip).unwrap();
-        assert!(st.load_all().unwrap().is_empty());
-        std::fs::write(st.dir().join("x"), "command = 1").unwrap();
+        assert!(st.load_all().unwrap().records.is_empty());
+        // Not ours: skipped (and warned about), never run.
+        std::fs::write(st.dir().join("README"), "hi").unwrap();
+        std::fs::write(st.dir().join("x~"), "command = 1").unwrap();
+        std::fs::create_dir(st.dir().join("0123456789abcdef_192.0.2.9")).unwrap();
+        std::os::unix::fs::symlink(
+            st.dir().join("README"),
+            st.path_of("open", "192.0.2.8".parse().unwrap()),
+        )
+        .unwrap();
+        let l = st.load_all().unwrap();
+        assert!(l.records.is_empty());
+        assert_eq!(l.foreign.len(), 4, "{:?}", l.foreign);
+        // Ours but unreadable: start-up stops.
+        let p = st.path_of("open", "192.0.2.7".parse().unwrap());
+        std::fs::write(&p, "command = 1").unwrap();
         let e = st.load_all().unwrap_err().to_string();
         assert!(e.contains("run its undo by hand"), "{e}");
+        st.write(&r).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o622)).unwrap();
+        let e = st.load_all().unwrap_err().to_string();
+        assert!(e.contains("mode 0622"), "{e}");
     }
 
     #[test]
@@ -783,11 +878,11 @@ mod tests {
         r.undo_after_ms = u64::MAX;
         r.ip = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap();
         st.write(&r).unwrap();
-        assert_eq!(st.load_all().unwrap(), vec![r.clone()]);
+        assert_eq!(st.load_all().unwrap().records, vec![r.clone()]);
         r.undo.push_str(&"\u{1}".repeat(4 * MAX_UNDO_TEXT_BYTES));
         let e = st.write(&r).unwrap_err().to_string();
         assert!(e.contains("larger than"), "refused before writing: {e}");
-        assert_eq!(st.load_all().unwrap().len(), 1);
+        assert_eq!(st.load_all().unwrap().records.len(), 1);
     }
 
     #[test]
@@ -803,7 +898,7 @@ mod tests {
         let n = import_legacy(dir.path(), &st, "this", |_| Some(AFTER)).unwrap();
         assert_eq!(n, 1);
         assert!(!dir.path().join(LEGACY_UNDO_FILE).exists());
-        let loaded = st.load_all().unwrap();
+        let loaded = st.load_all().unwrap().records;
         assert_eq!(loaded[0].ip, "192.0.2.7".parse::<IpAddr>().unwrap());
         let mut g = Grants::new("this".into(), 10);
         let cut = g.load(loaded[0].clone(), Instant::now(), now_unix_ms());

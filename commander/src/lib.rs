@@ -172,7 +172,11 @@ pub fn run() -> Result<(), Error> {
     }
     let mut table = Grants::new(boot_id, cfg.max_grants);
     let (now, now_ms) = (Instant::now(), grants::now_unix_ms());
-    for record in store.load_all()? {
+    let loaded = store.load_all()?;
+    for path in &loaded.foreign {
+        tracing::warn!(event = "foreign_file", path = %path.display(), detail = "not a grant record the commander wrote: ignored; move it out of the grants directory");
+    }
+    for record in loaded.records {
         if let Some(cut) = table.load(record, now, now_ms) {
             tracing::warn!(event = "deadline_cut", command = %cut.command, ip = %cut.ip, detail = "deadline further than undo_after from now (clock stepped back?): cut");
             store.write(&cut)?;
@@ -313,9 +317,12 @@ async fn serve(
     // Connections write the acknowledgements of what finished during the drain, then close.
     let n = u32::try_from(frames::MAX_CONNECTIONS).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(frames::ACK_WRITE_TIMEOUT, connections.acquire_many(n)).await;
+    let (active, kept) = dispatcher.grant_counts().await;
     tracing::info!(
         event = "stopped",
-        active_grants = dispatcher.active_grants().await
+        active_grants = active,
+        grant_records = kept,
+        detail = "undos that did not run yet are kept and run at the next start"
     );
     Ok(())
 }
@@ -390,10 +397,10 @@ fn operate(args: &Args, op: &Op) -> Result<(), Error> {
         Op::Revoke { .. } if grants.is_empty() => return Err(Error::NoMatch),
         Op::Revoke { .. } => {
             for g in &grants {
-                let when = if g.state == "running" {
-                    "undo when its run ends"
-                } else {
-                    "undo started"
+                let when = match g.state.as_str() {
+                    "running" => "undo when its run ends",
+                    "undoing" => "already being undone",
+                    _ => "undo started",
                 };
                 println!("revoked {} {} ({when})", g.command, g.ip);
             }
