@@ -906,6 +906,26 @@ mod tests {
         assert_eq!(import_legacy(dir.path(), &st, "this", |_| None).unwrap(), 0);
     }
 
+    #[test]
+    fn a_legacy_file_larger_than_a_start_loads_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open(dir.path()).unwrap();
+        let mut text = String::new();
+        for i in 0..=MAX_GRANTS_HARD {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
+            text.push_str(&format!(
+                "[[undo]]\ncommand=\"c\"\nip=\"{ip}\"\ndue_unix_ms=1\nrun=\"u\"\n"
+            ));
+        }
+        std::fs::write(dir.path().join(LEGACY_UNDO_FILE), text).unwrap();
+        let e = import_legacy(dir.path(), &st, "b", |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("65537 entries"), "{e}");
+        assert!(dir.path().join(LEGACY_UNDO_FILE).exists(), "kept");
+        assert_eq!(st.entries().unwrap(), 0, "nothing written");
+    }
+
     proptest::proptest! {
         /// Whatever the order of requests, run ends, deadlines, revokes and undo ends: at most
         /// one grant per (command, ip), no run admitted while its grant exists in any phase,
