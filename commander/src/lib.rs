@@ -141,12 +141,16 @@ pub fn run() -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
+    let closed = exec::close_inherited_fds();
     // No core dumps or ptrace by other uids of a process that holds the commands.
     nix::sys::prctl::set_dumpable(false).map_err(|e| Error::Os {
         what: "prctl(PR_SET_DUMPABLE, 0)",
         source: e.into(),
     })?;
     logging::init("ruroco-commander");
+    if !closed.is_empty() {
+        tracing::info!(event = "closed_inherited_fds", fds = ?closed, detail = "descriptors left open by the parent process: closed so no command inherits them");
+    }
     let cfg = Config::load(&args.config)?;
     let server_uid = cfg.server_uid()?;
     let taken = match socket::activated()? {

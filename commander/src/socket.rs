@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ pub enum SocketError {
     #[error("{path} exists and is not a socket: move it away or fix socket in the config")]
     NotASocket { path: String },
     #[error(
-        "directory {path} of the control socket must be root-owned and not writable by others: chown root {path} && chmod 0700 {path}"
+        "socket directory {path} must be root-owned and not writable by group or others (else anyone could swap the socket): chown root {path} && chmod go-w {path}"
     )]
     UnsafeDir { path: String },
     #[error("socket {path}: {what}: {source}")]
@@ -79,8 +79,9 @@ pub fn activated() -> Result<Option<UnixListener>, SocketError> {
     Ok(l)
 }
 
-/// Create the frame socket file: refuse a live one, replace a stale one, then bind, chown
-/// `root:gid`, chmod 0660 (its directory, if missing, is made 0755 so the server reaches it).
+/// Create the frame socket file: refuse a live one, replace a stale one, then bind it as
+/// `root:gid` 0660. Its directory (made 0755 if missing, so the server reaches it) must be
+/// root-owned and not writable by group or others.
 pub fn create(path: &Path, gid: u32) -> Result<Taken, SocketError> {
     create_with(path, gid, 0o660, 0o755)
 }
@@ -88,20 +89,35 @@ pub fn create(path: &Path, gid: u32) -> Result<Taken, SocketError> {
 /// Create the root-only control socket (0600 root:root) in a directory that must be root's
 /// alone: made 0700 if missing, refused if it is not root-owned or others may write to it.
 pub fn create_control(path: &Path) -> Result<Taken, SocketError> {
-    let taken = create_with(path, 0, 0o600, 0o700)?;
-    let parent = path.parent().unwrap_or(Path::new("/"));
+    create_with(path, 0, 0o600, 0o700)
+}
+
+/// The socket's directory: created with `mode` if missing; refused unless root-owned and not
+/// group/other-writable, so nobody but root can swap the socket file for a link.
+fn safe_parent(path: &Path, mode: u32) -> Result<(), SocketError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let d = parent.display().to_string();
+    if !parent.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(parent)
+            .map_err(|source| SocketError::Io {
+                path: d.clone(),
+                what: "create the socket's directory",
+                source,
+            })?;
+    }
     let safe = std::fs::symlink_metadata(parent)
         .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
-    if !safe {
-        if let Some(c) = &taken.created {
-            c.remove();
-        }
-        let d = parent.display();
-        return Err(SocketError::UnsafeDir {
-            path: d.to_string(),
-        });
+    if safe {
+        Ok(())
+    } else {
+        Err(SocketError::UnsafeDir { path: d })
     }
-    Ok(taken)
 }
 
 fn create_with(path: &Path, gid: u32, mode: u32, parent_mode: u32) -> Result<Taken, SocketError> {
@@ -114,6 +130,7 @@ fn create_with(path: &Path, gid: u32, mode: u32, parent_mode: u32) -> Result<Tak
             source,
         }
     };
+    safe_parent(path, parent_mode)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             if !meta.file_type().is_socket() {
@@ -127,30 +144,22 @@ fn create_with(path: &Path, gid: u32, mode: u32, parent_mode: u32) -> Result<Tak
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("inspect")(e)),
     }
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-        && !parent.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(parent_mode)
-            .create(parent)
-            .map_err(io_err("create parent directory"))?;
-    }
-    let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
-    let taken = |ino| Created {
-        path: path.to_owned(),
-        ino,
-    };
+    // The file gets its mode at creation (umask), and its group by lchown: neither step
+    // follows a link swapped in at the path. Start-up is single-threaded here, so the umask
+    // change affects no other file.
+    let mask = nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777);
+    let old = nix::sys::stat::umask(mask);
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(io_err("bind"))?;
     let meta = std::fs::symlink_metadata(path).map_err(io_err("inspect"))?;
-    let created = taken(meta.ino());
-    let finish = || -> io::Result<()> {
-        std::os::unix::fs::chown(path, Some(0), Some(gid))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    let created = Created {
+        path: path.to_owned(),
+        ino: meta.ino(),
     };
-    if let Err(e) = finish() {
+    if let Err(e) = std::os::unix::fs::lchown(path, Some(0), Some(gid)) {
         created.remove();
-        return Err(io_err("chown / chmod")(e));
+        return Err(io_err("lchown")(e));
     }
     Ok(Taken {
         listener,
@@ -179,5 +188,34 @@ mod tests {
             create(&p, gid),
             Err(SocketError::NotASocket { .. })
         ));
+    }
+
+    #[test]
+    fn refuses_a_directory_others_can_write_and_sets_modes_at_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let gid = nix::unistd::getegid().as_raw();
+        assert!(matches!(
+            create(&shared.join("s.sock"), gid),
+            Err(SocketError::UnsafeDir { .. })
+        ));
+        assert!(matches!(
+            create_control(&shared.join("c.sock")),
+            Err(SocketError::UnsafeDir { .. })
+        ));
+        let c = create_control(&dir.path().join("private").join("c.sock")).unwrap();
+        let m = std::fs::symlink_metadata(dir.path().join("private/c.sock")).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("private"))
+                .unwrap()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        drop(c);
     }
 }

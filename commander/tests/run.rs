@@ -288,3 +288,27 @@ fn frames_split_across_writes_and_coalesced_in_one_write_all_run() {
         ["192.0.2.21 hello", "192.0.2.22 hello", "192.0.2.23 hello"]
     );
 }
+
+/// A descriptor the commander's parent left open never reaches a command: the commander
+/// closes it at start.
+#[test]
+fn descriptors_the_parent_left_open_never_reach_a_command() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        r#"fds = "if [ -e /proc/$$/fd/7 ]; then echo inherited; else echo clean; fi >> $DIR/out""#,
+    );
+    let d = env.start_with_inherited_fd(7);
+    // The number may be reused by the commander's own (close-on-exec) descriptors.
+    let fd7 = std::fs::read_link(format!("/proc/{}/fd/7", d.child.id()));
+    assert!(
+        fd7.as_ref()
+            .map_or(true, |p| p != std::path::Path::new("/dev/null")),
+        "the commander closed the inherited fd 7: {fd7:?}"
+    );
+    d.wait_log(&["event=\"closed_inherited_fds\"", "7"], 1);
+    let mut s = env.connect();
+    send(&mut s, "fds", "192.0.2.1");
+    wait_until("the command", || !env.out_lines().is_empty());
+    assert_eq!(env.out_lines(), ["clean"]);
+}

@@ -131,6 +131,22 @@ impl Env {
 
     /// Start without waiting for readiness.
     pub fn spawn(&self) -> Daemon {
+        self.spawn_cmd(Command::new(BIN))
+    }
+
+    /// Start through `sh`, which first opens `fd` (without close-on-exec) on /dev/null, as a
+    /// careless parent would leave it; waits for READY=1.
+    pub fn start_with_inherited_fd(&self, fd: u32) -> Daemon {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(format!("exec {fd}</dev/null; exec \"$0\" \"$@\""))
+            .arg(BIN);
+        let d = self.spawn_cmd(c);
+        d.wait_notify("READY=1");
+        d
+    }
+
+    fn spawn_cmd(&self, mut cmd: Command) -> Daemon {
         let notify_path = self.path(&format!("notify.{}", rand_suffix()));
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         notify
@@ -142,7 +158,7 @@ impl Env {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(BIN)
+        let child = cmd
             .arg("--config")
             .arg(self.config())
             .env("NOTIFY_SOCKET", &notify_path)
