@@ -312,3 +312,27 @@ fn descriptors_the_parent_left_open_never_reach_a_command() {
     wait_until("the command", || !env.out_lines().is_empty());
     assert_eq!(env.out_lines(), ["clean"]);
 }
+
+/// A frame whose IP cannot be a client (unspecified, broadcast, multicast) runs nothing, even
+/// from the server's uid: acknowledged as malformed.
+#[test]
+fn frames_for_addresses_that_cannot_be_a_client_run_nothing() {
+    let env = Env::new();
+    env.write_config("", &format!("hello = '{RECORD}'"));
+    let _d = env.start();
+    let mut s = env.connect();
+    for (seq, ip) in (0..).zip(["0.0.0.0", "255.255.255.255", "224.0.0.1", "ff02::1"]) {
+        send(&mut s, "hello", ip);
+        assert_eq!(
+            read_ack(&mut s),
+            Ack {
+                seq,
+                outcome: AckOutcome::Malformed
+            },
+            "{ip}"
+        );
+    }
+    send(&mut s, "hello", "192.0.2.1");
+    assert_eq!(read_ack(&mut s).outcome, AckOutcome::Done);
+    assert_eq!(env.out_lines(), ["192.0.2.1 hello"]);
+}

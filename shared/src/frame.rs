@@ -21,6 +21,9 @@ pub struct Frame {
 pub enum FrameError {
     #[error("frame carries no IP address (all zeros)")]
     NoIp,
+    /// Unspecified, broadcast or multicast (`ip::can_be_client`).
+    #[error("frame carries {0}, which cannot be a client's address")]
+    NotAClient(IpAddr),
 }
 
 impl Frame {
@@ -37,6 +40,9 @@ impl Frame {
         let mut addr = [0u8; 16];
         addr.copy_from_slice(&b[8..]);
         let ip = ip::decode(addr).ok_or(FrameError::NoIp)?;
+        if !ip::can_be_client(ip) {
+            return Err(FrameError::NotAClient(ip));
+        }
         Ok(Self {
             cmd: CmdHash(u64::from_be_bytes(cmd)),
             ip,
@@ -156,6 +162,20 @@ mod tests {
     #[test]
     fn zero_ip_rejected() {
         assert_eq!(Frame::from_bytes(&[0; FRAME_LEN]), Err(FrameError::NoIp));
+    }
+
+    #[test]
+    fn addresses_that_cannot_be_a_client_are_rejected() {
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "ff02::1"] {
+            let ip: IpAddr = bad.parse().unwrap_or(IpAddr::from([1, 1, 1, 1]));
+            let mut b = [0u8; FRAME_LEN];
+            b[8..].copy_from_slice(&ip::encode(Some(ip)));
+            assert_eq!(
+                Frame::from_bytes(&b),
+                Err(FrameError::NotAClient(ip)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,14 @@ pub fn decode(bytes: [u8; 16]) -> Option<IpAddr> {
     Some(canonical(IpAddr::V6(Ipv6Addr::from(bytes))))
 }
 
+/// Can `ip` be a client's address? Not the unspecified address (`0.0.0.0`, `::`), the IPv4
+/// broadcast address or a multicast address (224.0.0.0/4, ff00::/8): a command given one of
+/// these as `RUROCO_IP` would act for nobody, or for everybody (`nft add element … { 0.0.0.0 }`
+/// is one typo from opening everything). Expects the canonical form (see `canonical`).
+pub fn can_be_client(ip: IpAddr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
+}
+
 /// IPv4-mapped IPv6 (as a dual-stack socket reports IPv4 peers) becomes plain IPv4.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
@@ -29,6 +37,23 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn addresses_that_cannot_be_a_client() {
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
+            "239.1.2.3",
+            "ff02::1",
+        ] {
+            assert!(!can_be_client(bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["192.0.2.1", "10.0.0.255", "2001:db8::1", "::1", "127.0.0.1"] {
+            assert!(can_be_client(good.parse().unwrap()), "{good}");
+        }
+    }
 
     #[test]
     fn round_trips() {
