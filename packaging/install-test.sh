@@ -273,6 +273,7 @@ second = 'echo "second $RUROCO_IP" >> /var/lib/ruroco-commander/out'
 nft_open = 'nft add element inet ruroco ssh { $RUROCO_IP }'
 iptables_open = 'iptables -A INPUT -s $RUROCO_IP -p tcp --dport 22 -j ACCEPT'
 restart_dummy = 'systemctl restart ruroco-dummy.service'
+grant = { run = 'echo "open $RUROCO_IP" >> /var/lib/ruroco-commander/out', undo = 'echo "close $RUROCO_IP" >> /var/lib/ruroco-commander/out', undo_after = '1h' }
 EOF
 inside ruroco-server --check >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; fail "ruroco-server --check"; }
 inside ruroco-commander --check >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; fail "ruroco-commander --check"; }
@@ -418,6 +419,23 @@ client -a 127.0.0.1 -c added 2>/dev/null || fail "send the added command"
 wait_for "the command added before the reload to run" out_has "added 127.0.0.1"
 [ "$(inside systemctl show -p MainPID --value ruroco-commander.service)" = "$commander_pid" ] || fail "reload restarted the commander"
 ok "commander reload: same PID, the command added before it runs"
+
+say "a grant: listed, kept across a commander restart, revoked (control socket under systemd)"
+client -a 127.0.0.1 -c grant 2>/dev/null || fail "send grant"
+wait_for "the grant's command to run" out_has "open 127.0.0.1"
+wait_for "STATUS= of the commander to count the grant" sh -c \
+    "nsenter -t $leader -a -- systemctl show -p StatusText --value ruroco-commander.service | grep -q ', 1 active grants'"
+inside ruroco-commander grants >"$work/grants.log" 2>&1 || { cat "$work/grants.log" >&2; fail "ruroco-commander grants"; }
+grep -Eq '^grant +127\.0\.0\.1 +active ' "$work/grants.log" || { cat "$work/grants.log" >&2; fail "grants does not list the grant"; }
+inside systemctl restart ruroco-commander.service || fail "systemctl restart ruroco-commander.service"
+inside ruroco-commander grants >"$work/grants.log" 2>&1 || { cat "$work/grants.log" >&2; fail "ruroco-commander grants after a restart"; }
+grep -Eq '^grant +127\.0\.0\.1 +active ' "$work/grants.log" || { cat "$work/grants.log" >&2; fail "the grant did not survive the restart"; }
+[ "$(out_count "close 127.0.0.1")" = 0 ] || fail "the restart undid an active grant"
+[ "$(inside stat -c '%a %U' /run/ruroco-commander/control.sock)" = "600 root" ] || fail "control socket is not 0600 root"
+inside ruroco-commander revoke grant 127.0.0.1 >/dev/null 2>&1 || fail "ruroco-commander revoke"
+wait_for "the revoke to run the undo" out_has "close 127.0.0.1"
+[ "$(out_count "open 127.0.0.1")" = 1 ] || fail "the grant's command ran more than once"
+ok "grants lists it, STATUS= counts it, a restart keeps it, revoke undoes it; control socket 0600 root"
 
 say "watchdog"
 pinged_late() {
