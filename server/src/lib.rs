@@ -470,7 +470,9 @@ impl Engine {
         let Some(k) = self.keys.get(&id) else {
             return self.reject(Reject::UnknownKey, source);
         };
-        if !self.limiter.allow(source, mono_ns) {
+        // Every AEAD attempt is admitted by the global budget; only a failed one is charged
+        // to its source (so forged junk cannot lock the real sender out).
+        if !self.limiter.admit(source, mono_ns) {
             return self.reject(Reject::RateLimited, source);
         }
         let floor = self.commit.floor(&id);
@@ -484,7 +486,12 @@ impl Engine {
             &self.policy,
         ) {
             Ok(a) => self.commit.accept(a, source),
-            Err(r) => self.reject(r, source),
+            Err(r) => {
+                if r == Reject::BadTag {
+                    self.limiter.failed(source, mono_ns);
+                }
+                self.reject(r, source)
+            }
         }
     }
 
