@@ -142,6 +142,8 @@ pub fn plaintext(data: &[u8]) -> Outcome {
         Err(Reject::WrongDestination)
     } else if pt.strict && pt.src_ip.is_some_and(|claimed| claimed != source) {
         Err(Reject::SourceMismatch)
+    } else if !ip::can_be_client(pt.src_ip.unwrap_or(source)) {
+        Err(Reject::NotAClient)
     } else if allow.as_ref().is_some_and(|l| !l.contains(&pt.cmd)) {
         Err(Reject::NotAllowed)
     } else {
@@ -198,7 +200,7 @@ pub fn commander_config(data: &[u8]) -> Outcome {
 pub fn replay_state(data: &[u8]) -> Outcome {
     let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
     let floors =
-        ruroco_server::replay::parse(text).map_err(|line| format!("corrupt line {line}"))?;
+        ruroco_server::replay::parse(text).map_err(|e| e.to_string())?;
     let again = ruroco_server::replay::parse(&ruroco_server::replay::render(&floors));
     assert_eq!(again, Ok(floors));
     Ok(())

@@ -23,11 +23,14 @@ pub enum Reject {
     TooOld,
     WrongDestination,
     SourceMismatch,
+    /// The address the command would get (claimed, else the real source) is unspecified,
+    /// broadcast or multicast (`ip::can_be_client`).
+    NotAClient,
     NotAllowed,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 12] = [
         Reject::BadLength,
         Reject::UnknownKey,
         Reject::RateLimited,
@@ -38,6 +41,7 @@ impl Reject {
         Reject::TooOld,
         Reject::WrongDestination,
         Reject::SourceMismatch,
+        Reject::NotAClient,
         Reject::NotAllowed,
     ];
 
@@ -54,6 +58,7 @@ impl Reject {
             Reject::TooOld => "too_old",
             Reject::WrongDestination => "wrong_destination",
             Reject::SourceMismatch => "source_mismatch",
+            Reject::NotAClient => "not_a_client",
             Reject::NotAllowed => "not_allowed",
         }
     }
@@ -103,7 +108,8 @@ pub fn key_id(datagram: &[u8]) -> Result<KeyId, Reject> {
     protocol::key_id(datagram).map_err(Reject::from)
 }
 
-/// Steps 4–8: decrypt, version, replay floor, clock, destination, source, allow-list.
+/// Steps 4–8: decrypt, version, replay floor, clock, destination, source (a claim that does
+/// not match in strict mode, then an address that cannot be a client's), allow-list.
 /// `floor` is the highest counter already accepted for this key (0 for none).
 /// `allowed` is the key's allow-list, `None` meaning every command.
 pub fn judge(
@@ -137,6 +143,10 @@ pub fn judge(
             return Err(Reject::SourceMismatch);
         }
     }
+    let for_ip = pt.src_ip.unwrap_or(source);
+    if !ip::can_be_client(for_ip) {
+        return Err(Reject::NotAClient);
+    }
     if let Some(list) = allowed {
         if !list.contains(&pt.cmd) {
             return Err(Reject::NotAllowed);
@@ -147,7 +157,7 @@ pub fn judge(
         counter: pt.counter,
         frame: Frame {
             cmd: pt.cmd,
-            ip: pt.src_ip.unwrap_or(source),
+            ip: for_ip,
         },
     })
 }
@@ -256,6 +266,40 @@ mod tests {
         );
         let ok = [CmdHash::of_name("hello")];
         assert!(run(pt(), LOCAL, 0, &policy(), Some(&ok)).is_ok());
+    }
+
+    #[test]
+    fn claims_that_cannot_be_a_client_are_rejected() {
+        for bad in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            // (`::` is sixteen zero bytes on the wire: "none claimed", the real source.)
+            "ff02::1",
+            "::ffff:0.0.0.0",
+            "::ffff:224.0.0.1",
+        ] {
+            let claimed: IpAddr = bad.parse().unwrap();
+            let mut p = pt();
+            p.strict = false;
+            p.src_ip = Some(ip::canonical(claimed));
+            assert_eq!(
+                run(p, LOCAL, 0, &policy(), None),
+                Err(Reject::NotAClient),
+                "{bad}"
+            );
+        }
+        // An unclaimed datagram from such a source (never delivered by a sane network) too.
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(run(pt(), any, 0, &policy(), None), Err(Reject::NotAClient));
+        // Ordinary unicast claims still pass, including the network's own edge cases.
+        for good in ["192.0.2.255", "10.0.0.0", "2001:db8::"] {
+            let mut p = pt();
+            p.strict = false;
+            p.src_ip = Some(good.parse().unwrap());
+            assert!(run(p, LOCAL, 0, &policy(), None).is_ok(), "{good}");
+        }
     }
 
     #[test]

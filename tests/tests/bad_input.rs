@@ -151,6 +151,33 @@ fn wrong_destination_bad_version_and_false_source_claim() {
 }
 
 #[test]
+fn permissive_claims_that_cannot_be_a_client_run_nothing_and_are_summarised() {
+    let mut c = Chain::builder().start();
+    let k = c.key("k1");
+    for claim in [
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V4(Ipv4Addr::BROADCAST),
+        IpAddr::V4(Ipv4Addr::new(224, 0, 0, 1)),
+        "ff02::1".parse().unwrap(),
+    ] {
+        let mut p = plaintext("hello", LO4);
+        p.strict = false;
+        p.src_ip = Some(claim);
+        c.send_raw(LO4, &seal(&k, &p));
+    }
+    c.expect_status(&[("received", 4), ("not_a_client", 4)], &[]);
+    assert_summarised(&mut c, "not_a_client", 4);
+    // A permissive claim of an ordinary address still runs, with that address.
+    let mut p = plaintext("hello", LO4);
+    p.strict = false;
+    p.src_ip = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+    c.send_raw(LO4, &seal(&k, &p));
+    assert_eq!(c.wait_out(1), ["hello 192.0.2.7"]);
+    c.assert_only_ran("k1", &["hello 192.0.2.7"], MARKER_SRC);
+    c.assert_alive();
+}
+
+#[test]
 fn a_future_counter_is_refused_and_does_not_lock_out_later_datagrams() {
     let mut c = Chain::builder().start();
     let k = c.key("k1");
