@@ -1,7 +1,15 @@
-//! Replay floors: the highest accepted counter per key id, kept in `<state_dir>/replay`
-//! (text, one `<keyid hex16> <counter decimal>` line per key) and written atomically and durably.
-//! It must never reset a floor silently: an unreadable or corrupt file is an error, and floors
-//! of keys that are no longer configured are kept. Writes run on one dedicated thread
+//! Replay floors: the highest accepted counter per key id, kept in `<state_dir>/replay` and
+//! written atomically and durably. It must never reset a floor silently: an unreadable,
+//! corrupt, empty or truncated file is an error (only a *missing* file is a first start), and
+//! floors of keys that are no longer configured are kept.
+//!
+//! Format (text): the header line `ruroco-replay 2`, one `<keyid hex16> <counter decimal>`
+//! line per key, and the terminator `end <number of keys>`, each ending in a newline. The
+//! header and terminator make an empty or cut-short file distinguishable from a first start.
+//! The 0.1.0 format (the key lines alone) is still read, since deployed servers have it; it
+//! is refused when empty or when its last line lacks its newline, and the first accepted
+//! datagram rewrites it in the current format. A 0.1.0 file cut exactly at a line boundary
+//! cannot be told from a complete one: that is the format's limit, closed by the rewrite. Writes run on one dedicated thread
 //! ([`Writer`]) so the receive loop keeps reading the socket while the disk flushes.
 
 use ruroco_shared::KeyId;
@@ -22,6 +30,22 @@ pub const STATE_MODE: u32 = 0o600;
 /// A line is at most 16 + 1 + 39 + 1 bytes; this bounds the file to ~1M keys.
 pub const STATE_MAX_LEN: u64 = 64 * 1024 * 1024;
 
+/// The first line of the current format.
+pub const HEADER: &str = "ruroco-replay 2";
+/// The last line of the current format starts with this, followed by the number of keys.
+pub const TERMINATOR: &str = "end";
+
+/// Why a state file's text cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("line {0} is corrupt (expected `<keyid hex16> <counter>`)")]
+    Line(usize),
+    #[error("it is empty")]
+    Empty,
+    #[error("it is truncated (it does not end with its `end <keys>` line)")]
+    Truncated,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(
@@ -32,9 +56,9 @@ pub enum ReplayError {
         source: std::io::Error,
     },
     #[error(
-        "replay state {path}: line {line} is corrupt (expected `<keyid hex16> <counter>`): restore it from backup; refusing to start with floors reset"
+        "replay state {path}: {problem}: restore it from a backup; if there is none, replace every key (datagrams made with a new key cannot be replays), then delete the file. Refusing to start with floors reset, which would re-open every captured datagram to replay"
     )]
-    Corrupt { path: PathBuf, line: usize },
+    Corrupt { path: PathBuf, problem: ParseError },
     #[error("replay state {path}: cannot write: {source}")]
     Write {
         path: PathBuf,
@@ -50,17 +74,22 @@ pub struct ReplayState {
 }
 
 impl ReplayState {
-    /// Load `<state_dir>/replay`; a missing file is an empty state.
+    /// Load `<state_dir>/replay`; a missing file (and only a missing file) is an empty state.
     pub fn load(state_dir: &Path) -> Result<Self, ReplayError> {
         let path = state_dir.join(STATE_FILE);
         let text = match read_bounded(&path, STATE_MAX_LEN) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    path,
+                    floors: Floors::new(),
+                });
+            }
             Err(source) => return Err(ReplayError::Read { path, source }),
         };
-        let floors = parse(&text).map_err(|line| ReplayError::Corrupt {
+        let floors = parse(&text).map_err(|problem| ReplayError::Corrupt {
             path: path.clone(),
-            line,
+            problem,
         })?;
         Ok(Self { path, floors })
     }
@@ -165,36 +194,77 @@ impl Writer {
     }
 }
 
-/// Parse the file text; `Err(line number)` for the first bad line.
-pub fn parse(text: &str) -> Result<Floors, usize> {
+/// Parse a state file's text: the current format, or the 0.1.0 one (see the module docs).
+pub fn parse(text: &str) -> Result<Floors, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    if !text.ends_with('\n') {
+        return Err(ParseError::Truncated);
+    }
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    if !text.starts_with("ruroco-replay") {
+        return parse_keys(lines);
+    }
+    // Current format: the header exactly, key lines, then `end <n>` as the last line.
+    if lines.next().map(|(_, l)| l) != Some(HEADER) {
+        return Err(ParseError::Line(1));
+    }
+    let body: Vec<(usize, &str)> = lines.collect();
+    let Some((&(last_no, last), keys)) = body.split_last() else {
+        return Err(ParseError::Truncated);
+    };
+    let count = match last
+        .strip_prefix(TERMINATOR)
+        .and_then(|r| r.strip_prefix(' '))
+    {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            n.parse::<usize>().map_err(|_| ParseError::Line(last_no))?
+        }
+        Some(_) => return Err(ParseError::Line(last_no)),
+        // The last line is a key line (or a piece of one): the end was cut off.
+        None => return Err(ParseError::Truncated),
+    };
+    let floors = parse_keys(keys.iter().copied())?;
+    if floors.len() != count {
+        return Err(ParseError::Line(last_no));
+    }
+    Ok(floors)
+}
+
+/// Key lines (`<keyid hex16> <counter>`, numbered); blank lines are skipped.
+fn parse_keys<'a>(lines: impl Iterator<Item = (usize, &'a str)>) -> Result<Floors, ParseError> {
     let mut floors = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
+    for (no, line) in lines {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
+        let bad = ParseError::Line(no);
         let mut parts = line.split_ascii_whitespace();
         let (Some(id), Some(counter), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(i + 1);
+            return Err(bad);
         };
-        let id = KeyId::from_hex(id).ok_or(i + 1)?;
+        let id = KeyId::from_hex(id).ok_or(bad)?;
         if !counter.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(i + 1);
+            return Err(bad);
         }
-        let counter: u128 = counter.parse().map_err(|_| i + 1)?;
+        let counter: u128 = counter.parse().map_err(|_| bad)?;
         if floors.insert(id, counter).is_some() {
-            return Err(i + 1);
+            return Err(bad);
         }
     }
     Ok(floors)
 }
 
-/// The file text for `floors`, sorted by key id.
+/// The file text for `floors` in the current format, keys sorted by id.
 pub fn render(floors: &Floors) -> String {
-    let mut s = String::with_capacity(floors.len() * 58);
+    let mut s = String::with_capacity(floors.len() * 58 + 32);
+    let _ = writeln!(s, "{HEADER}");
     for (id, counter) in floors {
         let _ = writeln!(s, "{id} {counter}");
     }
+    let _ = writeln!(s, "{TERMINATOR} {}", floors.len());
     s
 }
 
@@ -226,7 +296,56 @@ mod tests {
         let again = ReplayState::load(d.path()).unwrap();
         assert_eq!((again.floor(&A), again.floor(&B)), (12, 5));
         let text = std::fs::read_to_string(d.path().join(STATE_FILE)).unwrap();
-        assert_eq!(text, "0102030405060708 12\n0909090909090909 5\n");
+        assert_eq!(
+            text,
+            "ruroco-replay 2\n0102030405060708 12\n0909090909090909 5\nend 2\n"
+        );
+    }
+
+    #[test]
+    fn the_0_1_0_format_is_still_read() {
+        let text = "0102030405060708 12\n\n0909090909090909 5\n";
+        let floors = parse(text).unwrap();
+        assert_eq!((floors[&A], floors[&B]), (12, 5));
+        assert_eq!(parse(&render(&floors)), Ok(floors));
+    }
+
+    #[test]
+    fn empty_and_truncated_files_are_refused_never_read_as_a_first_start() {
+        let full = render(&[(A, 12), (B, 5)].into_iter().collect());
+        // Every proper prefix of a current-format file is refused.
+        for cut in 0..full.len() {
+            let prefix = &full[..cut];
+            assert!(parse(prefix).is_err(), "{prefix:?} was accepted");
+        }
+        assert_eq!(parse(""), Err(ParseError::Empty));
+        assert_eq!(parse("\n \n"), Err(ParseError::Empty));
+        assert_eq!(
+            parse("ruroco-replay 2\n0102030405060708 12\n"),
+            Err(ParseError::Truncated)
+        );
+        assert_eq!(
+            parse("0102030405060708 12\n0909090909090909 5"),
+            Err(ParseError::Truncated),
+            "a 0.1.0 file cut inside its last line"
+        );
+        // A terminator that does not match the keys above it, or a foreign header.
+        assert_eq!(
+            parse("ruroco-replay 2\n0102030405060708 12\nend 2\n"),
+            Err(ParseError::Line(3))
+        );
+        assert_eq!(parse("ruroco-replay 3\nend 0\n"), Err(ParseError::Line(1)));
+        assert_eq!(parse("ruroco-replay 2\nend 0\n"), Ok(Floors::new()));
+
+        let d = tempfile::tempdir().unwrap();
+        for (text, says) in [("", "is empty"), ("ruroco-replay 2\n", "truncated")] {
+            std::fs::write(d.path().join(STATE_FILE), text).unwrap();
+            let e = ReplayState::load(d.path()).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains("restore it from a backup"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -242,8 +361,9 @@ mod tests {
                 "0102030405060708 999999999999999999999999999999999999999999\n",
                 1,
             ),
+            ("ruroco-replay 2\nnope\nend 1\n", 2),
         ] {
-            assert_eq!(parse(text), Err(line), "{text:?}");
+            assert_eq!(parse(text), Err(ParseError::Line(line)), "{text:?}");
         }
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(STATE_FILE), "nope\n").unwrap();

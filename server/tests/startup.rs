@@ -90,6 +90,25 @@ fn config_errors_exit_78_naming_field_or_file() {
             .unwrap()
             .contains("broken")
     );
+    // Empty, or cut short: never read as a first start (which would reset every floor).
+    for (text, says) in [
+        ("", "is empty"),
+        ("ruroco-replay 2\n0102030405060708 12\n", "truncated"),
+        ("0102030405060708 12\n0909090909", "truncated"),
+    ] {
+        std::fs::write(env.path("state/replay"), text).unwrap();
+        chown(env.path("state/replay"), Some(NOBODY), Some(NOBODY)).unwrap();
+        let e = refused(&env);
+        assert!(
+            e.contains("state/replay") && e.contains(says) && e.contains("restore it"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.path("state/replay")).unwrap(),
+            text,
+            "the refused file is left as it was"
+        );
+    }
     env.child = None;
 }
 
