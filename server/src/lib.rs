@@ -22,6 +22,7 @@ use ruroco_shared::verdict::{self, Accepted};
 use ruroco_shared::{KeyId, Policy, Reject, ip, notify};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -232,7 +233,7 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
     // The floor writer thread: after Landlock so it inherits the ruleset, before seccomp
     // because seccomp forbids creating threads (see `replay::Writer`).
     let writer = Writer::spawn(state_file).map_err(ServerError::Runtime)?;
-    let applied = files_restricted.restrict_syscalls()?;
+    let applied = files_restricted.restrict_syscalls(socket.as_fd())?;
     if cfg.commander_uid != 0 {
         tracing::warn!(
             event = "commander_uid",

@@ -6,8 +6,14 @@
 //! Both layers only ever add restrictions (the kernel stacks them on top of whatever the
 //! service manager installed). Missed syscalls fail with `EPERM` instead of killing the
 //! daemon: one operation fails and is logged, the daemon keeps answering (see SECURITY.md).
+//!
+//! The seccomp filter also pins the inherited UDP socket to receiving: no send, write,
+//! connect or setsockopt on its descriptor number, no way to duplicate any descriptor
+//! (`dup*`, `fcntl(F_DUPFD*)`) and no `sendmsg`/`sendmmsg` at all, so no descriptor can be
+//! passed to another process (`SCM_RIGHTS`) either.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use landlock::{
@@ -42,10 +48,19 @@ pub enum SandboxError {
     Failed(String),
 }
 
-/// Debug probe: when set to a path, `apply` tries to open it for reading right after
-/// confining and logs `event="sandbox_selftest" result="denied"|"allowed"`. It reads no
-/// content and can reach nothing the sandbox forbids; tests use it to prove confinement.
+/// Test probe, only in builds with the `selftest` feature (the tests enable it; release
+/// builds do not have it): when set to a path, the server tries to open it for reading right
+/// after confining itself, and then tries every way out the filter closes (see
+/// [`selftest`]), logging `event="sandbox_selftest" probe=… result="denied"|"allowed"`.
+#[cfg(feature = "selftest")]
 pub const SELFTEST_ENV: &str = "RUROCO_SANDBOX_SELFTEST";
+/// With the probe: a UDP address (`127.0.0.1:port`) the probe tries to reach from the
+/// server's own UDP socket.
+#[cfg(feature = "selftest")]
+pub const SELFTEST_UDP_ENV: &str = "RUROCO_SANDBOX_SELFTEST_UDP";
+/// With the probe: a Unix stream socket path, unrelated to the server, it tries to connect to.
+#[cfg(feature = "selftest")]
+pub const SELFTEST_UNIX_ENV: &str = "RUROCO_SANDBOX_SELFTEST_UNIX";
 
 /// The Landlock ABI whose filesystem rights this module was written and reviewed against.
 /// V9 adds `ResolveUnix` (pathname `connect`/`sendto` on Unix sockets), which is granted
@@ -82,11 +97,13 @@ pub fn restrict_files(paths: &Paths<'_>) -> Result<FilesRestricted, SandboxError
 }
 
 impl FilesRestricted {
-    /// Step 2: the seccomp filter, for every thread of the process.
-    pub fn restrict_syscalls(self) -> Result<Applied, SandboxError> {
-        let seccomp = apply_seccomp()?;
+    /// Step 2: the seccomp filter, for every thread of the process. `udp` is the server's
+    /// UDP socket, which the filter lets it receive on and nothing else.
+    pub fn restrict_syscalls(self, udp: BorrowedFd<'_>) -> Result<Applied, SandboxError> {
+        let seccomp = apply_seccomp(udp.as_raw_fd())?;
+        #[cfg(feature = "selftest")]
         if let Some(probe) = std::env::var_os(SELFTEST_ENV) {
-            selftest(Path::new(&probe));
+            selftest::run(Path::new(&probe), udp);
         }
         Ok(Applied {
             landlock: self.landlock,
@@ -95,19 +112,64 @@ impl FilesRestricted {
     }
 }
 
-fn selftest(probe: &Path) {
-    match std::fs::File::open(probe) {
-        Ok(_) => tracing::warn!(
-            event = "sandbox_selftest",
-            result = "allowed",
-            path = %probe.display()
-        ),
-        Err(e) => tracing::info!(
-            event = "sandbox_selftest",
-            result = "denied",
-            path = %probe.display(),
-            error = %e
-        ),
+/// The confinement probe of test builds: each way out is tried once and its outcome logged.
+/// It reads no file content and sends nothing the sandbox lets through.
+#[cfg(feature = "selftest")]
+mod selftest {
+    use super::{SELFTEST_UDP_ENV, SELFTEST_UNIX_ENV};
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, UnixAddr, connect, sendto, socket,
+    };
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::path::Path;
+
+    fn report<T, E: std::fmt::Display>(probe: &str, r: Result<T, E>) {
+        match r {
+            Ok(_) => tracing::warn!(event = "sandbox_selftest", probe, result = "allowed"),
+            Err(e) => tracing::info!(
+                event = "sandbox_selftest",
+                probe,
+                result = "denied",
+                error = %e
+            ),
+        }
+    }
+
+    pub(super) fn run(path: &Path, udp: BorrowedFd<'_>) {
+        report("open_file", std::fs::File::open(path));
+        let fd = udp.as_raw_fd();
+        report("udp_dup", nix::unistd::dup(udp));
+        // (A descriptor these two returned would stay open: the test fails on "allowed".)
+        report("udp_fcntl_dupfd", fcntl(udp, FcntlArg::F_DUPFD(100)));
+        report(
+            "udp_fcntl_dupfd_cloexec",
+            fcntl(udp, FcntlArg::F_DUPFD_CLOEXEC(100)),
+        );
+        report("udp_write", nix::unistd::write(udp, b"ruroco selftest"));
+        let target = std::env::var(SELFTEST_UDP_ENV)
+            .ok()
+            .and_then(|a| a.parse::<std::net::SocketAddrV4>().ok());
+        if let Some(to) = target {
+            let to = SockaddrIn::from(to);
+            report(
+                "udp_sendto",
+                sendto(fd, b"ruroco selftest", &to, MsgFlags::empty()),
+            );
+            report("udp_connect", connect(fd, &to));
+        }
+        if let Some(path) = std::env::var_os(SELFTEST_UNIX_ENV) {
+            let r = UnixAddr::new(Path::new(&path)).and_then(|addr| {
+                let s = socket(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                    None,
+                )?;
+                connect(s.as_raw_fd(), &addr)
+            });
+            report("unix_connect_elsewhere", r);
+        }
     }
 }
 
@@ -296,7 +358,9 @@ fn apply_landlock(paths: &Paths<'_>) -> Result<String, SandboxError> {
 /// instead of taking the daemon and its replay protection down.
 const DEFAULT_ACTION: SeccompAction = SeccompAction::Errno(libc::EPERM as u32);
 
-/// Syscalls allowed with any arguments, on every architecture.
+/// Syscalls allowed with any arguments, on every architecture. (Those that could send on,
+/// connect or reconfigure the UDP socket are allowed further down, on other descriptors
+/// only.)
 /// Found by running the server under `strace -f` through start, accepted and rejected
 /// datagrams, persisting, commander reconnects, SIGHUP reload, STATUS/WATCHDOG and SIGTERM.
 const ALLOWED_COMMON: &[libc::c_long] = &[
@@ -305,23 +369,17 @@ const ALLOWED_COMMON: &[libc::c_long] = &[
     libc::SYS_epoll_pwait2,
     libc::SYS_epoll_ctl,
     libc::SYS_read,
-    libc::SYS_write,
     libc::SYS_readv,
-    libc::SYS_writev,
     libc::SYS_futex,
     libc::SYS_sched_yield,
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
-    // datagrams in; frames and sd_notify messages out
+    // datagrams in (frames and sd_notify messages out: see `NOT_ON_UDP`)
     libc::SYS_recvmmsg,
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
-    libc::SYS_sendto,
-    libc::SYS_sendmsg,
-    libc::SYS_connect,
     libc::SYS_getsockopt,
-    libc::SYS_setsockopt,
     libc::SYS_getsockname,
     libc::SYS_getpeername,
     libc::SYS_shutdown,
@@ -332,7 +390,6 @@ const ALLOWED_COMMON: &[libc::c_long] = &[
     libc::SYS_newfstatat,
     libc::SYS_statx,
     libc::SYS_lseek,
-    libc::SYS_fcntl,
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_renameat2,
@@ -378,6 +435,26 @@ const ALLOWED_ARCH: &[libc::c_long] = &[libc::SYS_ppoll, 38];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const ALLOWED_ARCH: &[libc::c_long] = &[libc::SYS_ppoll];
 
+/// Allowed on any descriptor except the UDP socket: the commander link writes frames
+/// (`write`/`writev`), sd_notify and journald get datagrams (`sendto`), the link connects
+/// (`connect`). `sendmsg`/`sendmmsg` are not allowed at all (nothing needs them, and they
+/// could pass descriptors).
+const NOT_ON_UDP: &[libc::c_long] = &[
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_sendto,
+    libc::SYS_connect,
+    libc::SYS_setsockopt,
+];
+
+/// The only `fcntl` commands allowed: read and set descriptor and status flags. No
+/// `F_DUPFD`/`F_DUPFD_CLOEXEC` (duplicating), no `F_SETOWN`/`F_SETSIG` (signals to others),
+/// no locks or leases.
+const FCNTL_ALLOWED: [libc::c_int; 4] =
+    [libc::F_GETFD, libc::F_SETFD, libc::F_GETFL, libc::F_SETFL];
+
+/// Seccomp compares 32-bit `int` arguments (descriptors, `fcntl` commands) as the kernel reads
+/// them: the low 32 bits only, so upper bits set by a caller cannot slip past a comparison.
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SandboxError> {
     SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
         .map_err(|e| SandboxError::Failed(format!("seccomp condition: {e}")))
@@ -387,8 +464,10 @@ fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
     SeccompRule::new(conds).map_err(|e| SandboxError::Failed(format!("seccomp rule: {e}")))
 }
 
-/// The seccomp filter for this architecture.
-pub fn build_filter() -> Result<BpfProgram, SandboxError> {
+/// The seccomp filter for this architecture, with `udp_fd` the server's UDP socket.
+pub fn build_filter(udp_fd: std::os::fd::RawFd) -> Result<BpfProgram, SandboxError> {
+    let udp = u64::try_from(udp_fd)
+        .map_err(|_| SandboxError::Failed(format!("seccomp: bad UDP descriptor {udp_fd}")))?;
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| {
         SandboxError::Failed(format!(
             "seccomp: no filter for architecture {}: {e}",
@@ -399,6 +478,16 @@ pub fn build_filter() -> Result<BpfProgram, SandboxError> {
     for &nr in ALLOWED_COMMON.iter().chain(ALLOWED_ARCH) {
         rules.insert(nr, Vec::new());
     }
+    for &nr in NOT_ON_UDP {
+        rules.insert(nr, vec![rule(vec![cond(0, SeccompCmpOp::Ne, udp)?])?]);
+    }
+    rules.insert(
+        libc::SYS_fcntl,
+        FCNTL_ALLOWED
+            .iter()
+            .map(|&c| rule(vec![cond(1, SeccompCmpOp::Eq, c as u64)?]))
+            .collect::<Result<_, _>>()?,
+    );
     // New sockets only of family AF_UNIX (commander reconnects, sd_notify); never network.
     rules.insert(
         libc::SYS_socket,
@@ -453,8 +542,8 @@ fn seccomp_supported() -> bool {
         .unwrap_or(false)
 }
 
-fn apply_seccomp() -> Result<bool, SandboxError> {
-    let program = build_filter()?;
+fn apply_seccomp(udp_fd: std::os::fd::RawFd) -> Result<bool, SandboxError> {
+    let program = build_filter(udp_fd)?;
     match seccompiler::apply_filter_all_threads(&program) {
         Ok(()) => Ok(true),
         Err(e) if !seccomp_supported() => {
@@ -471,7 +560,7 @@ mod tests {
 
     #[test]
     fn filter_builds_for_this_arch() {
-        let prog = build_filter().unwrap();
+        let prog = build_filter(3).unwrap();
         assert!(!prog.is_empty());
     }
 
@@ -501,6 +590,27 @@ mod tests {
             libc::SYS_socket,
             libc::SYS_kill,
             libc::SYS_tgkill,
+            // ways to send on, duplicate or pass on the UDP socket
+            libc::SYS_write,
+            libc::SYS_writev,
+            libc::SYS_sendto,
+            libc::SYS_sendmsg,
+            libc::SYS_sendmmsg,
+            libc::SYS_connect,
+            libc::SYS_setsockopt,
+            libc::SYS_fcntl,
+            libc::SYS_dup,
+            libc::SYS_dup3,
+            libc::SYS_pwrite64,
+            libc::SYS_pwritev,
+            libc::SYS_pwritev2,
+            libc::SYS_sendfile,
+            libc::SYS_splice,
+            libc::SYS_vmsplice,
+            libc::SYS_io_uring_setup,
+            libc::SYS_pidfd_getfd,
+            libc::SYS_socketpair,
+            libc::SYS_memfd_create,
         ] {
             assert!(
                 !ALLOWED_COMMON.contains(&nr) && !ALLOWED_ARCH.contains(&nr),

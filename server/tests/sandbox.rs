@@ -168,7 +168,7 @@ fn landlock_in_kernel() -> bool {
 
 struct Setup {
     _tmp: tempfile::TempDir,
-    _outside: tempfile::TempDir,
+    outside: tempfile::TempDir,
     base: PathBuf,
     keys: PathBuf,
     state: PathBuf,
@@ -215,7 +215,7 @@ fn setup() -> Setup {
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
     Setup {
         _tmp: tmp,
-        _outside: outside,
+        outside,
         base,
         keys,
         state,
@@ -265,17 +265,79 @@ fn assert_confined(pid: u32) {
     );
 }
 
-/// The self-test line must say the forbidden file could not be opened (when the kernel has
-/// Landlock at all; otherwise the server must say it is not enforced).
-fn assert_selftest_denied(log: &Path, forbidden: &Path) {
-    let text = wait_log(log, &["event=\"sandbox_selftest\"", "seccomp=true"]);
+/// Where the in-server probe tries to get out: a UDP socket it must not reach from its own
+/// socket, and a Unix socket, unrelated to the server, it must not connect to (where the
+/// kernel can enforce that).
+struct Targets {
+    udp: UdpSocket,
+    _unix: UnixListener,
+    unix_path: PathBuf,
+}
+
+fn targets(outside: &Path) -> Targets {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let unix_path = outside.join("unrelated.sock");
+    let unix = UnixListener::bind(&unix_path).unwrap();
+    // Writable by everyone, as many system sockets are: only the sandbox can stop `nobody`.
+    fs::set_permissions(&unix_path, fs::Permissions::from_mode(0o777)).unwrap();
+    Targets {
+        udp,
+        _unix: unix,
+        unix_path,
+    }
+}
+
+/// The probe's environment for `targets`.
+fn probe_env(s: &Setup, t: &Targets) -> Vec<(&'static str, String)> {
+    vec![
+        ("RUROCO_SANDBOX_SELFTEST", s.forbidden.display().to_string()),
+        (
+            "RUROCO_SANDBOX_SELFTEST_UDP",
+            t.udp.local_addr().unwrap().to_string(),
+        ),
+        (
+            "RUROCO_SANDBOX_SELFTEST_UNIX",
+            t.unix_path.display().to_string(),
+        ),
+    ]
+}
+
+/// The outcome the probe logged for `probe`.
+fn probe_result(text: &str, probe: &str) -> String {
+    let needle = format!("probe=\"{probe}\"");
+    let line = text
+        .lines()
+        .find(|l| l.contains("sandbox_selftest") && l.contains(&needle))
+        .unwrap_or_else(|| panic!("no self-test line for {probe}:\n{text}"));
+    ["denied", "allowed"]
+        .into_iter()
+        .find(|r| line.contains(&format!("result=\"{r}\"")))
+        .unwrap_or_else(|| panic!("no result in {line}"))
+        .to_owned()
+}
+
+/// The Landlock ABI the server reports having enforced, e.g. 9 for `(V9)`.
+fn landlock_abi(text: &str) -> Option<u32> {
+    let at = text.find("landlock=")?;
+    let rest = &text[at..];
+    let v = rest.find("(V")?;
+    let digits: String = rest[v + 2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// From inside the running server: the forbidden file could not be opened (when the kernel
+/// has Landlock at all; otherwise the server must say it is not enforced), its UDP socket
+/// could not be sent on, written to, connected or duplicated, nothing reached the UDP target,
+/// and a Unix socket elsewhere could not be connected to where Landlock has ABI 9 (below it
+/// the kernel cannot stop that, as SECURITY.md says; the test pins that down too).
+fn assert_selftest_denied(log: &Path, t: &Targets) {
+    let text = wait_log(log, &["probe=\"unix_connect_elsewhere\"", "seccomp=true"]);
     if landlock_in_kernel() {
-        assert!(
-            text.contains("result=\"denied\""),
-            "the sandboxed server could open {}:\n{text}",
-            forbidden.display()
-        );
-        assert!(!text.contains("result=\"allowed\""), "{text}");
+        assert_eq!(probe_result(&text, "open_file"), "denied", "{text}");
         assert!(
             text.contains("landlock=fully enforced")
                 || text.contains("landlock=partially enforced"),
@@ -284,6 +346,36 @@ fn assert_selftest_denied(log: &Path, forbidden: &Path) {
     } else {
         assert!(text.contains("landlock=not enforced"), "{text}");
     }
+    for probe in [
+        "udp_dup",
+        "udp_fcntl_dupfd",
+        "udp_fcntl_dupfd_cloexec",
+        "udp_write",
+        "udp_sendto",
+        "udp_connect",
+    ] {
+        assert_eq!(probe_result(&text, probe), "denied", "{probe}:\n{text}");
+    }
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        t.udp.recv_from(&mut buf).map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "a datagram from the sandboxed server arrived"
+    );
+    let unix = probe_result(&text, "unix_connect_elsewhere");
+    match landlock_abi(&text) {
+        Some(abi) if abi >= 9 => assert_eq!(unix, "denied", "ABI {abi}:\n{text}"),
+        abi => {
+            assert_eq!(unix, "allowed", "Landlock {abi:?} cannot deny it:\n{text}");
+            eprintln!("Landlock ABI {abi:?}: connecting elsewhere is not enforced here");
+        }
+    }
+}
+
+/// Did the filter refuse anything the server itself needed (the probe's refusals aside)?
+fn refused_outside_probe(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.contains("Operation not permitted") && !l.contains("sandbox_selftest"))
 }
 
 fn wait_exit(server: &mut Server) -> Option<i32> {
@@ -307,12 +399,13 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
 
     let (frames, notify, notify_path) = peers(&s);
 
+    let t = targets(s.outside.path());
     let log = s.base.join("server.log");
     let child = Command::new(env!("CARGO_BIN_EXE_ruroco-server"))
         .arg("--config")
         .arg(s.base.join("server.toml"))
         .env("NOTIFY_SOCKET", &notify_path)
-        .env("RUROCO_SANDBOX_SELFTEST", &s.forbidden)
+        .envs(probe_env(&s, &t))
         .env_remove("JOURNAL_STREAM")
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
@@ -329,7 +422,7 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
     // Confinement as the kernel reports it, and the probe run after confinement (the file
     // is 0644, so only Landlock can deny it).
     assert_confined(pid);
-    assert_selftest_denied(&log, &s.forbidden);
+    assert_selftest_denied(&log, &t);
 
     // Still does its job: a valid datagram is persisted (state dir writable) and forwarded.
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -391,7 +484,7 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
     assert_eq!(code, Some(0));
     let text = fs::read_to_string(&log).unwrap();
     assert!(
-        !text.contains("Operation not permitted"),
+        !refused_outside_probe(&text),
         "a syscall was refused by the filter:\n{text}"
     );
 }
@@ -408,12 +501,15 @@ fn sandbox_holds_when_socket_activated_as_nobody() {
     fs::copy(env!("CARGO_BIN_EXE_ruroco-server"), &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
 
+    let t = targets(s.outside.path());
     let log = s.base.join("server.log");
     let child = Command::new("systemd-socket-activate")
         .arg("--datagram")
         .arg("-l")
         .arg(format!("127.0.0.1:{}", s.port))
         .args(["-E", "NOTIFY_SOCKET", "-E", "RUROCO_SANDBOX_SELFTEST"])
+        .args(["-E", "RUROCO_SANDBOX_SELFTEST_UDP"])
+        .args(["-E", "RUROCO_SANDBOX_SELFTEST_UNIX"])
         .args([
             "setpriv",
             "--reuid=nobody",
@@ -425,7 +521,7 @@ fn sandbox_holds_when_socket_activated_as_nobody() {
         .arg("--config")
         .arg(s.base.join("server.toml"))
         .env("NOTIFY_SOCKET", &notify_path)
-        .env("RUROCO_SANDBOX_SELFTEST", &s.forbidden)
+        .envs(probe_env(&s, &t))
         .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -461,7 +557,7 @@ fn sandbox_holds_when_socket_activated_as_nobody() {
         "pid {pid} is not the server"
     );
     assert_confined(pid);
-    assert_selftest_denied(&log, &s.forbidden);
+    assert_selftest_denied(&log, &t);
 
     sender
         .send_to(&datagram(&key, "hello"), ("127.0.0.1", s.port))
@@ -485,5 +581,5 @@ fn sandbox_holds_when_socket_activated_as_nobody() {
     assert_eq!(wait_exit(&mut server), Some(0));
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("activation=true"), "{text}");
-    assert!(!text.contains("Operation not permitted"), "{text}");
+    assert!(!refused_outside_probe(&text), "{text}");
 }
