@@ -1,6 +1,8 @@
 //! End to end under a flood: 200,000 garbage datagrams from 10,000 distinct loopback sources
 //! with 20 valid ones interleaved, each from an address of its own. All 20 run, nothing else
-//! does, and the server's peak memory stays under its cap. Asserts outcomes, never speed.
+//! does, and the server's peak memory stays under its cap. Also junk forged from a client's
+//! own address (issue 14): every one of the client's valid datagrams still runs. Asserts
+//! outcomes, never speed.
 //! Must never run against system paths.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -172,6 +174,72 @@ fn a_valid_datagram_runs_while_a_flood_goes_on() {
         "the flood ended on its own before the valid datagram ran"
     );
     c.assert_alive();
+}
+
+/// Issue 14: junk carrying the client's key id, forged from the client's own address (an
+/// on-path observer learns both from one datagram), paced at `junk_per_s`, while the client
+/// sends `VALID` datagrams 100 ms apart. With production limits (2/s, burst 5 per source) the
+/// junk empties the address's budget within the first second; every valid datagram must run
+/// all the same, and every junk datagram must be counted as a failed tag, none rate limited.
+fn forged_junk_from_the_clients_address(junk_per_s: u32, client: IpAddr) {
+    // The shipped defaults: 2/s burst 5 per source, 100,000/s in all.
+    let mut c = Chain::builder()
+        .rate_limit(&["per_source = 2.0", "burst = 5"])
+        .start();
+    let key = c.key("k1");
+    let to = c.addr4();
+    let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+    let interval = std::time::Duration::from_millis(100);
+    let junk_per_valid = junk_per_s / 10;
+    let sock = UdpSocket::bind(SocketAddr::new(client, 0)).unwrap();
+    let mut expected = Vec::new();
+    let mut junk = 0u64;
+    for _ in 0..VALID {
+        let started = std::time::Instant::now();
+        for _ in 0..junk_per_valid {
+            let mut d = [0u8; DATAGRAM_LEN];
+            urandom.read_exact(&mut d).unwrap();
+            d[..8].copy_from_slice(&key.id().0);
+            sock.send_to(&d, to).unwrap();
+            junk += 1;
+        }
+        let d = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        sock.send_to(&d, to).unwrap();
+        expected.push(format!("hello {client}"));
+        // Pacing the sender (not waiting for the server): this is what makes it junk per second.
+        if let Some(rest) = interval.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let valid = u64::from(VALID);
+    c.expect_status(
+        &[
+            ("received", junk + valid),
+            ("bad_tag", junk),
+            ("accepted", valid),
+            ("forwarded", valid),
+        ],
+        &[],
+    );
+    assert_eq!(c.udp_drops(), 0, "the kernel dropped datagrams");
+    let lines = c.wait_out(VALID as usize);
+    assert_eq!(lines, expected, "every valid datagram ran, in order");
+    c.assert_only_ran(
+        "k1",
+        &expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        IpAddr::V4(Ipv4Addr::new(127, 3, 0, 1)),
+    );
+    c.assert_alive();
+}
+
+#[test]
+fn junk_forged_from_the_clients_address_at_20_per_s_locks_nothing_out() {
+    forged_junk_from_the_clients_address(20, IpAddr::V4(Ipv4Addr::new(127, 5, 0, 20)));
+}
+
+#[test]
+fn junk_forged_from_the_clients_address_at_100_per_s_locks_nothing_out() {
+    forged_junk_from_the_clients_address(100, IpAddr::V4(Ipv4Addr::new(127, 5, 1, 100)));
 }
 
 /// Production rate limits per source; the global cap is lifted so that this single test
