@@ -1,35 +1,154 @@
 //! The command-line interface of `ruroco-client` (clap derive), also used for man pages and
-//! shell completions. Only describes arguments; never does any work itself.
+//! shell completions. Only describes arguments and their documentation; never does any work.
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::connect::ConnectMode;
 use crate::send::DEFAULT_PORT;
 
 /// Default delay between the datagrams of one send, in milliseconds.
 pub const DEFAULT_DELAY_MS: u64 = 50;
-/// Command name sent when `-c` is not given.
-pub const DEFAULT_COMMAND: &str = "default";
+/// Longest delay between datagrams accepted (flag or profile).
+pub const MAX_DELAY: Duration = Duration::from_secs(30);
 
 const LONG_ABOUT: &str = "\
 Send one encrypted UDP datagram that asks a ruroco server to run a pre-configured command.
-The server never answers; the client never waits for a reply.
+The server never answers; with --wait PORT the client checks that the command worked by
+connecting to a TCP port it opens, and with --connect hands that connection to ssh.
 
+Profiles in $XDG_CONFIG_HOME/ruroco/client.toml (or --config FILE) name servers, so
+`ruroco-client send home` replaces -a, -k, -c and the options; `ruroco-client list` shows them.
 State (the replay counter and its lock) lives in --state-dir, else $XDG_STATE_HOME/ruroco,
-else $HOME/.local/state/ruroco (created with mode 0700).";
+else $HOME/.local/state/ruroco (created with mode 0700, refused if another user's).";
 
-const EXIT_CODES: &str = "\
-Exit status:
-  0   success (send: at least one datagram was sent)
-  64  usage error or unparsable address
-  65  malformed key file, or corrupt counter file (run `ruroco-client reseed`)
-  66  key file missing or unreadable
-  68  host name not resolved, or no address left after -4/-6
-  70  internal error (e.g. the system random number generator failed)
-  73  gen: the key file exists (pass --force) or cannot be created
-  74  I/O error: state directory, counter, lock, or every send failed
-  78  no state directory: neither XDG_STATE_HOME nor HOME is set (pass --state-dir)";
+/// One exit status of a subcommand: (code, meaning).
+pub type ExitStatus = (u8, &'static str);
+
+/// Exit statuses of `send` (sysexits.h values).
+pub const SEND_EXIT: &[ExitStatus] = &[
+    (
+        0,
+        "sent (with --wait: the port answered; with --connect: the connection was handed over and, when relayed, closed)",
+    ),
+    (
+        64,
+        "usage: bad arguments or address, no command (-c or the profile's command), unknown profile, no address or key",
+    ),
+    (
+        65,
+        "malformed key file, or a counter file that is corrupt, a link or another user's (run `ruroco-client reseed`)",
+    ),
+    (66, "key file missing or unreadable"),
+    (68, "host name not resolved, or no address left after -4/-6"),
+    (
+        69,
+        "--wait: the port did not answer before the timeout (the line printed lists the likely causes)",
+    ),
+    (
+        70,
+        "internal error (e.g. the system random number generator failed)",
+    ),
+    (
+        74,
+        "I/O error: state directory, counter or lock, every send failed, or handing over the connection failed",
+    ),
+    (
+        77,
+        "permission: key file readable by others or writable by anyone else (chmod 0600 it), or an unsafe state directory or lock file",
+    ),
+    (
+        78,
+        "config: client.toml is invalid or unsafe, or neither XDG_STATE_HOME nor HOME is set (pass --state-dir)",
+    ),
+];
+/// Exit statuses of `gen`.
+pub const GEN_EXIT: &[ExitStatus] = &[
+    (0, "the key was written"),
+    (64, "usage error"),
+    (
+        70,
+        "internal error (the system random number generator failed)",
+    ),
+    (
+        73,
+        "the key file exists (pass --force) or cannot be created",
+    ),
+    (74, "cannot write to stdout"),
+];
+/// Exit statuses of `reseed`.
+pub const RESEED_EXIT: &[ExitStatus] = &[
+    (0, "the counter was set to the clock"),
+    (64, "usage error"),
+    (74, "I/O error: state directory, counter or lock"),
+    (
+        77,
+        "the state directory or lock file is unsafe (a link, another user's, or writable by others)",
+    ),
+    (
+        78,
+        "neither XDG_STATE_HOME nor HOME is set (pass --state-dir)",
+    ),
+];
+/// Exit statuses of `list`.
+pub const LIST_EXIT: &[ExitStatus] = &[
+    (0, "the profiles were listed"),
+    (64, "usage error, or no profile of that name"),
+    (74, "cannot write to stdout"),
+    (
+        78,
+        "client.toml is invalid or unsafe, or neither XDG_CONFIG_HOME nor HOME is set",
+    ),
+];
+/// Exit statuses of `completions`.
+pub const COMPLETIONS_EXIT: &[ExitStatus] = &[
+    (0, "the script was printed"),
+    (64, "usage error (unknown shell)"),
+    (74, "cannot write to stdout"),
+];
+/// Exit statuses of the program as a whole (any subcommand).
+pub const TOP_EXIT: &[ExitStatus] = &[
+    (0, "success"),
+    (64, "usage error"),
+    (
+        65,
+        "malformed key file or counter file (send: run `ruroco-client reseed` for the counter)",
+    ),
+    (66, "key file missing or unreadable"),
+    (68, "host name not resolved"),
+    (69, "send --wait: the port did not answer"),
+    (70, "internal error"),
+    (73, "gen: the key file exists or cannot be created"),
+    (74, "I/O error"),
+    (77, "permission: key file, state directory or lock file"),
+    (
+        78,
+        "configuration: client.toml, or no HOME for the defaults",
+    ),
+];
+
+/// The exit statuses of `sub` (`None`: the program).
+pub fn exit_statuses(sub: Option<&str>) -> &'static [ExitStatus] {
+    match sub {
+        Some("send") => SEND_EXIT,
+        Some("gen") => GEN_EXIT,
+        Some("reseed") => RESEED_EXIT,
+        Some("list") => LIST_EXIT,
+        Some("completions") => COMPLETIONS_EXIT,
+        _ => TOP_EXIT,
+    }
+}
+
+/// The `Exit status:` block of `--help`.
+fn exit_help(codes: &[ExitStatus]) -> String {
+    let mut s = String::from("Exit status:");
+    for (code, what) in codes {
+        s.push_str(&format!("\n  {code:<3} {what}"));
+    }
+    s
+}
 
 /// Top-level arguments.
 #[derive(Debug, Parser)]
@@ -38,14 +157,19 @@ Exit status:
     version,
     about = "Send an encrypted command datagram to a ruroco server",
     long_about = LONG_ABOUT,
-    after_long_help = EXIT_CODES,
+    after_long_help = exit_help(TOP_EXIT),
     propagate_version = true
 )]
 pub struct Cli {
-    /// Directory for the counter and its lock [default: $XDG_STATE_HOME/ruroco or
-    /// $HOME/.local/state/ruroco]
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Directory for the counter and its lock (also accepted after `send`/`reseed`)
+    /// [default: $XDG_STATE_HOME/ruroco or $HOME/.local/state/ruroco]
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Profile file (also accepted after `send`/`list`) [default:
+    /// $XDG_CONFIG_HOME/ruroco/client.toml or $HOME/.config/ruroco/client.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Cmd,
@@ -54,15 +178,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Generate a new key (8-byte key id + AES-256 key, base64)
-    #[command(after_long_help = EXIT_CODES)]
+    #[command(after_long_help = exit_help(GEN_EXIT))]
     Gen(GenArgs),
-    /// Send a command name to a server, one datagram per resolved address
-    #[command(after_long_help = EXIT_CODES)]
-    Send(SendArgs),
+    /// Send a command name to a server (a profile, or -a/-k), one datagram per address
+    #[command(after_long_help = exit_help(SEND_EXIT))]
+    Send(Box<SendArgs>),
+    /// Show the profiles of client.toml and where each value comes from
+    #[command(after_long_help = exit_help(LIST_EXIT))]
+    List(ListArgs),
     /// Reset the replay counter to the current time in nanoseconds
-    #[command(after_long_help = EXIT_CODES)]
-    Reseed,
+    #[command(after_long_help = exit_help(RESEED_EXIT))]
+    Reseed(StateArgs),
     /// Print a shell completion script to stdout
+    #[command(after_long_help = exit_help(COMPLETIONS_EXIT))]
     Completions {
         /// The shell to complete for
         #[arg(value_enum)]
@@ -80,28 +208,57 @@ pub struct GenArgs {
     pub force: bool,
 }
 
+/// Where the counter lives (send, reseed).
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Directory for the counter and its lock [default: $XDG_STATE_HOME/ruroco or
+    /// $HOME/.local/state/ruroco]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show only this profile
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// Profile file [default: $XDG_CONFIG_HOME/ruroco/client.toml or
+    /// $HOME/.config/ruroco/client.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    /// Profile from client.toml: its address, key, command and options, each overridden by the
+    /// flags given here
+    #[arg(value_name = "PROFILE")]
+    pub profile: Option<String>,
     /// Server as HOST, HOST:PORT, IPv4[:PORT], IPv6, or [IPv6]:PORT; a host name is sent to
     /// every address it resolves to. May be repeated: every datagram of the send shares one
     /// counter
-    #[arg(short = 'a', long = "address", value_name = "HOST[:PORT]", required = true,
+    #[arg(short = 'a', long = "address", value_name = "HOST[:PORT]",
           long_help = format!("Server as HOST, HOST:PORT, IPv4[:PORT], IPv6, or [IPv6]:PORT \
 (default port {DEFAULT_PORT}). A host name is sent to every address it resolves to. May be \
 repeated; every datagram of one send carries the same counter, so a server that receives \
-several copies runs the command once."))]
+several copies runs the command once. Replaces the profile's address."))]
     pub address: Vec<String>,
-    /// Key file made by `ruroco-client gen`
+    /// Key file made by `ruroco-client gen` (refused when others may read it)
     #[arg(short = 'k', long = "key", value_name = "KEYFILE")]
-    pub key: PathBuf,
-    /// Name of the command to run, as configured on the server
-    #[arg(short = 'c', long = "command", value_name = "NAME", default_value = DEFAULT_COMMAND,
+    pub key: Option<PathBuf>,
+    /// Name of the command to run, as configured on the server (required here or in the
+    /// profile)
+    #[arg(short = 'c', long = "command", value_name = "NAME",
           value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub command: String,
+    pub command: Option<String>,
     /// Let the server run the command for the claimed IP (-i) even when the datagram comes
     /// from another address (strict flag 0)
-    #[arg(short = 'e', long = "permissive")]
+    #[arg(short = 'e', long = "permissive", conflicts_with = "strict")]
     pub permissive: bool,
+    /// Strict even if the profile says permissive: the command runs only for the datagram's
+    /// source address
+    #[arg(long = "strict")]
+    pub strict: bool,
     /// Claim this IP as the client's address (the server runs the command for it)
     #[arg(short = 'i', long = "ip", value_name = "IP", value_parser = parse_claimed_ip)]
     pub ip: Option<IpAddr>,
@@ -111,9 +268,35 @@ several copies runs the command once."))]
     /// Only send to IPv6 addresses
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
-    /// Milliseconds between the datagrams of one send
-    #[arg(short = 'd', long = "delay", value_name = "MS", default_value_t = DEFAULT_DELAY_MS)]
-    pub delay: u64,
+    /// Milliseconds between the datagrams of one send [default: 50]
+    #[arg(short = 'd', long = "delay", value_name = "MS", value_parser = parse_delay)]
+    pub delay: Option<u64>,
+    /// After sending, connect to this TCP port of the server until it answers; exit 69 if it
+    /// does not before --wait-timeout (one more send with a new counter at half-time)
+    #[arg(short = 'w', long = "wait", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub wait: Option<u16>,
+    /// How long --wait tries [default: 5s]
+    #[arg(long = "wait-timeout", value_name = "DURATION", value_parser = parse_wait_timeout)]
+    pub wait_timeout: Option<Duration>,
+    /// Do not wait, even if the profile has `wait`
+    #[arg(long = "no-wait", conflicts_with_all = ["wait", "connect"])]
+    pub no_wait: bool,
+    /// Once the --wait port answers, hand the connection to ssh (ProxyCommand): pass the
+    /// socket over stdout (fdpass, for ProxyUseFdpass yes) or relay stdin/stdout (relay); auto
+    /// passes it when stdin and stdout are one Unix socket
+    #[arg(long = "connect", value_name = "MODE", num_args = 0..=1,
+          default_missing_value = "auto", require_equals = true)]
+    pub connect: Option<ConnectMode>,
+    /// Print only errors, not what was sent and when the port answered
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Profile file [default: $XDG_CONFIG_HOME/ruroco/client.toml or
+    /// $HOME/.config/ruroco/client.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// A claimed IP must be a real address: `::` would encode as "none claimed" on the wire.
@@ -127,39 +310,48 @@ fn parse_claimed_ip(s: &str) -> Result<IpAddr, String> {
     Ok(ip)
 }
 
+fn parse_delay(s: &str) -> Result<u64, String> {
+    let ms: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
+    if Duration::from_millis(ms) > MAX_DELAY {
+        return Err(format!("at most {} ms", MAX_DELAY.as_millis()));
+    }
+    Ok(ms)
+}
+
+fn parse_wait_timeout(s: &str) -> Result<Duration, String> {
+    let d = ruroco_shared::duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() || d > crate::config::MAX_WAIT_TIMEOUT {
+        return Err(format!(
+            "must be more than 0 and at most {}s",
+            crate::config::MAX_WAIT_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
 /// The clap command, for completions and man pages.
 pub fn command() -> clap::Command {
     Cli::command()
 }
 
-/// The `ruroco-client(1)` man page in roff.
-pub fn man_page() -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(command()).render(&mut out)?;
-    Ok(out)
-}
-
-/// Man pages for the binary and each subcommand: (`ruroco-client`, roff),
-/// (`ruroco-client-send`, roff), ...
-pub fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let top = command();
-    let mut pages = vec![("ruroco-client".to_owned(), man_page()?)];
-    for sub in top.get_subcommands() {
-        let name = format!("ruroco-client-{}", sub.get_name());
-        let sub = sub
-            .clone()
-            .display_name(name.clone())
-            .bin_name(format!("ruroco-client {}", sub.get_name()));
-        let mut out = Vec::new();
-        clap_mangen::Man::new(sub).render(&mut out)?;
-        pages.push((name, out));
-    }
-    Ok(pages)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ruroco-client").chain(args.iter().copied()))
+    }
+
+    fn send(args: &[&str]) -> SendArgs {
+        let mut all = vec!["send"];
+        all.extend_from_slice(args);
+        match parse(&all).unwrap().command {
+            Cmd::Send(s) => *s,
+            other => panic!("not send: {other:?}"),
+        }
+    }
 
     #[test]
     fn cli_is_consistent() {
@@ -167,47 +359,85 @@ mod tests {
     }
 
     #[test]
-    fn send_defaults() {
-        let cli = Cli::try_parse_from(["ruroco-client", "send", "-a", "h", "-k", "k"]).unwrap();
-        let Cmd::Send(s) = cli.command else {
-            panic!("not send")
-        };
-        assert_eq!(s.command, "default");
-        assert_eq!(s.delay, 50);
-        assert!(!s.permissive && !s.ipv4 && !s.ipv6);
+    fn send_has_no_silent_defaults() {
+        let s = send(&["-a", "h", "-k", "k"]);
+        assert_eq!(s.command, None);
+        assert_eq!(s.delay, None);
+        assert_eq!(s.profile, None);
+        assert!(!s.permissive && !s.ipv4 && !s.ipv6 && !s.strict);
         assert_eq!(s.ip, None);
+        let s = send(&["home", "-c", "x", "--wait", "22", "--connect"]);
+        assert_eq!(s.profile.as_deref(), Some("home"));
+        assert_eq!(s.wait, Some(22));
+        assert_eq!(s.connect, Some(ConnectMode::Auto));
+        let s = send(&["home", "--connect=fdpass", "--wait-timeout", "2s"]);
+        assert_eq!(s.connect, Some(ConnectMode::Fdpass));
+        assert_eq!(s.wait_timeout, Some(Duration::from_secs(2)));
     }
 
     #[test]
-    fn state_dir_is_global_and_flags_conflict() {
-        let cli =
-            Cli::try_parse_from(["ruroco-client", "reseed", "--state-dir", "/tmp/x"]).unwrap();
-        assert_eq!(cli.state_dir, Some(PathBuf::from("/tmp/x")));
-        assert!(
-            Cli::try_parse_from(["ruroco-client", "send", "-a", "h", "-k", "k", "-4", "-6"])
-                .is_err()
-        );
-        assert!(Cli::try_parse_from(["ruroco-client", "send", "-k", "k"]).is_err());
-        assert!(
-            Cli::try_parse_from(["ruroco-client", "send", "-a", "h", "-k", "k", "-i", "x"])
-                .is_err()
-        );
-        assert!(Cli::try_parse_from(["ruroco-client", "gen", "--force"]).is_err());
+    fn bad_combinations_are_refused() {
+        for bad in [
+            &["send", "-a", "h", "-k", "k", "-4", "-6"][..],
+            &["send", "-a", "h", "-i", "x"],
+            &["send", "-e", "--strict"],
+            &["send", "--wait", "0"],
+            &["send", "--wait-timeout", "0s"],
+            &["send", "--no-wait", "--wait", "22"],
+            &["send", "-d", "99999999"],
+            &["send", "--connect=sometimes"],
+            &["gen", "--force"],
+            &["gen", "--state-dir", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
         for bad in ["::", "0.0.0.0", "::ffff:0.0.0.0"] {
-            assert!(
-                Cli::try_parse_from(["ruroco-client", "send", "-a", "h", "-k", "k", "-i", bad])
-                    .is_err(),
-                "{bad}"
-            );
+            assert!(parse(&["send", "-i", bad]).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn man_page_renders() {
-        let m = String::from_utf8(man_page().unwrap()).unwrap();
-        assert!(m.contains("ruroco-client"));
-        let pages = man_pages().unwrap();
-        let names: Vec<_> = pages.iter().map(|(n, _)| n.as_str()).collect();
-        assert!(names.contains(&"ruroco-client-send"), "{names:?}");
+    fn state_dir_and_config_before_or_after_the_subcommand() {
+        let cli = parse(&["--state-dir", "/tmp/x", "reseed"]).unwrap();
+        assert_eq!(cli.state_dir, Some(PathBuf::from("/tmp/x")));
+        let cli = parse(&["reseed", "--state-dir", "/tmp/y"]).unwrap();
+        let Cmd::Reseed(r) = cli.command else {
+            panic!("not reseed")
+        };
+        assert_eq!(r.state_dir, Some(PathBuf::from("/tmp/y")));
+        let s = send(&["--config", "/c.toml", "--state-dir", "/s"]);
+        assert_eq!(s.config, Some(PathBuf::from("/c.toml")));
+        assert_eq!(s.state.state_dir, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn each_help_shows_only_its_own_exit_codes_and_options() {
+        let mut top = command();
+        top.build();
+        for (name, codes) in [
+            ("gen", GEN_EXIT),
+            ("reseed", RESEED_EXIT),
+            ("list", LIST_EXIT),
+            ("send", SEND_EXIT),
+        ] {
+            let mut sub = top.find_subcommand(name).unwrap().clone();
+            let help = sub.render_long_help().to_string();
+            for (code, _) in codes {
+                assert!(
+                    help.contains(&format!("  {code} ")),
+                    "{name}: {code}\n{help}"
+                );
+            }
+            assert!(!help.contains("send:"), "{name}:\n{help}");
+            let has_state = help.contains("--state-dir");
+            assert_eq!(
+                has_state,
+                name == "send" || name == "reseed",
+                "{name}:\n{help}"
+            );
+            if name != "send" {
+                assert!(!help.contains("69"), "{name}:\n{help}");
+            }
+        }
     }
 }

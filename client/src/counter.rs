@@ -2,10 +2,10 @@
 //! Never lets the counter go backwards during a send, and never writes it non-atomically.
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,8 +33,12 @@ pub enum CounterError {
         "state directory {path}: cannot create: {source} (pass --state-dir DIR to use another)"
     )]
     CreateDir { path: PathBuf, source: io::Error },
+    #[error("state directory {path} {detail}")]
+    UnsafeDir { path: PathBuf, detail: String },
     #[error("lock file {path}: cannot open: {source} (check the state directory's permissions)")]
     OpenLock { path: PathBuf, source: io::Error },
+    #[error("lock file {path} {detail}: remove it (rm {path}); the client makes a new one")]
+    UnsafeLock { path: PathBuf, detail: String },
     #[error("lock file {path}: cannot lock: {source}")]
     Lock { path: PathBuf, source: Errno },
     #[error("counter file {path}: cannot read: {source} (check its permissions)")]
@@ -121,18 +125,38 @@ impl LockedState {
                 path: dir.to_owned(),
                 source,
             })?;
+        check_state_dir(dir, euid())?;
         let path = dir.join(LOCK_FILE);
+        // Never follow a link here: a planted or dangling one would make us create or lock a
+        // file elsewhere (with root's rights when root runs the client).
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(STATE_FILE_MODE)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
             .open(&path)
-            .map_err(|source| CounterError::OpenLock {
-                path: path.clone(),
-                source,
+            .map_err(|source| {
+                if source.raw_os_error() == Some(Errno::ELOOP as i32) {
+                    CounterError::UnsafeLock {
+                        path: path.clone(),
+                        detail: "is a symbolic link".to_owned(),
+                    }
+                } else {
+                    CounterError::OpenLock {
+                        path: path.clone(),
+                        source,
+                    }
+                }
             })?;
+        let meta = file.metadata().map_err(|source| CounterError::OpenLock {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(detail) = foreign_file(&meta, euid()) {
+            return Err(CounterError::UnsafeLock { path, detail });
+        }
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((file, Errno::EWOULDBLOCK)) => {
@@ -152,33 +176,49 @@ impl LockedState {
     }
 
     /// The stored counter; a missing file is 0, anything unparsable is an error naming the fix.
+    /// A link, a non-file or a file of another user is refused, never followed or trusted.
     pub fn read(&self) -> Result<u128, CounterError> {
         let path = self.counter_path();
-        match fs::symlink_metadata(&path) {
+        let corrupt = |detail: String| CounterError::Corrupt {
+            path: path.clone(),
+            detail,
+        };
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+            .open(&path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
+                return Err(corrupt("a symbolic link".to_owned()));
+            }
             Err(source) => return Err(CounterError::Read { path, source }),
-            Ok(m) if !m.is_file() => {
-                return Err(CounterError::Corrupt {
-                    path,
-                    detail: "not a regular file".to_owned(),
-                });
-            }
-            Ok(_) => {}
-        }
-        let text = fsutil::read_bounded(&path, COUNTER_MAX_LEN).map_err(|source| {
-            if source.kind() == io::ErrorKind::InvalidData {
-                CounterError::Corrupt {
-                    path: path.clone(),
-                    detail: source.to_string(),
-                }
-            } else {
-                CounterError::Read {
-                    path: path.clone(),
-                    source,
-                }
-            }
+        };
+        let meta = file.metadata().map_err(|source| CounterError::Read {
+            path: path.clone(),
+            source,
         })?;
-        parse_counter(&text).map_err(|detail| CounterError::Corrupt { path, detail })
+        if let Some(detail) = foreign_file(&meta, euid()) {
+            return Err(corrupt(detail));
+        }
+        let mut text = String::new();
+        file.take(COUNTER_MAX_LEN + 1)
+            .read_to_string(&mut text)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::InvalidData {
+                    corrupt(source.to_string())
+                } else {
+                    CounterError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                }
+            })?;
+        if text.len() as u64 > COUNTER_MAX_LEN {
+            return Err(corrupt(format!("larger than {COUNTER_MAX_LEN} bytes")));
+        }
+        parse_counter(&text).map_err(corrupt)
     }
 
     /// Persist `value` atomically and durably (temp file, fsync, rename, fsync of the dir).
@@ -198,6 +238,50 @@ impl LockedState {
         self.write(next)?;
         Ok(next)
     }
+}
+
+/// The effective uid: the state must belong to whoever runs the client.
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Why a state file cannot be trusted (not a regular file, or another user's), if it cannot.
+fn foreign_file(meta: &fs::Metadata, uid: u32) -> Option<String> {
+    if !meta.is_file() {
+        return Some("is not a regular file".to_owned());
+    }
+    (meta.uid() != uid).then(|| format!("is owned by uid {}, not by uid {uid}", meta.uid()))
+}
+
+/// Refuse a state directory that is a link, is another user's, or others may write to, the
+/// way the daemons check theirs: whoever can write there can move our counter.
+pub fn check_state_dir(dir: &Path, uid: u32) -> Result<(), CounterError> {
+    let meta = fs::symlink_metadata(dir).map_err(|source| CounterError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let p = dir.display();
+    let detail = if meta.file_type().is_symlink() {
+        "is a symbolic link: pass the real directory with --state-dir".to_owned()
+    } else if !meta.is_dir() {
+        "is not a directory: pass --state-dir DIR".to_owned()
+    } else if meta.uid() != uid {
+        format!(
+            "is owned by uid {}, not by uid {uid} who runs the client: chown {uid} {p} (or pass --state-dir DIR)",
+            meta.uid()
+        )
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "is writable by group or others (mode {:04o}): chmod 0700 {p}",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(CounterError::UnsafeDir {
+        path: dir.to_owned(),
+        detail,
+    })
 }
 
 fn lock_blocking(mut file: File, path: &Path) -> Result<Flock<File>, CounterError> {
@@ -294,5 +378,56 @@ mod tests {
         assert!(e.contains(&st.counter_path().display().to_string()), "{e}");
         fs::write(st.counter_path(), "1".repeat(100)).unwrap();
         assert!(matches!(st.read(), Err(CounterError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn dangling_lock_link_is_refused_and_nothing_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = dir.path().join("state");
+        fs::create_dir(&sd).unwrap();
+        fs::set_permissions(&sd, fs::Permissions::from_mode(0o700)).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, sd.join(LOCK_FILE)).unwrap();
+        let e = LockedState::acquire(&sd, |_| {}).unwrap_err();
+        assert!(matches!(e, CounterError::UnsafeLock { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(!elsewhere.exists(), "followed the link");
+    }
+
+    #[test]
+    fn counter_link_is_refused_and_write_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LockedState::acquire(&dir.path().join("s"), |_| {}).unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "5\n").unwrap();
+        std::os::unix::fs::symlink(&target, st.counter_path()).unwrap();
+        let e = st.advance(1).unwrap_err().to_string();
+        assert!(e.contains("symbolic link") && e.contains("reseed"), "{e}");
+        st.write(9).unwrap();
+        assert_eq!(st.read().unwrap(), 9);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "5\n");
+    }
+
+    #[test]
+    fn state_dir_of_another_user_or_writable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = dir.path().join("s");
+        fs::create_dir(&sd).unwrap();
+        fs::set_permissions(&sd, fs::Permissions::from_mode(0o700)).unwrap();
+        let me = euid();
+        check_state_dir(&sd, me).unwrap();
+        let e = check_state_dir(&sd, me.wrapping_add(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chown"), "{e}");
+        fs::set_permissions(&sd, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = LockedState::acquire(&sd, |_| {}).unwrap_err().to_string();
+        assert!(e.contains("chmod 0700"), "{e}");
+        assert!(!sd.join(LOCK_FILE).exists());
+        let link = dir.path().join("link");
+        fs::set_permissions(&sd, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&sd, &link).unwrap();
+        let e = check_state_dir(&link, me).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
     }
 }

@@ -3,9 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
+pub mod connect;
 pub mod counter;
 pub mod r#gen;
+pub mod man;
 pub mod send;
+pub mod settings;
+pub mod wait;
 
 use clap::Parser;
 use std::ffi::OsString;
@@ -15,13 +20,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use ruroco_shared::Key;
+use ruroco_shared::fsutil::PermError;
 use ruroco_shared::key::KeyFileError;
 
-use cli::{Cli, Cmd, GenArgs, SendArgs};
-pub use cli::{command, man_page, man_pages};
+pub use cli::command;
+use cli::{Cli, Cmd, GenArgs, ListArgs, SendArgs};
+use config::{Config, ConfigError};
+use connect::{ConnectError, ConnectMode};
 use counter::{CounterError, LockedState};
 use r#gen::GenError;
 use send::{AddrError, Family, Request, ResolveError};
+use settings::{Overrides, Resolved};
 
 /// Everything that can stop the client, each with its exit status (sysexits).
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +44,26 @@ pub enum Error {
     Resolve(#[from] ResolveError),
     #[error("{0}")]
     KeyFile(#[from] KeyFileError),
+    #[error("key file {0}")]
+    KeyPerm(PermError),
     #[error("{0}")]
     Counter(#[from] CounterError),
     #[error("{0}")]
     Gen(#[from] GenError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A value the send needs is neither on the command line nor in the profile.
+    #[error("{0}")]
+    Missing(String),
     #[error(
         "every send failed ({0} address(es) tried, errors above): check the network and the address"
     )]
     AllSendsFailed(usize),
+    /// `--wait`: nothing answered; the text lists the likely causes.
+    #[error("{0}")]
+    NoAnswer(String),
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
     #[error("cannot write to stdout: {0}")]
     Stdout(io::Error),
 }
@@ -54,9 +75,11 @@ mod exit {
     pub const DATAERR: u8 = 65;
     pub const NOINPUT: u8 = 66;
     pub const NOHOST: u8 = 68;
+    pub const UNAVAILABLE: u8 = 69;
     pub const SOFTWARE: u8 = 70;
     pub const CANTCREAT: u8 = 73;
     pub const IOERR: u8 = 74;
+    pub const NOPERM: u8 = 77;
     pub const CONFIG: u8 = 78;
 }
 
@@ -65,17 +88,24 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(e) if !e.use_stderr() => exit::OK,
-            Error::Usage(_) | Error::Address(_) => exit::USAGE,
+            Error::Usage(_) | Error::Address(_) | Error::Missing(_) => exit::USAGE,
+            Error::Config(ConfigError::UnknownProfile(_)) => exit::USAGE,
+            Error::Config(_) => exit::CONFIG,
             Error::Resolve(_) => exit::NOHOST,
             Error::KeyFile(KeyFileError::Read { .. }) => exit::NOINPUT,
             Error::KeyFile(_) => exit::DATAERR,
+            Error::KeyPerm(_) => exit::NOPERM,
             Error::Counter(CounterError::Corrupt { .. }) => exit::DATAERR,
             Error::Counter(CounterError::NoStateDir) => exit::CONFIG,
+            Error::Counter(CounterError::UnsafeDir { .. } | CounterError::UnsafeLock { .. }) => {
+                exit::NOPERM
+            }
             Error::Counter(_) => exit::IOERR,
             Error::Gen(GenError::Generate(_)) => exit::SOFTWARE,
             Error::Gen(GenError::Exists(_) | GenError::Write { .. }) => exit::CANTCREAT,
             Error::Gen(GenError::Stdout(_)) | Error::Stdout(_) => exit::IOERR,
-            Error::AllSendsFailed(_) => exit::IOERR,
+            Error::AllSendsFailed(_) | Error::Connect(_) => exit::IOERR,
+            Error::NoAnswer(_) => exit::UNAVAILABLE,
         }
     }
 
@@ -103,10 +133,16 @@ where
 {
     let cli = Cli::try_parse_from(args).map_err(Error::Usage)?;
     let state_dir = cli.state_dir.as_deref();
+    let config = cli.config.as_deref();
     match cli.command {
         Cmd::Gen(a) => run_gen(&a),
-        Cmd::Send(a) => run_send(state_dir, &a),
-        Cmd::Reseed => run_reseed(state_dir),
+        Cmd::Send(a) => run_send(
+            a.state.state_dir.as_deref().or(state_dir),
+            a.config.as_deref().or(config),
+            &a,
+        ),
+        Cmd::List(a) => run_list(a.config.as_deref().or(config), &a),
+        Cmd::Reseed(a) => run_reseed(a.state_dir.as_deref().or(state_dir)),
         Cmd::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut command(), "ruroco-client", &mut buf);
@@ -135,6 +171,12 @@ fn run_gen(a: &GenArgs) -> Result<(), Error> {
     Ok(())
 }
 
+fn run_list(config: Option<&Path>, a: &ListArgs) -> Result<(), Error> {
+    let cfg = Config::from_env(config)?;
+    let text = settings::list_text(&cfg, a.name.as_deref())?;
+    write_stdout(text.as_bytes())
+}
+
 fn lock_state(state_dir: Option<&Path>) -> Result<LockedState, Error> {
     let dir = counter::state_dir_from_env(state_dir)?;
     Ok(LockedState::acquire(&dir, |lock| {
@@ -145,53 +187,157 @@ fn lock_state(state_dir: Option<&Path>) -> Result<LockedState, Error> {
     })?)
 }
 
-fn run_send(state_dir: Option<&Path>, a: &SendArgs) -> Result<(), Error> {
-    // Everything that can fail without side effects comes first, so a typo never moves the
-    // counter: parse the addresses, load the key, resolve.
-    let targets = a
-        .address
-        .iter()
-        .map(|s| send::parse_target(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(warning) = send::key_mode_warning(&a.key) {
-        eprintln!("ruroco-client: {warning}");
-    }
-    let key = Key::load(&a.key)?;
-    let family = match (a.ipv4, a.ipv6) {
-        (true, _) => Family::V4,
-        (_, true) => Family::V6,
-        _ => Family::Any,
+/// The flags and the profile merged, with what a send cannot do without checked.
+fn resolve_send(config: Option<&Path>, a: &SendArgs) -> Result<Resolved, Error> {
+    let overrides = Overrides::from_args(a)?;
+    let cfg;
+    let profile = match &a.profile {
+        Some(name) => {
+            cfg = Config::from_env(config)?;
+            Some(cfg.profile(name)?)
+        }
+        None => None,
     };
+    let r = settings::resolve(&overrides, profile);
+    let in_profile = |field: &str| match &a.profile {
+        Some(name) => format!(", or set `{field}` in [servers.{name}]"),
+        None => ", or name a profile (`ruroco-client send NAME`; `ruroco-client list` shows them)"
+            .to_owned(),
+    };
+    if r.address.value.is_empty() {
+        return Err(Error::Missing(format!(
+            "no server address: give -a HOST[:PORT]{}",
+            in_profile("address")
+        )));
+    }
+    if r.key.value.is_none() {
+        return Err(Error::Missing(format!(
+            "no key file: give -k KEYFILE{}",
+            in_profile("key")
+        )));
+    }
+    if r.command.value.is_none() {
+        return Err(Error::Missing(format!(
+            "no command: give -c NAME (a command configured on the server){}",
+            in_profile("command")
+        )));
+    }
+    if a.connect.is_some() && r.wait.value.is_none() {
+        return Err(Error::Missing(format!(
+            "--connect needs the port to connect to: give --wait PORT{}",
+            in_profile("wait")
+        )));
+    }
+    Ok(r)
+}
+
+/// What every send of one invocation shares.
+struct Sender<'a> {
+    key: Key,
+    addrs: Vec<SocketAddr>,
+    command: &'a str,
+    strict: bool,
+    src_ip: Option<std::net::IpAddr>,
+    delay: Duration,
+    state_dir: Option<&'a Path>,
+    quiet: bool,
+}
+
+impl Sender<'_> {
+    /// One send: lock, take a new counter, one datagram per address with it.
+    fn send(&self) -> Result<(), Error> {
+        // Held until this function returns, i.e. across every datagram of this send.
+        let state = lock_state(self.state_dir)?;
+        let counter = state.advance(counter::now_ns())?;
+        let req = Request {
+            command: self.command,
+            counter,
+            strict: self.strict,
+            src_ip: self.src_ip,
+        };
+        let sent = send::send_all(
+            &self.key,
+            req,
+            &self.addrs,
+            self.delay,
+            |to, result| match result {
+                Ok(()) if !self.quiet => {
+                    eprintln!("sent {} to {to} counter={counter}", self.command);
+                }
+                Ok(()) => {}
+                Err(e) => eprintln!("ruroco-client: cannot send to {to}: {e}"),
+            },
+        );
+        if sent == 0 {
+            return Err(Error::AllSendsFailed(self.addrs.len()));
+        }
+        Ok(())
+    }
+}
+
+fn run_send(state_dir: Option<&Path>, config: Option<&Path>, a: &SendArgs) -> Result<(), Error> {
+    // Everything that can fail without side effects comes first, so a typo never moves the
+    // counter: the profile and flags, the key, the addresses.
+    let r = resolve_send(config, a)?;
+    let key_path = r.key.value.clone().unwrap_or_default();
+    let command = r.command.value.clone().unwrap_or_default();
+    match send::check_key_mode(&key_path) {
+        Ok(Some(warning)) => eprintln!("ruroco-client: {warning}"),
+        Ok(None) => {}
+        Err(e) => return Err(Error::KeyPerm(e)),
+    }
+    let key = Key::load(&key_path)?;
+    let family = r.family.value.unwrap_or(Family::Any);
     let mut addrs: Vec<SocketAddr> = Vec::new();
-    for t in &targets {
+    for t in &r.address.value {
         for addr in send::resolve(t, family)? {
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }
         }
     }
-
-    // Held until this function returns, i.e. across every datagram of this send.
-    let state = lock_state(state_dir)?;
-    let counter = state.advance(counter::now_ns())?;
-    let req = Request {
-        command: &a.command,
-        counter,
-        strict: !a.permissive,
-        src_ip: a.ip,
+    let sender = Sender {
+        key,
+        addrs,
+        command: &command,
+        strict: r.permissive.value != Some(true),
+        src_ip: r.ip.value,
+        delay: r
+            .delay
+            .value
+            .unwrap_or(Duration::from_millis(cli::DEFAULT_DELAY_MS)),
+        state_dir,
+        quiet: a.quiet,
     };
-    let sent = send::send_all(
-        &key,
-        req,
-        &addrs,
-        Duration::from_millis(a.delay),
-        |to, result| match result {
-            Ok(()) => eprintln!("sent {} to {to} counter={counter}", a.command),
-            Err(e) => eprintln!("ruroco-client: cannot send to {to}: {e}"),
-        },
-    );
-    if sent == 0 {
-        return Err(Error::AllSendsFailed(addrs.len()));
+    sender.send()?;
+
+    let Some(port) = r.wait.value else {
+        return Ok(());
+    };
+    let timeout = r.wait_timeout.value.unwrap_or(wait::DEFAULT_WAIT_TIMEOUT);
+    let tcp = wait::tcp_addrs(&sender.addrs, port);
+    let answered = wait::wait_for_port(&tcp, timeout, || {
+        if !a.quiet {
+            eprintln!("no answer on TCP port {port} yet: sending again with a new counter");
+        }
+        if let Err(e) = sender.send() {
+            eprintln!("ruroco-client: the second send failed: {e}");
+        }
+    })
+    .map_err(|n| Error::NoAnswer(wait::no_answer_message(port, timeout, &n, &command)))?;
+    if !a.quiet {
+        eprintln!(
+            "TCP port {port} at {} answered after {:.2}s",
+            answered.addr.ip(),
+            answered.elapsed.as_secs_f64()
+        );
+    }
+    if let Some(mode) = a.connect {
+        let mode = connect::resolve_mode(mode);
+        connect::hand_over(answered.stream, mode)?;
+        if !a.quiet && mode == ConnectMode::Fdpass {
+            eprintln!("passed the connection over stdout");
+        }
     }
     Ok(())
 }

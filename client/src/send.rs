@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
+use ruroco_shared::fsutil;
 use ruroco_shared::protocol::{self, VERSION};
 use ruroco_shared::{CmdHash, Key, Plaintext};
 
@@ -54,6 +55,11 @@ fn parse_port(input: &str, port: &str) -> Result<u16, AddrError> {
 /// literal (more than one colon, no brackets) takes the default port; so does a zone id form
 /// like `fe80::1%eth0`, which is left to the resolver.
 pub fn parse_target(input: &str) -> Result<Target, AddrError> {
+    parse_target_port(input, DEFAULT_PORT)
+}
+
+/// [`parse_target`] with `default_port` for an address that names none (a profile's `port`).
+pub fn parse_target_port(input: &str, default_port: u16) -> Result<Target, AddrError> {
     let s = input.trim();
     if s.is_empty() {
         return Err(AddrError::Empty);
@@ -67,7 +73,7 @@ pub fn parse_target(input: &str) -> Result<Target, AddrError> {
             return Err(AddrError::BadBracketed(input.to_owned()));
         }
         let port = match after {
-            "" => DEFAULT_PORT,
+            "" => default_port,
             p => match p.strip_prefix(':') {
                 Some(p) => parse_port(input, p)?,
                 None => return Err(AddrError::BadPort(input.to_owned(), p.to_owned())),
@@ -81,7 +87,7 @@ pub fn parse_target(input: &str) -> Result<Target, AddrError> {
     match s.matches(':').count() {
         0 => Ok(Target {
             host: s.to_owned(),
-            port: DEFAULT_PORT,
+            port: default_port,
         }),
         1 => {
             let (host, port) = s.split_once(':').unwrap_or((s, ""));
@@ -95,7 +101,7 @@ pub fn parse_target(input: &str) -> Result<Target, AddrError> {
         }
         _ => Ok(Target {
             host: s.to_owned(),
-            port: DEFAULT_PORT,
+            port: default_port,
         }),
     }
 }
@@ -114,6 +120,15 @@ impl Family {
             Family::Any => true,
             Family::V4 => ip.is_ipv4(),
             Family::V6 => ip.is_ipv6(),
+        }
+    }
+
+    /// How `list` and the config spell it.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Family::Any => "any",
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
         }
     }
 
@@ -208,17 +223,24 @@ pub fn plaintext(
     }
 }
 
-/// A warning when a key file others may read; the client runs as a user, so it only warns
-/// (the server is the one that refuses loose permissions).
-pub fn key_mode_warning(path: &Path) -> Option<String> {
-    let mode = std::fs::metadata(path).ok()?.mode() & 0o7777;
-    (mode & 0o077 != 0).then(|| {
+/// Check a key file's mode before it is read: one that others may read or anyone else may
+/// write is refused (as the server refuses it), with the `chmod` that fixes it. A key file the
+/// group may read is allowed with a warning, since a server's key shared with its group is.
+/// Returns the warning, if any.
+pub fn check_key_mode(path: &Path) -> Result<Option<String>, fsutil::PermError> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Key::load reports a missing or unreadable file with its own message.
+        return Ok(None);
+    };
+    fsutil::check_secret_mode(path, &meta)?;
+    let mode = meta.mode() & 0o7777;
+    Ok((mode & 0o077 != 0).then(|| {
         format!(
-            "warning: key file {} is accessible by group/others (mode {mode:04o}): chmod 0600 {}",
+            "warning: key file {} is readable by its group (mode {mode:04o}): chmod 0600 {}",
             path.display(),
             path.display()
         )
-    })
+    }))
 }
 
 /// One unconnected UDP socket per family, opened on first use.
@@ -340,6 +362,33 @@ mod tests {
         ] {
             assert!(parse_target(input).is_err(), "{input:?} should be refused");
         }
+    }
+
+    #[test]
+    fn profile_port_is_the_default_for_addresses_without_one() {
+        assert_eq!(parse_target_port("h", 7), Ok(t("h", 7)));
+        assert_eq!(parse_target_port("h:8", 7), Ok(t("h", 8)));
+        assert_eq!(parse_target_port("::1", 7), Ok(t("::1", 7)));
+        assert_eq!(parse_target_port("[::1]", 7), Ok(t("::1", 7)));
+    }
+
+    #[test]
+    fn key_readable_by_others_is_refused_group_only_warned() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        std::fs::write(&p, "x").unwrap();
+        for (mode, refused) in [(0o600, false), (0o640, false), (0o644, true), (0o620, true)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = check_key_mode(&p);
+            assert_eq!(r.is_err(), refused, "{mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains(&format!("{}", p.display())), "{e}");
+                assert!(e.to_string().contains("chmod"), "{e}");
+            }
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(check_key_mode(&p).unwrap().unwrap().contains("chmod 0600"));
     }
 
     #[test]

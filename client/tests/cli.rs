@@ -101,10 +101,10 @@ fn help_documents_exit_codes() {
 #[test]
 fn usage_errors_exit_64() {
     let out = Command::new(bin())
-        .args(["send", "-k", "x"])
+        .args(["send", "-k", "x", "-c", "x"])
         .output()
         .unwrap();
-    assert_fails(&out, 64, &["--address"]);
+    assert_fails(&out, 64, &["no server address", "-a HOST"]);
     let out = Command::new(bin()).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let out = Command::new(bin())
@@ -118,7 +118,15 @@ fn usage_errors_exit_64() {
 fn missing_key_file() {
     let ctx = Ctx::new();
     let missing = ctx.dir.path().join("missing.key");
-    let out = ctx.run(&["send", "-a", "127.0.0.1:9", "-k", path_str(&missing)]);
+    let out = ctx.run(&[
+        "send",
+        "-c",
+        "x",
+        "-a",
+        "127.0.0.1:9",
+        "-k",
+        path_str(&missing),
+    ]);
     assert_fails(&out, 66, &["missing.key", "cannot read"]);
     assert!(!ctx.counter_path().exists(), "counter moved");
 }
@@ -129,10 +137,10 @@ fn malformed_key_file() {
     let bad = ctx.dir.path().join("bad.key");
     std::fs::write(&bad, "this is not a key\n").unwrap();
     std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = ctx.run(&["send", "-a", "127.0.0.1:9", "-k", path_str(&bad)]);
+    let out = ctx.run(&["send", "-c", "x", "-a", "127.0.0.1:9", "-k", path_str(&bad)]);
     assert_fails(&out, 65, &["bad.key", "base64"]);
     std::fs::write(&bad, "AAAA\n").unwrap();
-    let out = ctx.run(&["send", "-a", "127.0.0.1:9", "-k", path_str(&bad)]);
+    let out = ctx.run(&["send", "-c", "x", "-a", "127.0.0.1:9", "-k", path_str(&bad)]);
     assert_fails(&out, 65, &["bad.key", "expected 40"]);
     assert!(!ctx.counter_path().exists(), "counter moved");
 }
@@ -142,7 +150,7 @@ fn bad_addresses() {
     let ctx = Ctx::new();
     let k = path_str(&ctx.key_path);
     for a in ["", "host:", "host:99999", "[::1", "[nope]:5", "1.2.3.4:0"] {
-        let out = ctx.run(&["send", "-a", a, "-k", k]);
+        let out = ctx.run(&["send", "-c", "x", "-a", a, "-k", k]);
         assert_fails(&out, 64, &["address"]);
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     }
@@ -154,6 +162,8 @@ fn unresolvable_name() {
     let ctx = Ctx::new();
     let out = ctx.run(&[
         "send",
+        "-c",
+        "x",
         "-a",
         "no-such-host.invalid",
         "-k",
@@ -167,9 +177,9 @@ fn unresolvable_name() {
 fn family_filter_leaves_nothing() {
     let ctx = Ctx::new();
     let k = path_str(&ctx.key_path);
-    let out = ctx.run(&["send", "-a", "127.0.0.1:9", "-6", "-k", k]);
+    let out = ctx.run(&["send", "-c", "x", "-a", "127.0.0.1:9", "-6", "-k", k]);
     assert_fails(&out, 68, &["127.0.0.1", "IPv6"]);
-    let out = ctx.run(&["send", "-a", "[::1]:9", "-4", "-k", k]);
+    let out = ctx.run(&["send", "-c", "x", "-a", "[::1]:9", "-4", "-k", k]);
     assert_fails(&out, 68, &["::1", "IPv4"]);
     assert!(!ctx.counter_path().exists(), "counter moved");
 }
@@ -181,7 +191,7 @@ fn corrupt_counter_file_says_reseed() {
     std::fs::create_dir_all(ctx.state_dir()).unwrap();
     std::fs::write(ctx.counter_path(), "12x4\n").unwrap();
     let k = path_str(&ctx.key_path);
-    let out = ctx.run(&["send", "-a", &addr.to_string(), "-k", k]);
+    let out = ctx.run(&["send", "-c", "x", "-a", &addr.to_string(), "-k", k]);
     assert_fails(
         &out,
         65,
@@ -209,6 +219,8 @@ fn every_send_failing_exits_74() {
     let ctx = Ctx::new();
     let out = ctx.run(&[
         "send",
+        "-c",
+        "x",
         "-a",
         "255.255.255.255:9",
         "-k",

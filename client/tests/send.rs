@@ -204,7 +204,7 @@ fn concurrent_sends_get_distinct_counters() {
     let a = addr.to_string();
     let children: Vec<_> = (0..N)
         .map(|_| {
-            ctx.cmd(&["send", "-k", &key, "-a", &a])
+            ctx.cmd(&["send", "-c", "default", "-k", &key, "-a", &a])
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -236,7 +236,7 @@ fn send_waits_for_the_lock_before_touching_the_counter() {
     let held = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap();
     let key = common::path_str(&ctx.key_path).to_owned();
     let mut child = ctx
-        .cmd(&["send", "-k", &key, "-a", &addr.to_string()])
+        .cmd(&["send", "-c", "default", "-k", &key, "-a", &addr.to_string()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -264,7 +264,7 @@ fn default_state_dir_is_xdg_then_home() {
     let a = addr.to_string();
     let run = |envs: &[(&str, &std::path::Path)]| {
         let mut c = std::process::Command::new(bin());
-        c.args(["send", "-k", &key, "-a", &a])
+        c.args(["send", "-c", "default", "-k", &key, "-a", &a])
             .env_remove("XDG_STATE_HOME")
             .env_remove("HOME");
         for (k, v) in envs {
@@ -298,11 +298,22 @@ fn default_state_dir_is_xdg_then_home() {
 }
 
 #[test]
-fn loose_key_permissions_warn_but_send() {
+fn key_readable_by_others_is_refused_group_readable_warned() {
     let ctx = Ctx::new();
-    std::fs::set_permissions(&ctx.key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (sock, addr) = listener("127.0.0.1");
+    let k = path_str(&ctx.key_path).to_owned();
+    std::fs::set_permissions(&ctx.key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = ctx.run(&["send", "-c", "x", "-k", &k, "-a", &addr.to_string()]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("chmod 0600 {k}")), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!has_pending(&sock), "sent with a world-readable key");
+    assert!(!ctx.counter_path().exists(), "counter moved");
+
+    std::fs::set_permissions(&ctx.key_path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let out = ctx.send_ok(&["-a", &addr.to_string()]);
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
     assert!(stderr(&out).contains("chmod 0600"), "{}", stderr(&out));
     assert_eq!(ctx.open(&recv(&sock)).version, 1);
 }

@@ -121,7 +121,7 @@ fn permissive_runs_with_the_claimed_ip() {
 fn two_keys_and_the_default_command() {
     let mut c = Chain::builder().keys(&["k1", "k2"]).start();
     let addr = c.addr4().to_string();
-    c.client_send(&addr, "k1", &[]);
+    c.client_send(&addr, "k1", &["-c", "default"]);
     assert_eq!(c.wait_out(1), ["default 127.0.0.1"]);
     c.client_send(&addr, "k2", &["-c", "other"]);
     let mut lines = c.wait_out(2);

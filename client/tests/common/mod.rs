@@ -66,9 +66,13 @@ impl Ctx {
         self.cmd(args).output().unwrap()
     }
 
-    /// `send -k <key> <args...>`, asserting success.
+    /// `send -k <key> <args...>`, asserting success; `-c default` is added when `args` name no
+    /// command (the client itself has no default command).
     pub fn send_ok(&self, args: &[&str]) -> Output {
         let mut all = vec!["send", "-k", path_str(&self.key_path)];
+        if !args.iter().any(|a| *a == "-c" || *a == "--command") {
+            all.extend_from_slice(&["-c", "default"]);
+        }
         all.extend_from_slice(args);
         let out = self.run(&all);
         assert!(
