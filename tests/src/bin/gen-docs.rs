@@ -54,7 +54,18 @@ fn run(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     // Daemons: section 8 (system administration); the client: section 1 (user commands).
     written.extend(man_pages(ruroco_server::cli(), "8", &man)?);
     written.extend(man_pages(ruroco_commander::cli(), "8", &man)?);
-    written.extend(man_pages(ruroco_client::command(), "1", &man)?);
+    // The client's pages add EXIT STATUS, FILES, ENVIRONMENT and EXAMPLES and a synopsis with
+    // each option's argument (ruroco_client::man).
+    let meta = ruroco_client::man::ManMeta {
+        section: "1",
+        source: SOURCE,
+        manual: MANUAL,
+    };
+    for (name, roff) in ruroco_client::man::pages(&meta)? {
+        let path = man.join(name);
+        std::fs::write(&path, roff)?;
+        written.push(path);
+    }
 
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let mut cmd = ruroco_client::command();
