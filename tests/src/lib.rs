@@ -183,6 +183,12 @@ pub fn free_udp_port() -> u16 {
     panic!("no free UDP port");
 }
 
+/// A TCP port free on IPv4 loopback right now (for a listener a test command starts).
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
 /// Parse a `STATUS=` text of `key=value` words into numbers (non-numeric words are skipped).
 pub fn parse_status(text: &str) -> BTreeMap<String, u64> {
     text.split_whitespace()
