@@ -1,0 +1,301 @@
+//! Black-box tests of profiles (`send NAME`, `list`), the explicit command, `--wait` against
+//! stub UDP and TCP sockets the test owns, and the state directory checks. Never sleeps to
+//! synchronise and never talks to a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Output;
+
+use ruroco_shared::CmdHash;
+
+/// `ctx` plus `$XDG_CONFIG_HOME/ruroco/client.toml` holding `toml`; the key is copied next to it.
+struct Profiles {
+    ctx: Ctx,
+    xdg: PathBuf,
+}
+
+impl Profiles {
+    fn new(toml: &str) -> Self {
+        let ctx = Ctx::new();
+        let xdg = ctx.dir.path().join("xdg");
+        let dir = xdg.join("ruroco");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&ctx.key_path, dir.join("home.key")).unwrap();
+        std::fs::set_permissions(dir.join("home.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::write(dir.join("client.toml"), toml).unwrap();
+        Self { ctx, xdg }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.ctx
+            .cmd(args)
+            .env("XDG_CONFIG_HOME", &self.xdg)
+            .env_remove("HOME")
+            .output()
+            .unwrap()
+    }
+
+    fn config(&self) -> PathBuf {
+        self.xdg.join("ruroco/client.toml")
+    }
+}
+
+fn home_profile(addr: &str, extra: &str) -> String {
+    format!(
+        "[servers.home]\naddress = \"{addr}\"\nkey = \"home.key\"\ncommand = \"open_ssh\"\n{extra}"
+    )
+}
+
+#[test]
+fn send_name_uses_the_profile_with_a_key_relative_to_the_config() {
+    let (sock, addr) = listener("127.0.0.1");
+    let p = Profiles::new(&home_profile(
+        &addr.to_string(),
+        "permissive = true\nip = \"203.0.113.9\"\n",
+    ));
+    let out = p.run(&["send", "home"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pt = p.ctx.open(&recv(&sock));
+    assert_eq!(pt.cmd, CmdHash::of_name("open_ssh"));
+    assert!(!pt.strict);
+    assert_eq!(pt.src_ip, Some("203.0.113.9".parse().unwrap()));
+    assert_eq!(pt.dst_ip, Some(addr.ip()));
+}
+
+#[test]
+fn flags_override_the_profile() {
+    let (s1, a1) = listener("127.0.0.1");
+    let (s2, a2) = listener("127.0.0.1");
+    let p = Profiles::new(&home_profile(&a1.to_string(), "permissive = true\n"));
+    let out = p.run(&[
+        "send",
+        "home",
+        "-c",
+        "hello",
+        "--strict",
+        "-a",
+        &a2.to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pt = p.ctx.open(&recv(&s2));
+    assert_eq!(pt.cmd, CmdHash::of_name("hello"));
+    assert!(pt.strict);
+    assert!(!has_pending(&s1), "sent to the profile's address too");
+}
+
+#[test]
+fn unknown_profile_lists_the_known_ones() {
+    let p = Profiles::new("[servers.home]\n[servers.work]\n");
+    let out = p.run(&["send", "nope", "-c", "x"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"nope\"") && err.contains("home, work"),
+        "{err}"
+    );
+    assert!(!p.ctx.counter_path().exists(), "counter moved");
+}
+
+#[test]
+fn no_command_is_an_error_that_says_how_to_give_one() {
+    let (sock, addr) = listener("127.0.0.1");
+    let p = Profiles::new(&format!(
+        "[servers.home]\naddress = \"{addr}\"\nkey = \"home.key\"\n"
+    ));
+    let out = p.run(&["send", "home"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("-c NAME") && err.contains("[servers.home]"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let k = path_str(&p.ctx.key_path).to_owned();
+    let out = p.run(&["send", "-a", &addr.to_string(), "-k", &k]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("-c NAME"), "{}", stderr(&out));
+    assert!(!has_pending(&sock), "sent without a command");
+    assert!(!p.ctx.counter_path().exists(), "counter moved");
+}
+
+#[test]
+fn config_errors_are_one_line_with_file_line_field_and_exit_78() {
+    let p = Profiles::new("[servers.home]\nadress = \"h\"\n");
+    let out = p.run(&["send", "home", "-c", "x"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for n in [path_str(&p.config()), "line 2", "adress", "address"] {
+        assert!(err.contains(n), "{n} not in {err}");
+    }
+    let out = p.run(&["list"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+}
+
+#[test]
+fn a_world_readable_key_in_a_profile_is_refused_with_the_chmod() {
+    let (sock, addr) = listener("127.0.0.1");
+    let p = Profiles::new(&home_profile(&addr.to_string(), ""));
+    let key = p.xdg.join("ruroco/home.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = p.run(&["send", "home"]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("chmod 0600 {}", key.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!has_pending(&sock));
+}
+
+#[test]
+fn list_shows_values_and_their_sources() {
+    let p = Profiles::new(&home_profile("h.example:99", "wait = 22\n"));
+    let out = p.run(&["list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(path_str(&p.config())), "{text}");
+    let line = |f: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(f))
+            .unwrap_or_else(|| panic!("{f} not in {text}"))
+            .to_owned()
+    };
+    assert!(line("address").contains("h.example:99"), "{text}");
+    assert!(line("key").contains(&p.xdg.join("ruroco/home.key").display().to_string()));
+    assert!(
+        line("key").contains("relative to the config file"),
+        "{text}"
+    );
+    assert!(line("command").ends_with("profile"), "{text}");
+    assert!(line("delay").ends_with("default"), "{text}");
+    assert!(line("wait ").contains("TCP port 22"), "{text}");
+}
+
+#[test]
+fn wait_exits_0_when_the_port_answers() {
+    let (sock, addr) = listener("127.0.0.1");
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port().to_string();
+    let out = p_send(&["-a", &addr.to_string(), "-c", "x", "--wait", &port]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("TCP port {port} at 127.0.0.1 answered after")),
+        "{}",
+        stderr(&out)
+    );
+    recv(&sock);
+}
+
+fn p_send(args: &[&str]) -> Output {
+    let ctx = Ctx::new();
+    let mut all = vec!["send", "-k", path_str(&ctx.key_path)];
+    all.extend_from_slice(args);
+    ctx.run(&all)
+}
+
+#[test]
+fn wait_resends_with_a_new_counter_then_exits_69() {
+    let ctx = Ctx::new();
+    let (sock, addr) = listener("127.0.0.1");
+    // A port nobody listens on: every connect is refused.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let k = path_str(&ctx.key_path).to_owned();
+    let out = ctx.run(&[
+        "send",
+        "-k",
+        &k,
+        "-a",
+        &addr.to_string(),
+        "-c",
+        "open_ssh",
+        "--wait",
+        &port,
+        "--wait-timeout",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let err = stderr(&out);
+    for n in [
+        "did not answer",
+        "firewall",
+        "ips",
+        "key",
+        "\"open_ssh\"",
+        "2 sends",
+    ] {
+        assert!(err.contains(n), "{n} not in {err}");
+    }
+    let first = ctx.open(&recv(&sock)).counter;
+    let second = ctx.open(&recv(&sock)).counter;
+    assert!(second > first, "{second} not above {first}");
+    assert_eq!(ctx.stored_counter(), second);
+}
+
+#[test]
+fn connect_without_a_port_is_a_usage_error() {
+    let ctx = Ctx::new();
+    let k = path_str(&ctx.key_path).to_owned();
+    let out = ctx.run(&[
+        "send",
+        "-k",
+        &k,
+        "-a",
+        "127.0.0.1:9",
+        "-c",
+        "x",
+        "--connect",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--wait PORT"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_dangling_lock_link_is_refused_and_not_followed() {
+    let ctx = Ctx::new();
+    std::fs::create_dir(ctx.state_dir()).unwrap();
+    std::fs::set_permissions(ctx.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let elsewhere = ctx.dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(&elsewhere, ctx.state_dir().join("counter.lock")).unwrap();
+    let out = ctx.run(&["reseed"]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert!(!elsewhere.exists(), "created a file through the link");
+}
+
+#[test]
+fn a_state_dir_writable_by_others_is_refused() {
+    let ctx = Ctx::new();
+    std::fs::create_dir(ctx.state_dir()).unwrap();
+    std::fs::set_permissions(ctx.state_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = ctx.run(&["reseed"]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 0700"), "{}", stderr(&out));
+    assert!(!ctx.counter_path().exists());
+}
+
+#[test]
+fn help_of_gen_and_reseed_shows_only_what_applies() {
+    let ctx = Ctx::new();
+    let gen_help = String::from_utf8(ctx.run(&["gen", "--help"]).stdout).unwrap();
+    assert!(!gen_help.contains("--state-dir"), "{gen_help}");
+    assert!(
+        !gen_help.contains("send:") && !gen_help.contains("69"),
+        "{gen_help}"
+    );
+    assert!(gen_help.contains("73"), "{gen_help}");
+    let reseed = String::from_utf8(ctx.run(&["reseed", "--help"]).stdout).unwrap();
+    assert!(reseed.contains("--state-dir"), "{reseed}");
+    assert!(!reseed.contains("66") && !reseed.contains("69"), "{reseed}");
+}
