@@ -199,8 +199,7 @@ pub fn commander_config(data: &[u8]) -> Outcome {
 /// The server's replay file: a parsed state renders to text that parses to the same floors.
 pub fn replay_state(data: &[u8]) -> Outcome {
     let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
-    let floors =
-        ruroco_server::replay::parse(text).map_err(|e| e.to_string())?;
+    let floors = ruroco_server::replay::parse(text).map_err(|e| e.to_string())?;
     let again = ruroco_server::replay::parse(&ruroco_server::replay::render(&floors));
     assert_eq!(again, Ok(floors));
     Ok(())

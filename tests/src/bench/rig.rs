@@ -240,8 +240,21 @@ pub fn bin_dir() -> R<PathBuf> {
     Ok(dir)
 }
 
+/// `[rate_limit]` of the main rig: lifted, so every flood datagram reaches the stage it is
+/// meant to test (a real AEAD attempt for bad tags and replays) instead of being rate-limited.
+pub const LIFTED_LIMITS: &str =
+    "per_source = 1000000000.0\nburst = 1000000000\nglobal = 1000000000.0\n";
+/// The shipped defaults (2/s burst 5 per source, 100,000/s in all), for the forged-junk rows.
+pub const SHIPPED_LIMITS: &str = "per_source = 2.0\nburst = 5\nglobal = 100000.0\n";
+
 impl Rig {
+    /// A rig whose server has the lifted limits.
     pub fn new() -> R<Self> {
+        Self::with_limits(LIFTED_LIMITS)
+    }
+
+    /// A rig whose server has the `[rate_limit]` lines `limits`.
+    pub fn with_limits(limits: &str) -> R<Self> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("ruroco-bench.")
@@ -276,13 +289,10 @@ impl Rig {
             nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
         )
         .map_err(|e| format!("mkfifo {}: {e}", started.display()))?;
-        // Limits raised so every flood datagram reaches the stage it is meant to test (a real
-        // AEAD attempt for bad tags and replays) instead of being rate-limited cheaply.
         let server_toml = format!(
             "ips = [\"127.0.0.1\"]\nlisten = \"127.0.0.1:{port}\"\nkeys_dir = \"{}\"\n\
              state_dir = \"{}\"\ncommander_socket = \"{}\"\nuser = \"nobody\"\n\
-             receive_buffer = {RECEIVE_BUFFER}\n\n[rate_limit]\nper_source = 1000000000.0\n\
-             burst = 1000000000\nglobal = 1000000000.0\n",
+             receive_buffer = {RECEIVE_BUFFER}\n\n[rate_limit]\n{limits}",
             keys.display(),
             state_dir.display(),
             socket.display(),

@@ -604,6 +604,108 @@ struct Row {
     caveat: Option<String>,
 }
 
+/// Issue 14: junk with the client's key id forged from the client's own address, on a server
+/// with the shipped limits, while the client sends one valid datagram every 50 ms from that
+/// address. At 20/s and 100/s (one junk datagram at a time, evenly paced) every valid one must
+/// be accepted. At full speed (GSO bursts, far above the global budget) the flood may take the
+/// client's turn: measured, not judged, and its rate is compared with the bare receive loop.
+fn forged_junk(ctx: &Ctx, plan: &Plan, ceiling: f64) -> R<Vec<Row>> {
+    eprintln!("bench: junk forged from a client's address, shipped limits");
+    let mut rig = Rig::with_limits(rig::SHIPPED_LIMITS)?;
+    rig.start()?;
+    let dest = rig.dest();
+    let bad = bad_tag_payloads(&rig, 1024)?;
+    let gap = Duration::from_millis(50);
+    let count = (plan.flood.as_millis() / gap.as_millis()).max(1) as usize;
+    let get = |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    let mut rows = Vec::new();
+    for (label, rate) in [
+        ("20/s", Some(20u32)),
+        ("100/s", Some(100)),
+        ("full speed", None),
+    ] {
+        // Sealed now, in order: strictly increasing counters, each valid for the run.
+        let client: Vec<Vec<u8>> = (0..count).map(|_| valid(&rig, "true")).collect();
+        let before = rig.status();
+        let (sent, junk_rate, drops) = match rate {
+            Some(per_s) => {
+                // One socket for both, as an on-path forger would look: same address.
+                let sock = UdpSocket::bind((VALID_SRC, 0)).map_err(|e| format!("bind: {e}"))?;
+                let t0 = Instant::now();
+                let mut junk = 0u64;
+                let mut next = 0usize;
+                let end = gap * count as u32;
+                let junk_total = (end.as_secs_f64() * f64::from(per_s)).round() as u64;
+                while next < client.len() || junk < junk_total {
+                    let now = t0.elapsed();
+                    if next < client.len() && now >= gap * next as u32 {
+                        sock.send_to(&client[next], dest)
+                            .map_err(|e| format!("send: {e}"))?;
+                        next += 1;
+                    }
+                    let junk_due = (now.as_secs_f64() * f64::from(per_s)) as u64;
+                    while junk < junk_due.min(junk_total) {
+                        sock.send_to(&bad[junk as usize % bad.len()], dest)
+                            .map_err(|e| format!("send: {e}"))?;
+                        junk += 1;
+                    }
+                    // Pacing the senders, not waiting for the server.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let secs = t0.elapsed().as_secs_f64();
+                (client.len(), junk as f64 / secs, 0)
+            }
+            None => {
+                let f = flood(bad.clone(), dest, Sources::One(VALID_SRC), plan);
+                let sender = std::thread::spawn(move || -> R<usize> {
+                    let sock = UdpSocket::bind((VALID_SRC, 0)).map_err(|e| format!("bind: {e}"))?;
+                    for d in &client {
+                        let t = Instant::now();
+                        sock.send_to(d, dest).map_err(|e| format!("send: {e}"))?;
+                        // Pacing the client, not waiting for the server.
+                        std::thread::sleep(gap.saturating_sub(t.elapsed()));
+                    }
+                    Ok(client.len())
+                });
+                let m = measure_server(ctx, &mut rig, "forged junk, full speed", "bad_tag", &f)?;
+                let sent = sender
+                    .join()
+                    .map_err(|_| "the client thread panicked".to_owned())??;
+                (sent, m.rate, m.drops)
+            }
+        };
+        let a0 = get(&before, "accepted");
+        let accepted = rig.wait_counter("accepted", a0 + sent as u64) - a0;
+        let after = rig.status();
+        let limited = get(&after, "rate_limited") - get(&before, "rate_limited");
+        let bad_tags = get(&after, "bad_tag") - get(&before, "bad_tag");
+        let paced = rate.is_some();
+        let measured = if paced {
+            format!(
+                "client: {accepted}/{sent} valid accepted; junk {junk_rate:.0}/s, \
+                 {bad_tags} bad_tag, {limited} rate_limited"
+            )
+        } else {
+            format!(
+                "client: {accepted}/{sent} valid accepted; junk {junk_rate:.0}/s = {:.0}% of \
+                 ceiling, {bad_tags} bad_tag, {limited} rate_limited, {drops} kernel drops",
+                junk_rate / ceiling.max(1e-9) * 100.0
+            )
+        };
+        rows.push(row(
+            &format!("junk forged from a client's address at {label} (shipped limits)"),
+            measured,
+            if paced {
+                "all of the client's accepted"
+            } else {
+                "measured (above the global budget)"
+            },
+            paced.then_some(accepted == sent as u64),
+        ));
+    }
+    Ok(rows)
+}
+
 fn row(metric: &str, measured: String, target: &str, met: Option<bool>) -> Row {
     Row {
         metric: metric.to_owned(),
@@ -1098,6 +1200,9 @@ fn run(args: &Args) -> R<()> {
         "<= 32 MiB",
         Some(peak as f64 <= 32.0 * MIB),
     ));
+
+    drop(rig);
+    rows.extend(forged_junk(&ctx, &plan, ceil.best_rate())?);
 
     print_table(&rows, args.smoke);
     println!(
