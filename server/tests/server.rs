@@ -203,7 +203,10 @@ fn replay_is_refused_across_clean_restart_and_sigkill() {
     env.send(&first);
     env.wait_status("both replays after SIGKILL", |s| get(s, "replay") == 2);
     let state = std::fs::read_to_string(env.path("state/replay")).unwrap();
-    assert!(state.starts_with(&format!("{} ", k.id())), "{state}");
+    assert!(
+        state.starts_with(&format!("ruroco-replay 2\n{} ", k.id())) && state.ends_with("end 1\n"),
+        "{state}"
+    );
     assert_next_frame_is(&env, &stub, &k, "three");
 }
 
