@@ -325,6 +325,14 @@ done
 [ "$(inside readlink "/proc/$main_pid/ns/net")" != "$(inside readlink /proc/1/ns/net)" ] ||
     fail "server shares the host's network namespace (PrivateNetwork=yes not in effect)"
 ok "active, User=ruroco, Cap{Inh,Prm,Eff,Bnd,Amb} all 0, NoNewPrivs 1, Seccomp 2, private network namespace"
+# The server's view of /run: only the sockets it needs (TemporaryFileSystem= + BindReadOnlyPaths=).
+run_view=$(inside nsenter -t "$main_pid" -m -- ls -A /run | tr '\n' ' ')
+[ "$run_view" = "ruroco systemd " ] || fail "the server sees more than it needs under /run: $run_view"
+systemd_view=$(inside nsenter -t "$main_pid" -m -- ls -A /run/systemd | tr '\n' ' ')
+# (systemd adds its own empty, root-only incoming/ for mount propagation.)
+[ "$systemd_view" = "journal notify " ] || [ "$systemd_view" = "incoming journal notify " ] ||
+    fail "the server sees more under /run/systemd: $systemd_view"
+ok "the server sees only /run/ruroco, /run/systemd/notify and /run/systemd/journal under /run"
 [ "$(inside systemctl show -p ActiveState --value ruroco-commander.service)" = active ] || fail "ruroco-commander.service is not active"
 
 for event in accepted forwarded; do
