@@ -148,9 +148,6 @@ pub fn run() -> Result<(), Error> {
         source: e.into(),
     })?;
     logging::init("ruroco-commander");
-    if !closed.is_empty() {
-        tracing::info!(event = "closed_inherited_fds", fds = ?closed, detail = "descriptors left open by the parent process: closed so no command inherits them");
-    }
     let cfg = Config::load(&args.config)?;
     let server_uid = cfg.server_uid()?;
     let taken = match socket::activated()? {
@@ -187,6 +184,10 @@ pub fn run() -> Result<(), Error> {
         }
     }
     let control = socket::create_control(&cfg.control_socket)?;
+    // Logged once start-up can no longer fail, so a refusal stays one line.
+    if !closed.is_empty() {
+        tracing::info!(event = "closed_inherited_fds", fds = ?closed, detail = "descriptors left open by the parent process: closed so no command inherits them");
+    }
     let rt = runtime()?;
     let result = rt.block_on(serve(args, cfg, server_uid, taken, control, (table, store)));
     // Children still running at this point were given their full timeout by `drain`.
