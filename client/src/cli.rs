@@ -284,7 +284,9 @@ several copies runs the command once. Replaces the profile's address."))]
     pub no_wait: bool,
     /// Once the --wait port answers, hand the connection to ssh (ProxyCommand): pass the
     /// socket over stdout (fdpass, for ProxyUseFdpass yes) or relay stdin/stdout (relay); auto
-    /// passes it when stdin and stdout are one Unix socket
+    /// passes it when stdin and stdout are one Unix stream socket and stderr is not (OpenSSH's
+    /// ProxyUseFdpass), else relays. Other callers that put one socketpair on stdin and stdout
+    /// (socat EXEC) need --connect=relay; --connect=fdpass forces passing
     #[arg(long = "connect", value_name = "MODE", num_args = 0..=1,
           default_missing_value = "auto", require_equals = true)]
     pub connect: Option<ConnectMode>,

@@ -9,13 +9,13 @@ use nix::sys::stat::{SFlag, fstat};
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 /// How `--connect` hands the connection over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConnectMode {
-    /// Pass the socket when stdin and stdout are one Unix socket (what ssh sets up for
-    /// ProxyUseFdpass), else relay
+    /// Pass the socket when stdin and stdout are one Unix stream socket and stderr is not
+    /// (what OpenSSH sets up for ProxyUseFdpass), else relay
     Auto,
     /// Pass the socket over stdout (ProxyUseFdpass yes) and exit
     Fdpass,
@@ -39,25 +39,46 @@ pub enum ConnectError {
 /// What `Auto` picked, for the progress line.
 pub fn resolve_mode(mode: ConnectMode) -> ConnectMode {
     match mode {
-        ConnectMode::Auto if stdio_is_one_unix_socket() => ConnectMode::Fdpass,
+        ConnectMode::Auto if stdio_wants_fdpass() => ConnectMode::Fdpass,
         ConnectMode::Auto => ConnectMode::Relay,
         m => m,
     }
 }
 
-/// ssh with `ProxyUseFdpass yes` gives the proxy command one end of a Unix socketpair as both
-/// stdin and stdout; a terminal, pipes, or a journal stream on stdout alone never look like that.
-pub fn stdio_is_one_unix_socket() -> bool {
-    let (Ok(i), Ok(o)) = (fstat(io::stdin().as_fd()), fstat(io::stdout().as_fd())) else {
+/// OpenSSH with `ProxyUseFdpass yes` gives the proxy command one end of a Unix socketpair as
+/// both stdin and stdout and leaves stderr alone. libssh's ProxyCommand (the socketpair on
+/// stdin, stdout and stderr) and socat's EXEC also share one socket between stdin and stdout
+/// but expect a byte stream, so a stderr on that same socket means relay.
+pub fn stdio_wants_fdpass() -> bool {
+    wants_fdpass(
+        io::stdin().as_fd(),
+        io::stdout().as_fd(),
+        io::stderr().as_fd(),
+    )
+}
+
+/// The `Auto` decision for these three descriptors: `input` and `output` are one Unix stream
+/// socket (same st_dev and st_ino) and `err` is not that socket.
+pub fn wants_fdpass(input: BorrowedFd<'_>, output: BorrowedFd<'_>, err: BorrowedFd<'_>) -> bool {
+    let (Ok(i), Ok(o)) = (fstat(input), fstat(output)) else {
         return false;
     };
     let is_sock = |m: u32| SFlag::from_bits_truncate(m & SFlag::S_IFMT.bits()) == SFlag::S_IFSOCK;
     if !is_sock(i.st_mode) || i.st_dev != o.st_dev || i.st_ino != o.st_ino {
         return false;
     }
-    socket::getsockname::<SockaddrStorage>(io::stdout().as_raw_fd())
+    if let Ok(e) = fstat(err) {
+        if e.st_dev == i.st_dev && e.st_ino == i.st_ino {
+            return false;
+        }
+    }
+    let unix = socket::getsockname::<SockaddrStorage>(output.as_raw_fd())
         .map(|a| a.family() == Some(AddressFamily::Unix))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    let stream = socket::getsockopt(&output, socket::sockopt::SockType)
+        .map(|t| t == socket::SockType::Stream)
+        .unwrap_or(false);
+    unix && stream
 }
 
 /// Hand `stream` over as `mode` says (Auto must have been resolved). Returns when the socket
@@ -129,6 +150,25 @@ fn pump(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_passes_the_fd_only_when_stderr_is_not_the_stdio_socket() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        // OpenSSH ProxyUseFdpass: stdin = stdout = one socketpair end, stderr elsewhere.
+        assert!(wants_fdpass(a.as_fd(), a.as_fd(), file.as_fd()));
+        // libssh ProxyCommand: the same socket on 0, 1 and 2 (a dup has the same inode).
+        let dup = a.try_clone().unwrap();
+        assert!(!wants_fdpass(a.as_fd(), a.as_fd(), dup.as_fd()));
+        assert!(!wants_fdpass(a.as_fd(), a.as_fd(), a.as_fd()));
+        // Different sockets, or not a socket at all.
+        let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!wants_fdpass(a.as_fd(), c.as_fd(), file.as_fd()));
+        assert!(!wants_fdpass(file.as_fd(), file.as_fd(), a.as_fd()));
+        // A datagram socketpair cannot carry ssh's stream.
+        let (g, _h) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        assert!(!wants_fdpass(g.as_fd(), g.as_fd(), file.as_fd()));
+    }
 
     #[test]
     fn pump_copies_everything() {

@@ -32,7 +32,11 @@ const SSH_CONFIG_EXAMPLE: &str = "\
 Host home
     HostName home.example.org
     ProxyCommand ruroco-client send home --quiet --wait %p --connect
-    ProxyUseFdpass yes        # optional: the client passes the socket and exits";
+    ProxyUseFdpass yes        # optional: the client passes the socket and exits
+# --connect passes the socket when stdin and stdout are one Unix socket and stderr is not
+# (OpenSSH's ProxyUseFdpass), else relays. Callers that put one socketpair on stdin and
+# stdout but want a byte stream (socat EXEC) need --connect=relay; --connect=fdpass forces
+# passing.";
 
 /// Files the page of `sub` (`None`: the program) mentions.
 fn files(sub: Option<&str>) -> Vec<(&'static str, &'static str)> {
@@ -327,6 +331,8 @@ mod tests {
             "XDG_CONFIG_HOME",
             "ProxyCommand",
             "ProxyUseFdpass",
+            "socat EXEC",
+            "\\-\\-connect=relay",
             "\\-\\-wait",
             "\\fIFILE\\fR",
             "\\fIPORT\\fR",

@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, IoSliceMut, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
@@ -31,11 +32,23 @@ fn chain(port: u16) -> Chain {
 /// `ruroco-client send -a <server> -k k1 -c <command> --wait <port> --wait-timeout <timeout>
 /// <extra>`, not yet started.
 fn client(c: &Chain, command: &str, port: u16, timeout: &str, extra: &[&str]) -> Command {
+    client_with_key(c, &c.key_path("k1"), command, port, timeout, extra)
+}
+
+/// [`client`] with another key file.
+fn client_with_key(
+    c: &Chain,
+    key: &std::path::Path,
+    command: &str,
+    port: u16,
+    timeout: &str,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(c.bin.join(CLIENT));
     cmd.arg("--state-dir")
         .arg(&c.client_state)
         .args(["send", "-a", &c.addr4().to_string(), "-k"])
-        .arg(c.key_path("k1"))
+        .arg(key)
         .args(["-c", command, "--wait", &port.to_string()])
         .args(["--wait-timeout", timeout])
         .args(extra)
@@ -165,4 +178,42 @@ fn wait_fails_with_exit_69_when_the_command_opens_nothing() {
     // The command ran (it just opened no port), once per send: the first and the resend.
     let lines = c.wait_out(2);
     assert_eq!(lines, ["hello 127.0.0.1", "hello 127.0.0.1"]);
+}
+
+/// libssh's ProxyCommand (and socat's EXEC with stderr on the same socket) puts one end of a
+/// socketpair on stdin, stdout AND stderr and expects a byte stream: `--connect` (auto) must
+/// relay there, not pass the descriptor.
+#[test]
+fn one_socket_on_stdin_stdout_and_stderr_is_relayed() {
+    let port = free_tcp_port();
+    let c = chain(port);
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let theirs_out = theirs.try_clone().unwrap();
+    let theirs_err = theirs.try_clone().unwrap();
+    // --quiet: stderr is the byte stream too, so nothing else may be written to it; a key
+    // of mode 0600 (the server's copy is 0640, which the client warns about).
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("k1.key");
+    std::fs::copy(c.key_path("k1"), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = client_with_key(&c, &key, "listen", port, SLOW, &["--connect", "--quiet"])
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+        .stderr(Stdio::from(OwnedFd::from(theirs_err)))
+        .spawn()
+        .unwrap();
+    ours.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut r = BufReader::new(ours.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello from the listener\n", "not relayed");
+    (&ours).write_all(b"ping\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "echo ping\n");
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    line.clear();
+    r.read_to_string(&mut line).unwrap();
+    assert_eq!(line, "bye after 0 more bytes\n");
+    assert!(child.wait().unwrap().success());
 }
