@@ -9,9 +9,24 @@ use std::time::{Duration, Instant};
 /// How long `--wait` waits by default. The server runs the command within milliseconds of the
 /// datagram; a few seconds cover a slow link and the one resend.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest single connect attempt: a SYN dropped before the firewall opened is not retried by
-/// the kernel for a second, so a fresh attempt after this is quicker than waiting for it.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Connect-attempt timeouts, one per attempt to an address that timed out before: a SYN
+/// dropped because the firewall had not opened yet is not retransmitted by the kernel for a
+/// second, so the first attempts are short and a fresh SYN follows soon after the rule
+/// appears; later attempts get the full second a slow link may need.
+const ATTEMPT_TIMEOUTS: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+];
+
+/// The timeout of a connect attempt to an address after `timed_out` earlier attempts to it
+/// timed out (refused attempts do not count: they say nothing about the link's speed).
+pub fn attempt_timeout(timed_out: usize) -> Duration {
+    ATTEMPT_TIMEOUTS
+        .get(timed_out)
+        .copied()
+        .unwrap_or(ATTEMPT_TIMEOUTS[ATTEMPT_TIMEOUTS.len() - 1])
+}
 /// Pause between rounds of refused attempts, so a closed port is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -57,8 +72,10 @@ pub fn wait_for_port(
     let half = start + timeout / 2;
     let mut resent = false;
     let mut last_errors: Vec<(SocketAddr, io::Error)> = Vec::new();
+    // Per address, how many attempts timed out so far.
+    let mut timeouts = vec![0usize; addrs.len()];
     loop {
-        for &addr in addrs {
+        for (i, &addr) in addrs.iter().enumerate() {
             let now = Instant::now();
             if now >= deadline || addrs.is_empty() {
                 return Err(NoAnswer {
@@ -72,7 +89,8 @@ pub fn wait_for_port(
             }
             let now = Instant::now();
             let until = if resent { deadline } else { half };
-            let budget = ATTEMPT_TIMEOUT
+            let n = timeouts.get(i).copied().unwrap_or(0);
+            let budget = attempt_timeout(n)
                 .min(until.saturating_duration_since(now))
                 .max(Duration::from_millis(1));
             match TcpStream::connect_timeout(&addr, budget) {
@@ -85,6 +103,11 @@ pub fn wait_for_port(
                     });
                 }
                 Err(e) => {
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        if let Some(t) = timeouts.get_mut(i) {
+                            *t += 1;
+                        }
+                    }
                     last_errors.retain(|(a, _)| *a != addr);
                     last_errors.push((addr, e));
                 }
@@ -138,6 +161,20 @@ mod tests {
                 "[::1]:22".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn attempts_start_short_and_grow_to_a_second() {
+        // The kernel retransmits a dropped SYN after 1 s (TCP_TIMEOUT_INIT): the first attempts
+        // must give up well before that so a fresh SYN goes out soon after the rule appears.
+        let rto = Duration::from_secs(1);
+        assert!(attempt_timeout(0) <= rto / 4, "{:?}", attempt_timeout(0));
+        assert!(attempt_timeout(1) < rto);
+        let all: Vec<Duration> = (0..6).map(attempt_timeout).collect();
+        assert!(all.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
+        // A slow link still gets full one-second attempts.
+        assert_eq!(attempt_timeout(2), rto);
+        assert_eq!(attempt_timeout(100), rto);
     }
 
     #[test]
