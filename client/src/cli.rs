@@ -241,8 +241,14 @@ pub struct SendArgs {
           long_help = format!("Server as HOST, HOST:PORT, IPv4[:PORT], IPv6, or [IPv6]:PORT \
 (default port {DEFAULT_PORT}). A host name is sent to every address it resolves to. May be \
 repeated; every datagram of one send carries the same counter, so a server that receives \
-several copies runs the command once. Replaces the profile's address."))]
+several copies runs the command once. Replaces the profile's address; an address without a \
+port takes --port, else the profile's port."))]
     pub address: Vec<String>,
+    /// Server UDP port for addresses that name none [default: the profile's `port`, else
+    /// 34020]
+    #[arg(long = "port", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
     /// Key file made by `ruroco-client gen` (refused when others may read it)
     #[arg(short = 'k', long = "key", value_name = "KEYFILE")]
     pub key: Option<PathBuf>,

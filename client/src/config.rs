@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ruroco_shared::duration::HumanDuration;
 
-use crate::send::{self, Family, Target};
+use crate::send::{self, AddrSpec, Family, Target};
 
 /// Name of the config file inside `$XDG_CONFIG_HOME/ruroco`.
 pub const CONFIG_FILE: &str = "client.toml";
@@ -115,8 +115,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     pub name: String,
-    /// Where each address goes; a port written in `address` wins over `port`.
-    pub address: Vec<Target>,
+    /// The addresses as written; a port written in `address` wins over `port`.
+    pub address: Vec<AddrSpec>,
+    /// The profile's `port`: the server port of addresses that name none.
+    pub port: Option<u16>,
     pub key: Option<PathBuf>,
     /// True when `key` was written relative to the config's directory.
     pub key_relative: bool,
@@ -127,6 +129,17 @@ pub struct Profile {
     pub delay: Option<Duration>,
     pub wait: Option<u16>,
     pub wait_timeout: Option<Duration>,
+}
+
+impl Profile {
+    /// Where each address goes: its own port, else the profile's `port`, else the default.
+    pub fn targets(&self) -> Vec<Target> {
+        let port = self.port.unwrap_or(send::DEFAULT_PORT);
+        self.address
+            .iter()
+            .map(|a| a.with_default_port(port))
+            .collect()
+    }
 }
 
 /// The loaded config file (possibly absent, when it was not asked for by name).
@@ -340,11 +353,10 @@ fn check_profile(
     if r.port == Some(0) {
         return Err(("port", "must be from 1 to 65535".to_owned()));
     }
-    let default_port = r.port.unwrap_or(send::DEFAULT_PORT);
     let address = r
         .address
         .iter()
-        .map(|a| send::parse_target_port(a, default_port))
+        .map(|a| send::parse_spec(a))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("address", e.to_string()))?;
     if r.port.is_some() && address.is_empty() {
@@ -421,6 +433,7 @@ fn check_profile(
     Ok(Profile {
         name: name.to_owned(),
         address,
+        port: r.port,
         key,
         key_relative,
         command: r.command,
@@ -471,8 +484,8 @@ key = "~/k.key"
         )
         .unwrap();
         let h = c.profile("home").unwrap();
-        assert_eq!(h.address[0].to_string(), "home.example.org:4000");
-        assert_eq!(h.address[1].to_string(), "[2001:db8::1]:99");
+        assert_eq!(h.targets()[0].to_string(), "home.example.org:4000");
+        assert_eq!(h.targets()[1].to_string(), "[2001:db8::1]:99");
         assert_eq!(h.key, Some(PathBuf::from("/cfg/ruroco/keys/home.key")));
         assert!(h.key_relative);
         assert_eq!(h.command.as_deref(), Some("open_ssh"));
@@ -483,7 +496,7 @@ key = "~/k.key"
         assert_eq!(h.wait, Some(22));
         assert_eq!(h.wait_timeout, Some(Duration::from_secs(3)));
         let w = c.profile("work").unwrap();
-        assert_eq!(w.address[0].to_string(), "10.0.0.1:34020");
+        assert_eq!(w.targets()[0].to_string(), "10.0.0.1:34020");
         assert_eq!(w.key, Some(PathBuf::from("/abs/work.key")));
         assert!(!w.key_relative);
         assert_eq!(w.command, None);

@@ -44,6 +44,24 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// An address as written: a host and the port it names, if it names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrSpec {
+    pub host: String,
+    /// `None` when the address names no port: the profile's `port`, `--port` or the default.
+    pub port: Option<u16>,
+}
+
+impl AddrSpec {
+    /// The target, with `default_port` when the address named none.
+    pub fn with_default_port(&self, default_port: u16) -> Target {
+        Target {
+            host: self.host.clone(),
+            port: self.port.unwrap_or(default_port),
+        }
+    }
+}
+
 fn parse_port(input: &str, port: &str) -> Result<u16, AddrError> {
     match port.parse::<u16>() {
         Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
@@ -60,6 +78,11 @@ pub fn parse_target(input: &str) -> Result<Target, AddrError> {
 
 /// [`parse_target`] with `default_port` for an address that names none (a profile's `port`).
 pub fn parse_target_port(input: &str, default_port: u16) -> Result<Target, AddrError> {
+    Ok(parse_spec(input)?.with_default_port(default_port))
+}
+
+/// Parse an address as [`parse_target`] does, keeping whether it named a port.
+pub fn parse_spec(input: &str) -> Result<AddrSpec, AddrError> {
     let s = input.trim();
     if s.is_empty() {
         return Err(AddrError::Empty);
@@ -73,35 +96,35 @@ pub fn parse_target_port(input: &str, default_port: u16) -> Result<Target, AddrE
             return Err(AddrError::BadBracketed(input.to_owned()));
         }
         let port = match after {
-            "" => default_port,
+            "" => None,
             p => match p.strip_prefix(':') {
-                Some(p) => parse_port(input, p)?,
+                Some(p) => Some(parse_port(input, p)?),
                 None => return Err(AddrError::BadPort(input.to_owned(), p.to_owned())),
             },
         };
-        return Ok(Target {
+        return Ok(AddrSpec {
             host: inside.to_owned(),
             port,
         });
     }
     match s.matches(':').count() {
-        0 => Ok(Target {
+        0 => Ok(AddrSpec {
             host: s.to_owned(),
-            port: default_port,
+            port: None,
         }),
         1 => {
             let (host, port) = s.split_once(':').unwrap_or((s, ""));
             if host.is_empty() {
                 return Err(AddrError::Empty);
             }
-            Ok(Target {
+            Ok(AddrSpec {
                 host: host.to_owned(),
-                port: parse_port(input, port)?,
+                port: Some(parse_port(input, port)?),
             })
         }
-        _ => Ok(Target {
+        _ => Ok(AddrSpec {
             host: s.to_owned(),
-            port: default_port,
+            port: None,
         }),
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{DEFAULT_DELAY_MS, SendArgs};
 use crate::config::{Config, Profile};
-use crate::send::{self, AddrError, Family, Target};
+use crate::send::{self, AddrError, AddrSpec, Family, Target};
 use crate::wait::DEFAULT_WAIT_TIMEOUT;
 
 /// Where a value came from.
@@ -84,7 +84,10 @@ pub struct Resolved {
 /// The command-line side of a resolution (a `SendArgs`, or nothing for `list`).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    pub address: Vec<Target>,
+    /// `-a` values as written: one without a port takes `port`, the profile's, or the default.
+    pub address: Vec<AddrSpec>,
+    /// `--port`: the server port of addresses that name none.
+    pub port: Option<u16>,
     pub key: Option<PathBuf>,
     pub command: Option<String>,
     pub family: Option<Family>,
@@ -103,8 +106,9 @@ impl Overrides {
             address: a
                 .address
                 .iter()
-                .map(|s| send::parse_target(s))
+                .map(|s| send::parse_spec(s))
                 .collect::<Result<_, _>>()?,
+            port: a.port,
             key: a.key.clone(),
             command: a.command.clone(),
             family: match (a.ipv4, a.ipv6) {
@@ -128,14 +132,23 @@ impl Overrides {
 
 /// Resolve flags over a profile over defaults.
 pub fn resolve(o: &Overrides, p: Option<&Profile>) -> Resolved {
+    // An address without a port takes --port, else the profile's port, else the default,
+    // whether the address itself came from -a or from the profile.
+    let port = o
+        .port
+        .or(p.and_then(|p| p.port))
+        .unwrap_or(send::DEFAULT_PORT);
+    let with_port = |specs: &[AddrSpec]| -> Vec<Target> {
+        specs.iter().map(|a| a.with_default_port(port)).collect()
+    };
     let address = if !o.address.is_empty() {
         Sourced {
-            value: o.address.clone(),
+            value: with_port(&o.address),
             source: Source::Flag,
         }
     } else if let Some(p) = p.filter(|p| !p.address.is_empty()) {
         Sourced {
-            value: p.address.clone(),
+            value: with_port(&p.address),
             source: Source::Profile,
         }
     } else {
@@ -324,7 +337,7 @@ mod tests {
         assert_eq!(r.wait.value, Some(22));
 
         let o = Overrides {
-            address: vec![send::parse_target("10.0.0.1:5").unwrap()],
+            address: vec![send::parse_spec("10.0.0.1:5").unwrap()],
             key: Some(PathBuf::from("/other.key")),
             command: Some("hello".to_owned()),
             family: Some(Family::V4),
@@ -343,6 +356,40 @@ mod tests {
         assert_eq!(r.family.value, Some(Family::V4));
         assert_eq!(r.wait.value, None);
         assert_eq!(r.wait.source, Source::Flag);
+    }
+
+    #[test]
+    fn an_address_without_a_port_keeps_the_profiles_or_the_flags_port() {
+        let c = Config::parse(
+            "[servers.p]\naddress = \"h.example\"\nport = 80\n",
+            Path::new("/c/client.toml"),
+            None,
+        )
+        .unwrap();
+        let p = c.profile("p").unwrap();
+        let addr = |o: &Overrides| resolve(o, Some(p)).address.value[0].to_string();
+        assert_eq!(addr(&Overrides::default()), "h.example:80");
+        let a = |s: &str| Overrides {
+            address: vec![send::parse_spec(s).unwrap()],
+            ..Overrides::default()
+        };
+        // -a HOST keeps the profile's port; -a HOST:PORT names its own.
+        assert_eq!(addr(&a("localhost")), "localhost:80");
+        assert_eq!(addr(&a("localhost:9")), "localhost:9");
+        assert_eq!(addr(&a("[::1]")), "[::1]:80");
+        // --port wins over the profile's port, for -a and for the profile's addresses.
+        let with_port = |mut o: Overrides| {
+            o.port = Some(7);
+            o
+        };
+        assert_eq!(addr(&with_port(a("localhost"))), "localhost:7");
+        assert_eq!(addr(&with_port(Overrides::default())), "h.example:7");
+        assert_eq!(addr(&with_port(a("localhost:9"))), "localhost:9");
+        // Without a profile: --port, else the default.
+        let r = resolve(&with_port(a("h")), None);
+        assert_eq!(r.address.value[0].to_string(), "h:7");
+        let r = resolve(&a("h"), None);
+        assert_eq!(r.address.value[0].port, send::DEFAULT_PORT);
     }
 
     #[test]

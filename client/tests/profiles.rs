@@ -90,6 +90,30 @@ fn flags_override_the_profile() {
 }
 
 #[test]
+fn dash_a_without_a_port_keeps_the_profiles_port() {
+    let (sock, addr) = listener("127.0.0.1");
+    let p = Profiles::new(&home_profile(
+        "unused.invalid",
+        &format!("port = {}\n", addr.port()),
+    ));
+    let out = p.run(&["send", "home", "-a", "127.0.0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("to {addr} ")),
+        "{}",
+        stderr(&out)
+    );
+    let pt = p.ctx.open(&recv(&sock));
+    assert_eq!(pt.cmd, CmdHash::of_name("open_ssh"));
+    // --port overrides it, for the profile's address as for -a's.
+    let (sock2, addr2) = listener("127.0.0.1");
+    let port2 = addr2.port().to_string();
+    let out = p.run(&["send", "home", "-a", "127.0.0.1", "--port", &port2]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    recv(&sock2);
+}
+
+#[test]
 fn unknown_profile_lists_the_known_ones() {
     let p = Profiles::new("[servers.home]\n[servers.work]\n");
     let out = p.run(&["send", "nope", "-c", "x"]);
