@@ -41,7 +41,10 @@ pub const SEND_EXIT: &[ExitStatus] = &[
         65,
         "malformed key file, or a counter file that is corrupt, a link or another user's (run `ruroco-client reseed`)",
     ),
-    (66, "key file missing or unreadable"),
+    (
+        66,
+        "key file missing, unreadable, or not a regular file (a directory, a FIFO)",
+    ),
     (68, "host name not resolved, or no address left after -4/-6"),
     (
         69,

@@ -6,10 +6,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -287,18 +287,23 @@ fn parse_message(m: &str) -> String {
 /// Read the file if it is ours (or root's) and nobody else may write it: a config that
 /// others can change could point us at their key or server.
 fn read_checked(path: &Path) -> Result<String, ConfigError> {
-    let file = File::open(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            ConfigError::Missing {
-                path: path.to_owned(),
+    // O_NONBLOCK: a FIFO here would otherwise hang open() until someone writes to it.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ConfigError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
             }
-        } else {
-            ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })?;
+        })?;
     let read_err = |source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -309,15 +314,14 @@ fn read_checked(path: &Path) -> Result<String, ConfigError> {
         detail,
     };
     if !meta.is_file() {
-        return Err(unsafe_("not a regular file".to_owned()));
+        return Err(unsafe_(format!(
+            "is not a regular file (it is {}): pass --config FILE with the profile file",
+            crate::send::file_kind(&meta)
+        )));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
-        return Err(unsafe_(format!(
-            "owned by uid {}, not by you (uid {me}) or root: chown {me} {}",
-            meta.uid(),
-            path.display()
-        )));
+        return Err(unsafe_(foreign_owner(path, meta.uid(), me)));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(unsafe_(format!(
@@ -334,6 +338,20 @@ fn read_checked(path: &Path) -> Result<String, ConfigError> {
         return Err(unsafe_(format!("larger than {MAX_CONFIG_BYTES} bytes")));
     }
     Ok(text)
+}
+
+/// Why a config file of uid `owner` is not trusted by uid `me`, and what to do instead: not
+/// `chown`, which would take another user's file (and which only root may do anyway).
+fn foreign_owner(path: &Path, owner: u32, me: u32) -> String {
+    let fix = "run ruroco-client as that user, or pass --config FILE with a file of yours";
+    match std::fs::read_link(path) {
+        Ok(target) => format!(
+            "is a symbolic link to {}, which belongs to uid {owner}, not to you (uid {me}): \
+point the link at a file of yours, or {fix}",
+            target.display()
+        ),
+        Err(_) => format!("belongs to uid {owner}, not to you (uid {me}): {fix}"),
+    }
 }
 
 type FieldError = (&'static str, String);

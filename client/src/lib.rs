@@ -20,7 +20,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use ruroco_shared::Key;
-use ruroco_shared::fsutil::PermError;
 use ruroco_shared::key::KeyFileError;
 
 pub use cli::command;
@@ -29,7 +28,7 @@ use config::{Config, ConfigError};
 use connect::{ConnectError, ConnectMode};
 use counter::{CounterError, LockedState};
 use r#gen::GenError;
-use send::{AddrError, Family, Request, ResolveError};
+use send::{AddrError, Family, KeyOpenError, Request, ResolveError};
 use settings::{Overrides, Resolved};
 
 /// Everything that can stop the client, each with its exit status (sysexits).
@@ -44,8 +43,8 @@ pub enum Error {
     Resolve(#[from] ResolveError),
     #[error("{0}")]
     KeyFile(#[from] KeyFileError),
-    #[error("key file {0}")]
-    KeyPerm(PermError),
+    #[error("{0}")]
+    KeyOpen(#[from] KeyOpenError),
     #[error("{0}")]
     Counter(#[from] CounterError),
     #[error("{0}")]
@@ -94,7 +93,8 @@ impl Error {
             Error::Resolve(_) => exit::NOHOST,
             Error::KeyFile(KeyFileError::Read { .. }) => exit::NOINPUT,
             Error::KeyFile(_) => exit::DATAERR,
-            Error::KeyPerm(_) => exit::NOPERM,
+            Error::KeyOpen(KeyOpenError::Perm(_)) => exit::NOPERM,
+            Error::KeyOpen(_) => exit::NOINPUT,
             Error::Counter(CounterError::Corrupt { .. }) => exit::DATAERR,
             Error::Counter(CounterError::NoStateDir) => exit::CONFIG,
             Error::Counter(CounterError::UnsafeDir { .. } | CounterError::UnsafeLock { .. }) => {
@@ -281,12 +281,11 @@ fn run_send(state_dir: Option<&Path>, config: Option<&Path>, a: &SendArgs) -> Re
     let r = resolve_send(config, a)?;
     let key_path = r.key.value.clone().unwrap_or_default();
     let command = r.command.value.clone().unwrap_or_default();
-    match send::check_key_mode(&key_path) {
-        Ok(Some(warning)) => eprintln!("ruroco-client: {warning}"),
-        Ok(None) => {}
-        Err(e) => return Err(Error::KeyPerm(e)),
+    let (key_file, warning) = send::open_key(&key_path)?;
+    if let Some(warning) = warning {
+        eprintln!("ruroco-client: {warning}");
     }
-    let key = Key::load(&key_path)?;
+    let key = Key::read_from(key_file, &key_path)?;
     let family = r.family.value.unwrap_or(Family::Any);
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for t in &r.address.value {

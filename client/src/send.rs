@@ -2,10 +2,11 @@
 //! counter of this send. Never waits for or reads a reply.
 
 use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ruroco_shared::fsutil;
@@ -246,24 +247,70 @@ pub fn plaintext(
     }
 }
 
-/// Check a key file's mode before it is read: one that others may read or anyone else may
-/// write is refused (as the server refuses it), with the `chmod` that fixes it. A key file the
-/// group may read is allowed with a warning, since a server's key shared with its group is.
-/// Returns the warning, if any.
-pub fn check_key_mode(path: &Path) -> Result<Option<String>, fsutil::PermError> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        // Key::load reports a missing or unreadable file with its own message.
-        return Ok(None);
+/// Why a key file was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyOpenError {
+    #[error("key file {path}: cannot read: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "key file {path} is not a regular file (it is {kind}): give the file `ruroco-client gen -o FILE` wrote"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("key file {0}")]
+    Perm(fsutil::PermError),
+}
+
+/// What kind of file `meta` describes, for messages.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Open a key file and check it before it is read: without blocking (a FIFO would hang
+/// `open`), refusing anything but a regular file, and refusing one that others may read or
+/// anyone else may write (as the server refuses it), with the `chmod` that fixes it. A key
+/// file the group may read is allowed with a warning, since a server's key shared with its
+/// group is. Returns the open file and the warning, if any.
+pub fn open_key(path: &Path) -> Result<(File, Option<String>), KeyOpenError> {
+    let read_err = |source| KeyOpenError::Read {
+        path: path.to_owned(),
+        source,
     };
-    fsutil::check_secret_mode(path, &meta)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(KeyOpenError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(&meta),
+        });
+    }
+    fsutil::check_secret_mode(path, &meta).map_err(KeyOpenError::Perm)?;
     let mode = meta.mode() & 0o7777;
-    Ok((mode & 0o077 != 0).then(|| {
+    let warning = (mode & 0o077 != 0).then(|| {
         format!(
             "warning: key file {} is readable by its group (mode {mode:04o}): chmod 0600 {}",
             path.display(),
             path.display()
         )
-    }))
+    });
+    Ok((file, warning))
 }
 
 /// One unconnected UDP socket per family, opened on first use.
@@ -403,7 +450,7 @@ mod tests {
         std::fs::write(&p, "x").unwrap();
         for (mode, refused) in [(0o600, false), (0o640, false), (0o644, true), (0o620, true)] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            let r = check_key_mode(&p);
+            let r = open_key(&p);
             assert_eq!(r.is_err(), refused, "{mode:o}: {r:?}");
             if let Err(e) = r {
                 assert!(e.to_string().contains(&format!("{}", p.display())), "{e}");
@@ -411,7 +458,27 @@ mod tests {
             }
         }
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(check_key_mode(&p).unwrap().unwrap().contains("chmod 0600"));
+        assert!(open_key(&p).unwrap().1.unwrap().contains("chmod 0600"));
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_regular_file_is_refused_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory (mode 0755 here) is not "world-readable": it is not a key file at all.
+        let e = open_key(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") && e.contains("a directory"),
+            "{e}"
+        );
+        assert!(!e.contains("chmod") && !e.contains("world-readable"), "{e}");
+        // A FIFO with no writer: refused at once instead of hanging in open().
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = open_key(&fifo).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") && e.contains("FIFO"),
+            "{e}"
+        );
     }
 
     #[test]

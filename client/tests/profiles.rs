@@ -323,3 +323,78 @@ fn help_of_gen_and_reseed_shows_only_what_applies() {
     assert!(reseed.contains("--state-dir"), "{reseed}");
     assert!(!reseed.contains("66") && !reseed.contains("69"), "{reseed}");
 }
+
+#[test]
+fn a_key_that_is_a_directory_is_not_a_regular_file_not_world_readable() {
+    let ctx = Ctx::new();
+    let d = ctx.dir.path().join("home-tester");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = ctx.run(&["send", "-a", "127.0.0.1:9", "-k", path_str(&d), "-c", "x"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(66), "{err}");
+    assert!(
+        err.contains("not a regular file") && err.contains("directory"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("chmod") && !err.contains("world-readable"),
+        "{err}"
+    );
+    assert!(!ctx.counter_path().exists(), "counter moved");
+}
+
+#[test]
+fn a_fifo_as_key_or_config_is_refused_at_once() {
+    let ctx = Ctx::new();
+    let fifo = ctx.dir.path().join("fifo");
+    mkfifo(&fifo);
+    let f = path_str(&fifo);
+    let out = output_with_fifo(
+        &mut ctx.cmd(&["send", "-a", "127.0.0.1:9", "-k", f, "-c", "x"]),
+        &fifo,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(66), "{err}");
+    assert!(
+        err.contains("not a regular file") && err.contains("FIFO"),
+        "{err}"
+    );
+    let out = output_with_fifo(&mut ctx.cmd(&["list", "--config", f]), &fifo);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("not a regular file") && err.contains("FIFO"),
+        "{err}"
+    );
+    assert!(err.contains(f), "{err}");
+}
+
+/// A config of another user: root running with that user's HOME, or a link to their file.
+/// The fix is never to `chown` their file to us.
+#[test]
+fn another_users_config_says_whose_it_is_not_chown() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a file of another uid");
+        return;
+    }
+    let p = Profiles::new("[servers.home]\n");
+    let cfg = p.config();
+    std::os::unix::fs::chown(&cfg, Some(1001), Some(1001)).unwrap();
+    let out = p.run(&["list"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for n in ["belongs to uid 1001", "not to you (uid 0)", "--config"] {
+        assert!(err.contains(n), "{n} not in {err}");
+    }
+    assert!(!err.contains("chown"), "{err}");
+    let link = p.ctx.dir.path().join("link.toml");
+    std::os::unix::fs::symlink(&cfg, &link).unwrap();
+    let out = p.run(&["list", "--config", path_str(&link)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for n in ["symbolic link to", path_str(&cfg), "uid 1001"] {
+        assert!(err.contains(n), "{n} not in {err}");
+    }
+    assert!(!err.contains("chown"), "{err}");
+}

@@ -130,3 +130,35 @@ pub fn has_pending(sock: &UdpSocket) -> bool {
     sock.set_nonblocking(false).unwrap();
     r.is_ok()
 }
+
+/// Make a FIFO at `path` (mode 0600).
+pub fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// Run `cmd`, which is given the FIFO `fifo`. A client that hangs in open() on it is woken
+/// once `DEADLINE` has passed (the FIFO is opened for writing and closed), so the test fails
+/// on the output instead of hanging; one that refuses the FIFO at once is never touched.
+pub fn output_with_fifo(cmd: &mut Command, fifo: &Path) -> Output {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (done, rx) = std::sync::mpsc::channel::<()>();
+    let f = fifo.to_owned();
+    let waker = std::thread::spawn(move || {
+        if rx.recv_timeout(DEADLINE).is_err() {
+            // Non-blocking: fails with ENXIO when nobody reads it, instead of waiting.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(&f);
+        }
+    });
+    let out = cmd.output().unwrap();
+    let _ = done.send(());
+    waker.join().unwrap();
+    out
+}
+
+/// True when the tests run as root (some cases need files of another user).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
