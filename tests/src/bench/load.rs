@@ -1,13 +1,16 @@
 //! Load generator of the benchmark: UDP floods sent with `sendmmsg` + UDP GSO (one system
 //! call carries thousands of datagrams), from one source or from many distinct 127/8 sources
-//! (one `sendmsg` per source with `IP_PKTINFO` choosing the source address), at full speed
-//! or paced to a rate. It must never send anywhere but the loopback target it is given.
+//! (one `sendmsg` per source with `IP_PKTINFO` choosing the source address) or IPv6 sources of
+//! one /64 (`IPV6_PKTINFO` on an `IP_FREEBIND` socket; the caller routes that /64 to `lo`), at
+//! full speed or paced to a rate. It must never send anywhere but the loopback target it is
+//! given.
 
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, sendmmsg, sendmsg, setsockopt, sockopt,
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, SockaddrIn6, sendmmsg, sendmsg, setsockopt,
+    sockopt,
 };
 use std::io::IoSlice;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +26,8 @@ pub const MESSAGES_PER_CALL: usize = 16;
 pub struct Flood {
     /// Payloads, cycled; all the same length (GSO cuts the buffer at that length).
     pub payloads: Vec<Vec<u8>>,
-    /// Where to.
-    pub dest: SocketAddrV4,
+    /// Where to (a loopback socket of this machine).
+    pub dest: SocketAddr,
     /// Source addresses: one (bound) or many (`IP_PKTINFO` per `sendmsg`).
     pub sources: Sources,
     /// Stop after this long...
@@ -42,6 +45,13 @@ pub enum Sources {
     /// GSO message before the next source takes over.
     Many {
         first: Ipv4Addr,
+        count: u32,
+        per_source: usize,
+    },
+    /// The same from `count` consecutive IPv6 addresses from `first` (the caller keeps them
+    /// inside one /64 routed to `lo`); the destination must be IPv6.
+    Many6 {
+        first: Ipv6Addr,
         count: u32,
         per_source: usize,
     },
@@ -73,6 +83,11 @@ pub fn run(flood: &Flood, stop: &AtomicBool) -> Result<Sent, String> {
             count,
             per_source,
         } => run_many(flood, first, count, per_source, stop),
+        Sources::Many6 {
+            first,
+            count,
+            per_source,
+        } => run_many6(flood, first, count, per_source, stop),
     }
 }
 
@@ -193,7 +208,13 @@ fn run_many(
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .map_err(|e| format!("bind multi-source sender: {e}"))?;
     let gso = u16::try_from(len).map_err(|_| "payload too long".to_owned())?;
-    let dest = SockaddrIn::from(flood.dest);
+    let SocketAddr::V4(dest) = flood.dest else {
+        return Err(format!(
+            "{}: the 127/8 sources need an IPv4 target",
+            flood.dest
+        ));
+    };
+    let dest = SockaddrIn::from(dest);
     let base = u32::from(first);
     let per_source = per_source.clamp(1, GSO_SEGMENTS);
     let mut buf = Vec::with_capacity(per_source * len);
@@ -240,6 +261,91 @@ fn run_many(
         match r {
             Ok(_) => sent += per_source as u64,
             Err(_) => errors += 1,
+        }
+    }
+    Ok(Sent {
+        datagrams: sent,
+        elapsed: t0.elapsed(),
+        errors,
+        sources: calls.min(u64::from(count)),
+    })
+}
+
+fn run_many6(
+    flood: &Flood,
+    first: Ipv6Addr,
+    count: u32,
+    per_source: usize,
+    stop: &AtomicBool,
+) -> Result<Sent, String> {
+    let len = len_of(flood)?;
+    let SocketAddr::V6(dest) = flood.dest else {
+        return Err(format!("{}: IPv6 sources need an IPv6 target", flood.dest));
+    };
+    let sock = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
+        .map_err(|e| format!("bind IPv6 multi-source sender: {e}"))?;
+    // IPV6_PKTINFO takes a source that is not an address of an interface (a local route is
+    // not enough) only on a socket allowed to bind non-local addresses.
+    setsockopt(&sock, sockopt::IpFreebind, &true)
+        .map_err(|e| format!("IP_FREEBIND on the IPv6 sender: {e}"))?;
+    let gso = u16::try_from(len).map_err(|_| "payload too long".to_owned())?;
+    let dest = SockaddrIn6::from(dest);
+    let base = u128::from(first);
+    let per_source = per_source.clamp(1, GSO_SEGMENTS);
+    let mut buf = Vec::with_capacity(per_source * len);
+    let mut next = 0usize;
+    let mut sent = 0u64;
+    let mut errors = 0u64;
+    let mut calls = 0u64;
+    let mut last_error = None;
+    let t0 = Instant::now();
+    while !done(flood, t0, sent, stop) {
+        pace(t0, sent, flood.rate);
+        let src = base.wrapping_add(u128::from(calls % u64::from(count.max(1))));
+        calls += 1;
+        let info = libc::in6_pktinfo {
+            ipi6_addr: libc::in6_addr {
+                s6_addr: src.to_be_bytes(),
+            },
+            ipi6_ifindex: 0,
+        };
+        fill(&mut buf, &flood.payloads, &mut next, per_source);
+        let iov = [IoSlice::new(&buf)];
+        let r = if per_source > 1 {
+            let cmsgs = [
+                ControlMessage::Ipv6PacketInfo(&info),
+                ControlMessage::UdpGsoSegments(&gso),
+            ];
+            sendmsg(
+                sock.as_raw_fd(),
+                &iov,
+                &cmsgs,
+                MsgFlags::empty(),
+                Some(&dest),
+            )
+        } else {
+            let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
+            sendmsg(
+                sock.as_raw_fd(),
+                &iov,
+                &cmsgs,
+                MsgFlags::empty(),
+                Some(&dest),
+            )
+        };
+        match r {
+            Ok(_) => sent += per_source as u64,
+            Err(e) => {
+                errors += 1;
+                last_error = Some(e);
+            }
+        }
+        // Every send failing (no route, no IPv6) is a broken set-up, not a measurement.
+        if sent == 0 && errors >= 1000 {
+            return Err(format!(
+                "IPv6 multi-source sender: every send failed ({})",
+                last_error.map_or_else(String::new, |e| e.to_string())
+            ));
         }
     }
     Ok(Sent {

@@ -1,14 +1,16 @@
 //! The benchmark's rig: a temp dir on a real disk (/var/tmp), the real commander (root) and
 //! server (started as root, binding itself, switching to `nobody`), the ceiling subprocess,
-//! and the /proc readings (CPU ticks, RSS, socket drops). It must never touch anything
-//! outside its own temp dir, nor leave a process it started running.
+//! the /proc readings (CPU ticks, RSS, socket drops) and the one system change it makes: a
+//! local route of a documentation /64 on `lo` for the IPv6 sources, removed when dropped. It
+//! must never touch anything else outside its own temp dir, nor leave a process it started
+//! running or a route it added.
 
 use nix::unistd::{Gid, Uid, chown};
 use ruroco_shared::Key;
 use ruroco_tests::{Daemon, free_udp_port, kb_field, proc_status, udp_queue};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -199,6 +201,8 @@ pub struct Rig {
     pub started: PathBuf,
     pub key: Key,
     pub port: u16,
+    /// The server's address (its `ips` and `listen`): 127.0.0.1, or ::1 for [`Rig::ipv6`].
+    pub ip: IpAddr,
     bin: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -255,6 +259,21 @@ impl Rig {
 
     /// A rig whose server has the `[rate_limit]` lines `limits`.
     pub fn with_limits(limits: &str) -> R<Self> {
+        Self::build(limits, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// The same with the server on `[::1]:PORT` (`ips = ["::1"]`), for IPv6 sources: send
+    /// to [`Rig::addr`] (`Receiver::dest` is the IPv4 one).
+    pub fn ipv6(limits: &str) -> R<Self> {
+        Self::build(limits, IpAddr::V6(Ipv6Addr::LOCALHOST))
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+
+    fn build(limits: &str, ip: IpAddr) -> R<Self> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("ruroco-bench.")
@@ -290,9 +309,10 @@ impl Rig {
         )
         .map_err(|e| format!("mkfifo {}: {e}", started.display()))?;
         let server_toml = format!(
-            "ips = [\"127.0.0.1\"]\nlisten = \"127.0.0.1:{port}\"\nkeys_dir = \"{}\"\n\
+            "ips = [\"{ip}\"]\nlisten = \"{}\"\nkeys_dir = \"{}\"\n\
              state_dir = \"{}\"\ncommander_socket = \"{}\"\nuser = \"nobody\"\n\
              receive_buffer = {RECEIVE_BUFFER}\n\n[rate_limit]\n{limits}",
+            SocketAddr::new(ip, port),
             keys.display(),
             state_dir.display(),
             socket.display(),
@@ -319,6 +339,7 @@ impl Rig {
             started,
             key,
             port,
+            ip,
             bin,
             _dir: dir,
         })
@@ -346,7 +367,12 @@ impl Rig {
     /// Wait (up to 5 s: STATUS= comes at most once a second) until `name` reaches `n`;
     /// returns the last value seen.
     pub fn wait_counter(&mut self, name: &str, n: u64) -> u64 {
-        let until = Instant::now() + Duration::from_secs(5);
+        self.wait_counter_for(name, n, Duration::from_secs(5))
+    }
+
+    /// The same, waiting up to `limit`.
+    pub fn wait_counter_for(&mut self, name: &str, n: u64, limit: Duration) -> u64 {
+        let until = Instant::now() + limit;
         loop {
             let v = self.status().get(name).copied().unwrap_or(0);
             if v >= n || Instant::now() > until {
@@ -375,5 +401,52 @@ impl Rig {
     /// The replay floor file the server writes, for the one-write-per-datagram baseline.
     pub fn baseline_path(&self) -> PathBuf {
         self.root.join("baseline-replay")
+    }
+}
+
+/// A local route of `prefix` on `lo` (`ip -6 route replace local PREFIX dev lo`): every
+/// address in it counts as this machine's, so anything sent to one (an ICMP error to a
+/// forged source) stays on loopback. Removed when dropped, on success, error and panic alike.
+/// `replace` also takes over a route an interrupted run left behind, so the next run removes
+/// it; the prefix is a documentation one that nothing else on the machine uses.
+#[derive(Debug)]
+pub struct LocalRoute {
+    prefix: String,
+}
+
+impl LocalRoute {
+    pub fn add(prefix: &str) -> R<Self> {
+        ip_route("replace", prefix)?;
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+impl Drop for LocalRoute {
+    fn drop(&mut self) {
+        if let Err(e) = ip_route("del", &self.prefix) {
+            eprintln!(
+                "bench: could not remove the route: {e}; remove it with `ip -6 route del local {} dev lo`",
+                self.prefix
+            );
+        }
+    }
+}
+
+fn ip_route(verb: &str, prefix: &str) -> R<()> {
+    let out = Command::new("ip")
+        .args(["-6", "route", verb, "local", prefix, "dev", "lo"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip -6 route {verb} local {prefix} dev lo: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip -6 route {verb} local {prefix} dev lo: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }

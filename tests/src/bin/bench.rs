@@ -15,7 +15,7 @@ use load::{Flood, Sent, Sources};
 use rig::{R, Receiver, Rig, Sink};
 use ruroco_shared::fsutil::write_atomic;
 use serde_json::{Value, json};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -26,6 +26,16 @@ const FLOOD_SRC: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const VALID_SRC: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// First address of the distinct-source floods: 127.16.0.0/12 holds 1,048,576 of them.
 const MANY_FIRST: Ipv4Addr = Ipv4Addr::new(127, 16, 0, 0);
+/// The one /64 of the IPv6 flood (a documentation prefix, routed to `lo` during its row) and
+/// its first source; the client is ::1, in another /64.
+const FLOOD_64: &str = "2001:db8:6464::/64";
+const FLOOD_64_FIRST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x6464, 0, 0, 0, 1, 0);
+/// Distinct addresses of that /64 the flood cycles through (far more than the server's
+/// 65,536 address slots, so an address is never remembered from one turn to its next).
+const FLOOD_64_SOURCES: u32 = 1_000_000;
+/// Datagrams per address and turn: under the shipped burst of 5, so no address ever exceeds
+/// its own budget; only the count per /64 puts them over budget.
+const FLOOD_64_PER_SOURCE: usize = 4;
 /// While sending valid datagrams, wait whenever the server's queue holds more than this
 /// (bytes of kernel accounting, about 1 KiB per datagram): no kernel drops, full batches.
 const VALID_QUEUE_BYTES: u64 = 512 * 1024;
@@ -337,10 +347,15 @@ fn getrandom_fill(buf: &mut [u8]) -> R<()> {
         .map_err(|e| format!("/dev/urandom: {e}"))
 }
 
-fn flood(payloads: Vec<Vec<u8>>, dest: SocketAddrV4, sources: Sources, plan: &Plan) -> Flood {
+fn flood(
+    payloads: Vec<Vec<u8>>,
+    dest: impl Into<SocketAddr>,
+    sources: Sources,
+    plan: &Plan,
+) -> Flood {
     Flood {
         payloads,
-        dest,
+        dest: dest.into(),
         sources,
         duration: plan.flood,
         min_datagrams: 0,
@@ -704,6 +719,162 @@ fn forged_junk(ctx: &Ctx, plan: &Plan, ceiling: f64) -> R<Vec<Row>> {
         ));
     }
     Ok(rows)
+}
+
+/// The per-/64 budget: bad-tag datagrams (the client's key id, so each one reaches the rate
+/// limiter and, when admitted, an AEAD attempt that fails and is charged to its address and
+/// its /64; unknown-key junk is rejected before the limiter and would test nothing) from up
+/// to `FLOOD_64_SOURCES` addresses of one /64, `FLOOD_64_PER_SOURCE` per address and turn, at
+/// full speed, on an IPv6 server with the shipped limits, while the client sends one valid
+/// datagram every 50 ms from ::1 (another /64). Every valid one must be accepted, and the
+/// flood must get no more AEAD attempts than the global budget leaves above its reserve: the
+/// flood's /64 is over budget after 5 failures, so it only gets tokens above the reserve that
+/// the client, within its budget, still uses. Returns the row and its JSON.
+fn one_64_flood(ctx: &Ctx, plan: &Plan, ceiling: f64) -> R<(Row, Value)> {
+    let metric = format!("bad-tag flood from one IPv6 /64 ({FLOOD_64}), client at ::1");
+    let target = "all of the client's accepted, flood within the budget above the reserve";
+    eprintln!("bench: bad-tag flood from many addresses of {FLOOD_64}, shipped limits");
+    // The route goes when `_route` is dropped: on every return below, and on a panic.
+    let _route = match rig::LocalRoute::add(FLOOD_64) {
+        Ok(r) => r,
+        Err(e) => {
+            // No IPv6 on loopback here: nothing to measure, nothing broken in ruroco.
+            eprintln!("bench: {metric}: not measured: {e}");
+            let measured = format!("not measured: {e}");
+            return Ok((row(&metric, measured, target, None), json!({"skipped": e})));
+        }
+    };
+    let mut rig = Rig::ipv6(rig::SHIPPED_LIMITS)?;
+    rig.start()?;
+    let dest = rig.addr();
+    let bad = bad_tag_payloads(&rig, 1024)?;
+    let gap = Duration::from_millis(50);
+    // At least 0.5 s, so even a smoke run has 10 client datagrams inside the flood.
+    let secs = plan.flood.max(Duration::from_millis(500));
+    let count = (secs.as_millis() / gap.as_millis()).max(1) as usize;
+    let client_ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    // Sealed now, in order: strictly increasing counters, each valid for the run.
+    let client: Vec<Vec<u8>> = (0..count)
+        .map(|_| ruroco_tests::seal(&rig.key, &ruroco_tests::plaintext("true", client_ip)).to_vec())
+        .collect();
+    let mut f = flood(
+        bad,
+        dest,
+        Sources::Many6 {
+            first: FLOOD_64_FIRST,
+            count: FLOOD_64_SOURCES,
+            per_source: FLOOD_64_PER_SOURCE,
+        },
+        plan,
+    );
+    f.duration = secs;
+    let before = rig.status();
+    let sender = std::thread::spawn(move || -> R<usize> {
+        let sock =
+            UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).map_err(|e| format!("bind [::1]: {e}"))?;
+        for d in &client {
+            let t = Instant::now();
+            sock.send_to(d, dest).map_err(|e| format!("send: {e}"))?;
+            // Pacing the client, not waiting for the server.
+            std::thread::sleep(gap.saturating_sub(t.elapsed()));
+        }
+        Ok(client.len())
+    });
+    let m = measure(ctx, "bad tag, one /64", &mut rig, &f);
+    let sent = sender
+        .join()
+        .map_err(|_| "the client thread panicked".to_owned())??;
+    let m = m?;
+    let get = |s: &std::collections::BTreeMap<String, u64>, k: &str| s.get(k).copied().unwrap_or(0);
+    // Everything sent, flood and client, minus the socket's drops, must be counted received.
+    let r0 = get(&before, "received");
+    let received = rig.wait_counter("received", r0 + m.processed + sent as u64) - r0;
+    let a0 = get(&before, "accepted");
+    // Once `received` is complete, `accepted` follows within a floor write and a STATUS=.
+    let accepted = rig.wait_counter_for("accepted", a0 + sent as u64, Duration::from_secs(2)) - a0;
+    let after = rig.status();
+    let rejected: Vec<(&str, u64)> = ruroco_shared::Reject::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.as_str(),
+                get(&after, r.as_str()).saturating_sub(get(&before, r.as_str())),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let reasons = if rejected.is_empty() {
+        "none".to_owned()
+    } else {
+        rejected
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ratio = m.rate / ceiling.max(1e-9);
+    let bound = if m.sender_bound { ", sender-bound" } else { "" };
+    // Over budget after its first failures, the /64 gets global tokens only above the
+    // reserve: at most the burst less the reserve, plus the refill while it lasted, plus
+    // the failures within the /64's own burst. More AEAD attempts than that (bad tags: the
+    // client's datagrams are valid) mean the flood took the reserve the client relies on.
+    let global = shipped_limit("global")?;
+    let cap = global * (1.0 - ruroco_server::rate_limit::RESERVE)
+        // (10 ms more for the last batch, judged after the queue read empty)
+        + global * (m.secs + 0.01)
+        + shipped_limit("burst")?;
+    let flood_aead = get(&after, "bad_tag").saturating_sub(get(&before, "bad_tag"));
+    let reserve_kept = flood_aead as f64 <= cap;
+    let measured = format!(
+        "client: {accepted}/{sent} valid accepted; flood from {} addresses, {:.0}/s = {:.0}% of \
+         ceiling{bound}, {} kernel drops; flood AEAD attempts {flood_aead} (at most {cap:.0} \
+         above the reserve); rejected: {reasons}",
+        m.sent.sources,
+        m.rate,
+        ratio * 100.0,
+        m.drops
+    );
+    let met = accepted == sent as u64 && reserve_kept;
+    // With the reserve kept the client, within its budget, always got a token: a datagram
+    // it lost then was dropped by the kernel while the server fell behind the flood, which
+    // says nothing about the budget.
+    let caveat = (!met && reserve_kept && m.drops > 0).then(|| {
+        format!(
+            "the reserve was kept, but the server fell behind the flood ({} kernel drops): \
+             the client's lost datagrams were the kernel's, not the limiter's",
+            m.drops
+        )
+    });
+    let doc = json!({
+        "prefix": FLOOD_64,
+        "per_source_per_turn": FLOOD_64_PER_SOURCE,
+        "client": {"address": client_ip.to_string(), "sent": sent, "accepted": accepted, "gap_ms": gap.as_millis()},
+        "flood": m.json(),
+        "ratio_to_ceiling": ratio,
+        "flood_aead_attempts": flood_aead,
+        "flood_aead_cap_above_reserve": cap,
+        "reserve_kept": reserve_kept,
+        "status_received": received,
+        "received_matches_sent_minus_drops": received == m.processed + sent as u64,
+        "rejected": rejected.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "target": target,
+        "met": met,
+        "caveat": caveat,
+    });
+    let mut r = row(&metric, measured, target, Some(met));
+    r.caveat = caveat;
+    Ok((r, doc))
+}
+
+/// A number of `rig::SHIPPED_LIMITS` (`name = value` lines).
+fn shipped_limit(name: &str) -> R<f64> {
+    rig::SHIPPED_LIMITS
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().parse().ok())?
+        })
+        .ok_or_else(|| format!("no {name} in the shipped limits"))
 }
 
 fn row(metric: &str, measured: String, target: &str, met: Option<bool>) -> Row {
@@ -1203,6 +1374,8 @@ fn run(args: &Args) -> R<()> {
 
     drop(rig);
     rows.extend(forged_junk(&ctx, &plan, ceil.best_rate())?);
+    let (one_64, one_64_json) = one_64_flood(&ctx, &plan, ceil.best_rate())?;
+    rows.push(one_64);
 
     print_table(&rows, args.smoke);
     println!(
@@ -1282,6 +1455,7 @@ fn run(args: &Args) -> R<()> {
         "idle": {"seconds": idle_secs, "rss_bytes": idle_rss, "cpu_percent": idle_cpu, "wakeups_per_s": idle_wakeups},
         "server_vm_hwm_bytes": peak,
         "server_log_lines": log_lines,
+        "one_64_flood": one_64_json,
         "table": rows.iter().map(|r| json!({"metric": r.metric, "measured": r.measured, "target": r.target, "met": r.met, "caveat": r.caveat})).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| format!("json: {e}"))?;
