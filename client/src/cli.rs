@@ -60,7 +60,7 @@ pub const SEND_EXIT: &[ExitStatus] = &[
     ),
     (
         77,
-        "permission: key file readable by others or writable by anyone else (chmod 0600 it), or an unsafe state directory or lock file",
+        "permission: key file readable by others or writable by anyone else (chmod 0600 it), or an unsafe state directory (a link, not a directory, another user's) or lock file (remove it)",
     ),
     (
         78,
@@ -88,7 +88,7 @@ pub const RESEED_EXIT: &[ExitStatus] = &[
     (74, "I/O error: state directory, counter or lock"),
     (
         77,
-        "the state directory or lock file is unsafe (a link, another user's, or writable by others)",
+        "the state directory or lock file is unsafe (a link, not a directory, another user's, or writable by others; a lock file we cannot open for writing)",
     ),
     (
         78,

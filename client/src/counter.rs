@@ -117,14 +117,22 @@ impl LockedState {
     /// Create the state directory if needed (0700) and take the exclusive lock, waiting for
     /// another running `ruroco-client` to finish. `on_wait` runs once if we have to wait.
     pub fn acquire(dir: &Path, on_wait: impl FnOnce(&Path)) -> Result<Self, CounterError> {
-        DirBuilder::new()
+        // `link/` would resolve the link before any check could see it.
+        let dir = &without_trailing_slashes(dir);
+        if let Err(source) = DirBuilder::new()
             .recursive(true)
             .mode(STATE_DIR_MODE)
             .create(dir)
-            .map_err(|source| CounterError::CreateDir {
+        {
+            // Something is there but is no directory (a file, a link to one): say so.
+            if fs::symlink_metadata(dir).is_ok() {
+                check_state_dir(dir, euid())?;
+            }
+            return Err(CounterError::CreateDir {
                 path: dir.to_owned(),
                 source,
-            })?;
+            });
+        }
         check_state_dir(dir, euid())?;
         let path = dir.join(LOCK_FILE);
         // Never follow a link here: a planted or dangling one would make us create or lock a
@@ -142,6 +150,20 @@ impl LockedState {
                     CounterError::UnsafeLock {
                         path: path.clone(),
                         detail: "is a symbolic link".to_owned(),
+                    }
+                } else if source.kind() == io::ErrorKind::PermissionDenied {
+                    // Our directory, someone else's (or a read-only) lock file in it.
+                    let detail = match fs::symlink_metadata(&path) {
+                        Ok(m) if m.uid() != euid() => format!(
+                            "is owned by uid {}, not by uid {} who runs the client",
+                            m.uid(),
+                            euid()
+                        ),
+                        _ => format!("cannot be opened for writing ({source})"),
+                    };
+                    CounterError::UnsafeLock {
+                        path: path.clone(),
+                        detail,
                     }
                 } else {
                     CounterError::OpenLock {
@@ -251,6 +273,17 @@ fn foreign_file(meta: &fs::Metadata, uid: u32) -> Option<String> {
         return Some("is not a regular file".to_owned());
     }
     (meta.uid() != uid).then(|| format!("is owned by uid {}, not by uid {uid}", meta.uid()))
+}
+
+/// `path` without trailing slashes (`/` stays `/`), so a symbolic link is seen as one.
+pub fn without_trailing_slashes(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut end = bytes.len();
+    while end > 1 && bytes[end - 1] == b'/' {
+        end -= 1;
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(&bytes[..end]))
 }
 
 /// Refuse a state directory that is a link, is another user's, or others may write to, the
@@ -429,5 +462,27 @@ mod tests {
         std::os::unix::fs::symlink(&sd, &link).unwrap();
         let e = check_state_dir(&link, me).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
+        // A trailing slash must not make the link look like the directory it points to.
+        let mut slashed = link.clone().into_os_string();
+        slashed.push("//");
+        let e = LockedState::acquire(Path::new(&slashed), |_| {}).unwrap_err();
+        assert!(matches!(e, CounterError::UnsafeDir { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(!sd.join(LOCK_FILE).exists(), "locked through the link");
+    }
+
+    #[test]
+    fn a_regular_file_as_state_dir_is_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("passwd");
+        fs::write(&f, "root:x:0:0\n").unwrap();
+        let e = LockedState::acquire(&f, |_| {}).unwrap_err();
+        assert!(matches!(e, CounterError::UnsafeDir { .. }), "{e}");
+        assert!(e.to_string().contains("is not a directory"), "{e}");
+        assert_eq!(without_trailing_slashes(Path::new("/")), PathBuf::from("/"));
+        assert_eq!(
+            without_trailing_slashes(Path::new("/a/b//")),
+            PathBuf::from("/a/b")
+        );
     }
 }

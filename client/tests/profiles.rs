@@ -398,3 +398,53 @@ fn another_users_config_says_whose_it_is_not_chown() {
     }
     assert!(!err.contains("chown"), "{err}");
 }
+
+/// A lock file the user cannot open for writing (root's, mode 0644) is exit 77 with the `rm`
+/// that fixes it, as the README promises, not 74 "Permission denied".
+#[test]
+fn a_lock_file_we_cannot_write_is_77_with_the_rm() {
+    use std::os::unix::process::CommandExt;
+    let ctx = Ctx::new();
+    let sd = ctx.state_dir();
+    std::fs::create_dir(&sd).unwrap();
+    std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let lock = sd.join("counter.lock");
+    std::fs::write(&lock, "").unwrap();
+    let mut cmd = ctx.cmd(&["reseed"]);
+    if is_root() {
+        // Root's 0644 lock in the directory of uid 1001, who runs the client.
+        std::fs::set_permissions(ctx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&sd, Some(1001), Some(1001)).unwrap();
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        cmd.uid(1001).gid(1001);
+    } else {
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains(&format!("rm {}", lock.display())), "{err}");
+    assert!(!ctx.counter_path().exists());
+}
+
+#[test]
+fn state_dir_refusals_see_through_trailing_slashes_and_files() {
+    let ctx = Ctx::new();
+    let real = ctx.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = ctx.dir.path().join("sd3");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let slashed = format!("{}/", link.display());
+    let out = ctx.run(&["reseed", "--state-dir", &slashed]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!real.join("counter").exists(), "wrote through the link");
+    let file = ctx.dir.path().join("passwd");
+    std::fs::write(&file, "root:x:0:0\n").unwrap();
+    let out = ctx.run(&["reseed", "--state-dir", path_str(&file)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+}
