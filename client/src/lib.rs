@@ -177,13 +177,16 @@ fn run_list(config: Option<&Path>, a: &ListArgs) -> Result<(), Error> {
     write_stdout(text.as_bytes())
 }
 
-fn lock_state(state_dir: Option<&Path>) -> Result<LockedState, Error> {
+/// Lock the state directory; unless `quiet`, say so when another client holds the lock.
+fn lock_state(state_dir: Option<&Path>, quiet: bool) -> Result<LockedState, Error> {
     let dir = counter::state_dir_from_env(state_dir)?;
     Ok(LockedState::acquire(&dir, |lock| {
-        eprintln!(
-            "waiting for {} (another ruroco-client is running)",
-            lock.display()
-        );
+        if !quiet {
+            eprintln!(
+                "waiting for {} (another ruroco-client is running)",
+                lock.display()
+            );
+        }
     })?)
 }
 
@@ -247,7 +250,7 @@ impl Sender<'_> {
     /// One send: lock, take a new counter, one datagram per address with it.
     fn send(&self) -> Result<(), Error> {
         // Held until this function returns, i.e. across every datagram of this send.
-        let state = lock_state(self.state_dir)?;
+        let state = lock_state(self.state_dir, self.quiet)?;
         let counter = state.advance(counter::now_ns())?;
         let req = Request {
             command: self.command,
@@ -342,7 +345,7 @@ fn run_send(state_dir: Option<&Path>, config: Option<&Path>, a: &SendArgs) -> Re
 }
 
 fn run_reseed(state_dir: Option<&Path>) -> Result<(), Error> {
-    let state = lock_state(state_dir)?;
+    let state = lock_state(state_dir, false)?;
     let now = counter::now_ns();
     state.write(now)?;
     eprintln!(

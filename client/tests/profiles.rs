@@ -448,3 +448,62 @@ fn state_dir_refusals_see_through_trailing_slashes_and_files() {
     assert_eq!(out.status.code(), Some(77), "{err}");
     assert!(err.contains("is not a directory"), "{err}");
 }
+
+/// Run `send` while the test holds the state lock, release it once the client is blocked on
+/// it (seen in /proc/locks, no sleeping), and return the client's output.
+fn send_behind_a_held_lock(quiet: bool) -> Output {
+    use nix::fcntl::{Flock, FlockArg};
+    let ctx = Ctx::new();
+    let (sock, addr) = listener("127.0.0.1");
+    std::fs::create_dir(ctx.state_dir()).unwrap();
+    std::fs::set_permissions(ctx.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(ctx.state_dir().join("counter.lock"))
+        .unwrap();
+    std::fs::set_permissions(
+        ctx.state_dir().join("counter.lock"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).unwrap();
+    let mut args = vec!["send", "-k", path_str(&ctx.key_path), "-c", "x"];
+    let a = addr.to_string();
+    args.extend_from_slice(&["-a", &a]);
+    if quiet {
+        args.push("--quiet");
+    }
+    let child = ctx
+        .cmd(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiter = format!(" -> FLOCK  ADVISORY  WRITE {} ", child.id());
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .contains(&waiter)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "client never blocked on the lock"
+        );
+        std::thread::yield_now();
+    }
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    recv(&sock);
+    out
+}
+
+#[test]
+fn quiet_silences_the_waiting_for_the_lock_line() {
+    let out = send_behind_a_held_lock(false);
+    assert!(stderr(&out).contains("waiting for"), "{}", stderr(&out));
+    let out = send_behind_a_held_lock(true);
+    assert_eq!(stderr(&out), "", "--quiet printed something");
+}
