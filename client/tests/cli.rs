@@ -242,7 +242,7 @@ fn unusable_state_dir() {
         .args(["--state-dir", path_str(&file), "reseed"])
         .output()
         .unwrap();
-    assert_fails(&out, 74, &["plain-file"]);
+    assert_fails(&out, 77, &["plain-file", "is not a directory"]);
 }
 
 #[test]
