@@ -182,6 +182,13 @@ impl Config {
         home: Option<&str>,
     ) -> Result<Self, ConfigError> {
         let path = config_path(cli, xdg_config_home, home)?;
+        // A relative --config: anchor it (and the key paths relative to it) at the current
+        // directory, so `list` shows where the files really are.
+        let path = if path.is_relative() {
+            std::path::absolute(&path).unwrap_or(path)
+        } else {
+            path
+        };
         let text = match read_checked(&path) {
             Ok(t) => t,
             Err(ConfigError::Missing { .. }) if cli.is_none() => {
@@ -388,6 +395,24 @@ fn check_profile(
         Some(k) if k.as_os_str().is_empty() => {
             return Err(("key", "is empty: give the key file's path".to_owned()));
         }
+        Some(k) if k.as_os_str().as_encoded_bytes().starts_with(b"~") && !k.starts_with("~") => {
+            return Err((
+                "key",
+                format!(
+                    "{}: only a leading ~/ is expanded (not ~user): write the full path",
+                    k.display()
+                ),
+            ));
+        }
+        Some(k) if k.strip_prefix("~").is_ok_and(|r| r.as_os_str().is_empty()) => {
+            return Err((
+                "key",
+                format!(
+                    "{:?} is the home directory, not a key file: write ~/PATH/TO/FILE.key",
+                    k.display().to_string()
+                ),
+            ));
+        }
         Some(k) => {
             let home_rel = k.strip_prefix("~").ok().map(Path::to_owned);
             match (home_rel, home.map(Path::new).filter(|h| h.is_absolute())) {
@@ -567,6 +592,26 @@ key = "~/k.key"
             ("[servers.a]\nwait = 0\n", &["[servers.a] wait"]),
             ("[servers.a]\nport = 5\n", &["[servers.a] port", "address"]),
             ("[servers.a]\naddress = 5\n", &["line 2", "HOST[:PORT]"]),
+            (
+                "[servers.a]\naddress = \"http://h.example:80\"\n",
+                &["[servers.a] address", "HOST:PORT", "without a scheme"],
+            ),
+            (
+                "[servers.a]\naddress = [\"ok.example\", \"user@h\"]\n",
+                &["[servers.a] address", "\"user@h\""],
+            ),
+            (
+                "[servers.a]\nkey = \"~\"\n",
+                &["[servers.a] key", "home directory, not a key file"],
+            ),
+            (
+                "[servers.a]\nkey = \"~/\"\n",
+                &["[servers.a] key", "not a key file"],
+            ),
+            (
+                "[servers.a]\nkey = \"~bob/k.key\"\n",
+                &["[servers.a] key", "only a leading ~/ is expanded"],
+            ),
         ];
         for (text, needles) in cases {
             let e = parse(text).unwrap_err().to_string();

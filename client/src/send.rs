@@ -26,6 +26,10 @@ pub enum AddrError {
     Unbracketed(String),
     #[error("address {0:?}: not an IPv6 address inside [..]")]
     BadBracketed(String),
+    #[error(
+        "address {0:?}: not a host name or IP address: write HOST, HOST:PORT, IPv6 or [IPv6]:PORT without a scheme, user or path (e.g. server.example.org:34020)"
+    )]
+    BadHost(String),
 }
 
 /// A parsed `-a` value: a host name or IP literal and the port to send to.
@@ -61,6 +65,15 @@ impl AddrSpec {
             port: self.port.unwrap_or(default_port),
         }
     }
+}
+
+/// A DNS name or IPv4 literal: letters, digits, '-', '_' and '.', not starting with '-' or '.'.
+fn is_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && !h.starts_with(['-', '.'])
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn parse_port(input: &str, port: &str) -> Result<u16, AddrError> {
@@ -108,25 +121,42 @@ pub fn parse_spec(input: &str) -> Result<AddrSpec, AddrError> {
             port,
         });
     }
+    let bad_host = || AddrError::BadHost(input.to_owned());
     match s.matches(':').count() {
-        0 => Ok(AddrSpec {
-            host: s.to_owned(),
-            port: None,
-        }),
+        0 => {
+            if !is_host_name(s) {
+                return Err(bad_host());
+            }
+            Ok(AddrSpec {
+                host: s.to_owned(),
+                port: None,
+            })
+        }
         1 => {
             let (host, port) = s.split_once(':').unwrap_or((s, ""));
             if host.is_empty() {
                 return Err(AddrError::Empty);
+            }
+            if !is_host_name(host) {
+                return Err(bad_host());
             }
             Ok(AddrSpec {
                 host: host.to_owned(),
                 port: Some(parse_port(input, port)?),
             })
         }
-        _ => Ok(AddrSpec {
-            host: s.to_owned(),
-            port: None,
-        }),
+        _ => {
+            // More than one colon without brackets: only a bare IPv6 literal (with an optional
+            // zone id) is that; `http://host:80` and the like are not.
+            let ip = s.split('%').next().unwrap_or(s);
+            if ip.parse::<Ipv6Addr>().is_err() {
+                return Err(bad_host());
+            }
+            Ok(AddrSpec {
+                host: s.to_owned(),
+                port: None,
+            })
+        }
     }
 }
 
@@ -429,6 +459,12 @@ mod tests {
             "[::1]:",
             "[nope]:80",
             "[1.2.3.4]:80",
+            "http://h.example:80",
+            "h.example/path",
+            "user@h.example",
+            "h example",
+            "-h",
+            "1:2:3",
         ] {
             assert!(parse_target(input).is_err(), "{input:?} should be refused");
         }

@@ -507,3 +507,47 @@ fn quiet_silences_the_waiting_for_the_lock_line() {
     let out = send_behind_a_held_lock(true);
     assert_eq!(stderr(&out), "", "--quiet printed something");
 }
+
+#[test]
+fn list_with_a_relative_config_shows_absolute_paths() {
+    let p = Profiles::new(&home_profile("h.example", ""));
+    let dir = p.xdg.join("ruroco");
+    let out = p
+        .ctx
+        .cmd(&["list", "--config", "client.toml"])
+        .current_dir(&dir)
+        .env_remove("HOME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("profiles in {}", p.config().display())),
+        "{text}"
+    );
+    let key = dir.join("home.key").display().to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("key") && l.contains(&key)),
+        "{key} not in {text}"
+    );
+}
+
+#[test]
+fn bad_profile_addresses_and_keys_are_refused_at_load() {
+    for (toml, needle) in [
+        ("address = \"http://h.example:80\"\n", "without a scheme"),
+        ("address = \"h.example\"\nkey = \"~\"\n", "not a key file"),
+        (
+            "address = \"h.example\"\nkey = \"~bob/k\"\n",
+            "only a leading ~/",
+        ),
+    ] {
+        let p = Profiles::new(&format!("[servers.home]\n{toml}"));
+        let out = p.run(&["list"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(err.contains(needle), "{needle} not in {err}");
+        assert!(err.contains(path_str(&p.config())), "{err}");
+    }
+}
