@@ -225,6 +225,12 @@ fn resolve_send(config: Option<&Path>, a: &SendArgs) -> Result<Resolved, Error> 
             in_profile("command")
         )));
     }
+    if a.wait_timeout.is_some() && r.wait.value.is_none() {
+        return Err(Error::Missing(format!(
+            "--wait-timeout has no port to wait for: give --wait PORT{}, or drop --wait-timeout",
+            in_profile("wait")
+        )));
+    }
     if a.connect.is_some() && r.wait.value.is_none() {
         return Err(Error::Missing(format!(
             "--connect needs the port to connect to: give --wait PORT{}",

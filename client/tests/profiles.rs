@@ -286,6 +286,26 @@ fn connect_without_a_port_is_a_usage_error() {
 }
 
 #[test]
+fn wait_timeout_without_a_port_is_a_usage_error() {
+    let (sock, addr) = listener("127.0.0.1");
+    let a = addr.to_string();
+    let out = p_send(&["-a", &a, "-c", "x", "--wait-timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--wait-timeout") && stderr(&out).contains("--wait PORT"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!has_pending(&sock), "sent anyway");
+    // A profile without `wait` gets the same refusal, naming where to set it.
+    let p = Profiles::new(&home_profile(&a, ""));
+    let out = p.run(&["send", "home", "--wait-timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[servers.home]"), "{}", stderr(&out));
+    assert!(!has_pending(&sock), "sent anyway");
+}
+
+#[test]
 fn a_dangling_lock_link_is_refused_and_not_followed() {
     let ctx = Ctx::new();
     std::fs::create_dir(ctx.state_dir()).unwrap();
