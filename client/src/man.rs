@@ -42,7 +42,7 @@ Host home
 fn files(sub: Option<&str>) -> Vec<(&'static str, &'static str)> {
     let config = (
         "$XDG_CONFIG_HOME/ruroco/client.toml (else ~/.config/ruroco/client.toml)",
-        "Profiles, one [servers.NAME] table each, with the fields address (a string or a list), port, key (relative to the file's directory, or ~/...), command, family (any, ipv4, ipv6), permissive, ip, delay, wait and wait_timeout. Unknown fields are errors. Must not be writable by group or others. --config FILE reads another file.",
+        "Profiles, one [servers.NAME] table each, with the fields address (a string or a list), port, key (relative to the file's directory, or ~/...), command, family (any, ipv4, ipv6), permissive, ip, delay, wait and wait_timeout. Unknown fields are errors. Must be a regular file owned by you (or root) and not writable by group or others. --config FILE reads another file.",
     );
     let counter = (
         "$XDG_STATE_HOME/ruroco/counter (else ~/.local/state/ruroco/counter)",
@@ -340,6 +340,7 @@ mod tests {
         ] {
             assert!(p.contains(needle), "{needle:?} not in:\n{p}");
         }
+        assert!(p.contains("owned by you (or root) and not writable by group or others"));
         let g = page("ruroco-client-gen.1");
         assert!(!g.contains("state\\-dir"), "{g}");
         assert!(!g.contains("\\fB69\\fR"), "{g}");

@@ -255,3 +255,27 @@ fn no_state_dir_without_home_exits_78() {
         .unwrap();
     assert_fails(&out, 78, &["--state-dir"]);
 }
+
+/// The README's client sections say what the client does, including what `--wait` cannot tell.
+#[test]
+fn readme_describes_list_and_the_limits_of_wait() {
+    let readme = include_str!("../../README.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!readme.contains("(profile, default, command line)"));
+    assert!(readme.contains("`list` takes no override flags"));
+    for n in [
+        "already open",
+        "one-shot listener",
+        "runs the command a second time",
+        "longer `--wait-timeout`",
+        "kex_exchange_identification: Connection closed by remote host",
+        "fail2ban",
+        "prefer `--connect`",
+        "`--connect=relay`",
+        "socat",
+    ] {
+        assert!(readme.contains(n), "README lacks {n:?}");
+    }
+}
