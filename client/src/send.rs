@@ -52,6 +52,7 @@ impl std::fmt::Display for Target {
 /// An address as written: a host and the port it names, if it names one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddrSpec {
+    /// The host name or IP literal (an IPv6 one without brackets).
     pub host: String,
     /// `None` when the address names no port: the profile's `port`, `--port` or the default.
     pub port: Option<u16>,
