@@ -299,7 +299,7 @@ port takes --port, else the profile's port."))]
     #[arg(long = "connect", value_name = "MODE", num_args = 0..=1,
           default_missing_value = "auto", require_equals = true)]
     pub connect: Option<ConnectMode>,
-    /// Print only errors, not what was sent and when the port answered
+    /// Print only errors: not what was sent, when the port answered, or warnings
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
     #[command(flatten)]

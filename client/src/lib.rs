@@ -291,7 +291,11 @@ fn run_send(state_dir: Option<&Path>, config: Option<&Path>, a: &SendArgs) -> Re
     let key_path = r.key.value.clone().unwrap_or_default();
     let command = r.command.value.clone().unwrap_or_default();
     let (key_file, warning) = send::open_key(&key_path)?;
-    if let Some(warning) = warning {
+    // Quiet means nothing but errors on stderr: under a ProxyCommand (libssh) stderr may be the
+    // very socket the ssh stream flows through.
+    if let Some(warning) = warning
+        && !a.quiet
+    {
         eprintln!("ruroco-client: {warning}");
     }
     let key = Key::read_from(key_file, &key_path)?;

@@ -316,6 +316,10 @@ fn key_readable_by_others_is_refused_group_readable_warned() {
     assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
     assert!(stderr(&out).contains("chmod 0600"), "{}", stderr(&out));
     assert_eq!(ctx.open(&recv(&sock)).version, 1);
+    // --quiet: nothing but errors on stderr (it may be an ssh stream under a ProxyCommand).
+    let out = ctx.send_ok(&["-q", "-a", &addr.to_string()]);
+    assert_eq!(stderr(&out), "", "quiet");
+    assert_eq!(ctx.open(&recv(&sock)).version, 1);
 }
 
 /// Cross-check with a decoder written from SPEC.md §2 in Python (`cryptography` >= 42 for
