@@ -471,8 +471,10 @@ impl Engine {
         let Some(k) = self.keys.get(&id) else {
             return self.reject(Reject::UnknownKey, source);
         };
-        // Every AEAD attempt is admitted by the global budget; only a failed one is charged
-        // to its source (so forged junk cannot lock the real sender out).
+        // Every AEAD attempt is admitted by the global budget; only one that is not accepted
+        // is charged to its source: forged junk cannot lock the real sender out, and a source
+        // replaying a captured datagram (it authenticates, then is a `replay`) goes over its
+        // budget like junk, so it cannot take the share kept for sources within theirs.
         if !self.limiter.admit(source, mono_ns) {
             return self.reject(Reject::RateLimited, source);
         }
@@ -488,9 +490,7 @@ impl Engine {
         ) {
             Ok(a) => self.commit.accept(a, source),
             Err(r) => {
-                if r == Reject::BadTag {
-                    self.limiter.failed(source, mono_ns);
-                }
+                self.limiter.failed(source, mono_ns);
                 self.reject(r, source)
             }
         }

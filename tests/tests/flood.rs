@@ -242,6 +242,70 @@ fn junk_forged_from_the_clients_address_at_100_per_s_locks_nothing_out() {
     forged_junk_from_the_clients_address(100, IpAddr::V4(Ipv4Addr::new(127, 5, 1, 100)));
 }
 
+/// A captured valid datagram replayed from one address as fast as the server takes it (it
+/// authenticates, then is a `replay`) while a client sends 20 datagrams 100 ms apart: the
+/// replaying address is charged like junk, goes over its budget and cannot take the half of
+/// the global budget kept for sources within theirs, so every valid datagram runs. The global
+/// cap is low (2000/s) so this machine's sender exceeds it many times over.
+#[test]
+fn a_captured_datagram_replayed_from_one_address_cannot_take_the_reserve() {
+    let mut c = Chain::builder()
+        .rate_limit(&["per_source = 2.0", "burst = 5", "global = 2000.0"])
+        .start();
+    let key = c.key("k1");
+    let to = c.addr4();
+    let client = IpAddr::V4(Ipv4Addr::new(127, 5, 2, 1));
+    let attacker = IpAddr::V4(Ipv4Addr::new(127, 9, 0, 1));
+    let captured = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    ruroco_tests::send_from(client, to, &captured);
+    c.wait_line(&format!("hello {client}"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let replaying = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind(SocketAddr::new(attacker, 0)).unwrap();
+            let mut sent = 0u64;
+            // Bounded: at most 2,000,000 datagrams or until the client is done.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && sent < 2_000_000 {
+                if sock.send_to(&captured, to).is_ok() {
+                    sent += 1;
+                }
+                if sent % 64 == 0 {
+                    // Leave the receive buffer room for the client's datagrams.
+                    std::thread::yield_now();
+                }
+            }
+            sent
+        })
+    };
+    ruroco_tests::wait_for("the replays to start", ruroco_tests::DEADLINE, || {
+        (c.status_delta().get("replay").copied().unwrap_or(0) > 5_000).then_some(())
+    });
+    let sock = UdpSocket::bind(SocketAddr::new(client, 0)).unwrap();
+    let mut expected = vec![format!("hello {client}")];
+    for _ in 0..VALID {
+        let started = std::time::Instant::now();
+        let d = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        sock.send_to(&d, to).unwrap();
+        expected.push(format!("hello {client}"));
+        if let Some(rest) = std::time::Duration::from_millis(100).checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let accepted = c.wait_counter("accepted", u64::from(VALID) + 1);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = replaying.join().unwrap();
+    let lines = c.wait_out(expected.len());
+    let drops = c.udp_drops();
+    eprintln!("replays sent: {sent}, kernel drops: {drops}, status: {accepted:?}");
+    assert_eq!(lines, expected, "every valid datagram ran");
+    assert!(
+        accepted.get("rate_limited").copied().unwrap_or(0) > 0,
+        "the replaying address was held to its share: {accepted:?}"
+    );
+    c.assert_alive();
+}
+
 /// Production rate limits per source; the global cap is lifted so that this single test
 /// machine's flood cannot lock the valid senders out (a spoofed flood is what it models).
 fn flood_chain() -> Chain {
