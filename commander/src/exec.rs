@@ -30,36 +30,6 @@ pub const MAX_LINE_BYTES: usize = 1024;
 /// that inherited them could hold them open forever).
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
-/// Close every descriptor above 2 that this process inherited, except the sockets systemd
-/// passed (`LISTEN_FDS`, from fd 3): children must not inherit what the commander's parent
-/// left open (a command would see, e.g., a descriptor of the shell that started it). Call at
-/// start, before anything else opens a file; descriptors the commander opens itself are
-/// close-on-exec (Rust's standard library and tokio open them so). Returns the closed ones.
-pub fn close_inherited_fds() -> Vec<i32> {
-    let ours = std::process::id().to_string();
-    let listen = match std::env::var("LISTEN_PID") {
-        Ok(pid) if pid == ours => std::env::var("LISTEN_FDS")
-            .ok()
-            .and_then(|n| n.parse::<i32>().ok())
-            .unwrap_or(0),
-        _ => 0,
-    };
-    let kept = 3..3 + listen.max(0);
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    let fds: Vec<i32> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2 && !kept.contains(fd))
-        .collect();
-    // The directory's own descriptor was among them and is closed now: closing it again
-    // fails with EBADF, and nothing else runs in between to reuse the number.
-    fds.into_iter()
-        .filter(|fd| nix::unistd::close(*fd).is_ok())
-        .collect()
-}
-
 /// Whether this run is a command or the undo of one (they log differently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -108,7 +108,7 @@ impl Error {
             Error::NoMatch => 1,
             Error::Grants(GrantError::Corrupt { .. } | GrantError::TooMany { .. }) => 65,
             Error::Grants(GrantError::UnsafeDir { .. })
-            | Error::Socket(SocketError::UnsafeDir { .. }) => 78,
+            | Error::Socket(SocketError::UnsafeDir { .. } | SocketError::TooMany(_)) => 78,
             Error::Grants(GrantError::Io { .. } | GrantError::BootId { .. }) | Error::Socket(_) => {
                 74
             }
@@ -141,7 +141,7 @@ pub fn run() -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
-    let closed = exec::close_inherited_fds();
+    let closed = ruroco_shared::fds::close_inherited();
     // No core dumps or ptrace by other uids of a process that holds the commands.
     nix::sys::prctl::set_dumpable(false).map_err(|e| Error::Os {
         what: "prctl(PR_SET_DUMPABLE, 0)",

@@ -18,6 +18,10 @@ pub enum SocketError {
     )]
     NotUnixStream(#[source] io::Error),
     #[error(
+        "systemd passed {0} sockets (LISTEN_FDS); ruroco-commander serves exactly one: keep one ListenStream= in ruroco-commander.socket"
+    )]
+    TooMany(usize),
+    #[error(
         "another ruroco-commander is already listening on {path}: stop it first (systemctl stop ruroco-commander.socket ruroco-commander)"
     )]
     InUse { path: String },
@@ -64,6 +68,9 @@ pub fn activated() -> Result<Option<UnixListener>, SocketError> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
+    }
+    if fds.len() > 1 {
+        return Err(SocketError::TooMany(fds.len()));
     }
     let l = fds
         .take_unix_listener(0)

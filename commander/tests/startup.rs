@@ -274,3 +274,42 @@ fn unknown_server_user_warns_under_check_and_stops_the_daemon() {
     );
     assert!(!env.socket().exists());
 }
+
+/// systemd passing two sockets is refused at start, naming the fix; none of them reaches a
+/// command.
+#[test]
+fn two_activated_sockets_are_refused() {
+    let env = Env::new();
+    env.write_config("", HELLO);
+    let second = env.path("second.sock");
+    let log = std::fs::File::create(env.path("commander.log")).unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(env.socket())
+        .arg("-l")
+        .arg(&second)
+        .arg(BIN)
+        .arg("--config")
+        .arg(env.config())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until("systemd-socket-activate to listen", || {
+        env.socket().exists()
+    });
+    // It starts the commander on the first connection.
+    let _c = std::os::unix::net::UnixStream::connect(env.socket()).unwrap();
+    let mut status = None;
+    wait_until("the commander to refuse", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let log = std::fs::read_to_string(env.path("commander.log")).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{log}");
+    assert!(
+        log.contains("systemd passed 2 sockets") && log.contains("exactly one"),
+        "{log}"
+    );
+}

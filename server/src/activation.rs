@@ -38,6 +38,10 @@ pub enum ActivationError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "socket activation passed {0} sockets; ruroco-server receives on exactly one (its seccomp filter pins that one): keep one ListenDatagram= in ruroco.socket, e.g. [::]:34020 with BindIPv6Only=both; a drop-in that moves the port first resets the list with an empty ListenDatagram="
+    )]
+    TooMany(usize),
     #[error("udp socket: {0}")]
     Io(std::io::Error),
 }
@@ -45,6 +49,9 @@ pub enum ActivationError {
 /// Take the activated socket if there is one, else bind `listen`.
 pub fn take(listen: SocketAddr, receive_buffer: usize) -> Result<Taken, ActivationError> {
     let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 1 {
+        return Err(ActivationError::TooMany(fds.len()));
+    }
     let (socket, origin) = if fds.len() > 0 {
         let s = fds
             .take_udp_socket(0)

@@ -96,6 +96,7 @@ impl ServerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ServerError::Config(_) | ServerError::Keys(_) | ServerError::Replay(_) => 78,
+            ServerError::Socket(activation::ActivationError::TooMany(_)) => 78,
             ServerError::Socket(_) => 74,
             ServerError::Privileges(
                 privileges::PrivError::NoUser(_) | privileges::PrivError::RootUser(_),
@@ -171,16 +172,24 @@ fn check(path: &Path) -> i32 {
 
 /// Start-up steps 1–2, then the runtime for the rest.
 fn serve(config_path: &Path) -> Result<(), ServerError> {
+    // First, before anything is opened: nothing the parent left open stays (a second UDP
+    // socket would escape the seccomp pin on the one the server receives on).
+    let closed = ruroco_shared::fds::close_inherited();
     let cfg = Config::load(config_path)?;
     let keys = KeySet::load(&cfg.keys_dir, &cfg.keys)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServerError::Runtime)?;
-    rt.block_on(serve_async(config_path, cfg, keys))
+    rt.block_on(serve_async(config_path, cfg, keys, closed))
 }
 
-async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<(), ServerError> {
+async fn serve_async(
+    config_path: &Path,
+    cfg: Config,
+    keys: KeySet,
+    closed_fds: Vec<i32>,
+) -> Result<(), ServerError> {
     // 3. The socket (activated or bound), while we may still be root.
     let taken = activation::take(cfg.listen, cfg.receive_buffer)?;
     let origin = taken.origin.clone();
@@ -253,6 +262,7 @@ async fn serve_async(config_path: &Path, cfg: Config, keys: KeySet) -> Result<()
         bounding_cleared = dropped.bounding_cleared,
         landlock = %applied.landlock,
         seccomp = applied.seccomp,
+        closed_inherited_fds = ?closed_fds,
         "ruroco-server started"
     );
 

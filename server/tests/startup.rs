@@ -388,3 +388,69 @@ fn a_commander_that_closes_connections_still_gets_every_frame() {
     let s = env.wait_status("three forwarded", |s| get(s, "forwarded") == 3);
     assert_eq!(get(&s, "queue_dropped"), 0);
 }
+
+/// A descriptor the parent left open does not survive into the running server (a second UDP
+/// socket there would escape the seccomp pin on the one it receives on).
+#[test]
+fn descriptors_the_parent_left_open_are_closed_at_start() {
+    let mut env = Env::new();
+    env.add_key("a", &Key::generate().unwrap());
+    env.inherit_fd = Some(7);
+    env.start();
+    // The number may be reused by the server's own descriptors, never for /dev/null.
+    let fd7 = std::fs::read_link(format!("/proc/{}/fd/7", env.pid()));
+    assert!(
+        fd7.as_ref()
+            .map_or(true, |p| p != std::path::Path::new("/dev/null")),
+        "fd 7 of the parent is still open in the server: {fd7:?}"
+    );
+    assert!(
+        env.log().contains("closed_inherited_fds=[7"),
+        "{}",
+        env.log()
+    );
+}
+
+/// systemd passing two sockets (two ListenDatagram= lines, or a port drop-in without the
+/// reset line) is refused at start, naming the fix: only one socket is pinned by seccomp.
+#[test]
+fn a_second_activated_socket_is_refused() {
+    let env = Env::new();
+    env.add_key("a", &Key::generate().unwrap());
+    env.write_config();
+    let second = free_port();
+    let log = std::fs::File::create(env.path("server.log")).unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("--datagram")
+        .arg("-l")
+        .arg(env.addr().to_string())
+        .arg("-l")
+        .arg(format!("127.0.0.1:{second}"))
+        .arg(server_bin())
+        .arg("--config")
+        .arg(env.path("server.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let bound = format!(":{:04X} ", env.port);
+    wait_for("systemd-socket-activate to listen", || {
+        std::fs::read_to_string("/proc/net/udp")
+            .unwrap_or_default()
+            .contains(&bound)
+            .then_some(())
+    });
+    let poke = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // It starts the server on the first datagram; resend until it has.
+    let status = wait_for("the server to refuse two sockets", || {
+        let _ = poke.send_to(b"x", env.addr());
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(78), "{}", env.log());
+    let log = env.log();
+    assert!(
+        log.contains("passed 2 sockets") && log.contains("exactly one"),
+        "{log}"
+    );
+}

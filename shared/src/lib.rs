@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+#[cfg(feature = "daemon")]
+pub mod fds;
 pub mod frame;
 pub mod fsutil;
 pub mod ids;

@@ -187,6 +187,9 @@ pub struct Env {
     pub extra_env: Vec<(String, String)>,
     /// The counters of the last STATUS= seen.
     pub last_status: HashMap<String, u64>,
+    /// Open this descriptor on /dev/null (without close-on-exec) in a shell that then execs
+    /// the server, as a careless parent would leave it.
+    pub inherit_fd: Option<u32>,
 }
 
 impl Env {
@@ -220,6 +223,7 @@ impl Env {
             extra_env: Vec::new(),
             listen_host: "127.0.0.1".to_owned(),
             as_nobody: false,
+            inherit_fd: None,
         }
     }
 
@@ -292,6 +296,18 @@ impl Env {
             let mut sh = Command::new("sh");
             sh.arg("-c")
                 .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+                .arg(c.get_program())
+                .args(c.get_args())
+                .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .stdin(Stdio::null());
+            c = sh;
+        }
+        if let Some(fd) = self.inherit_fd {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("exec {fd}</dev/null; exec \"$0\" \"$@\""))
                 .arg(c.get_program())
                 .args(c.get_args())
                 .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
