@@ -120,11 +120,30 @@ fn safe_parent(path: &Path, mode: u32) -> Result<(), SocketError> {
     }
     let safe = std::fs::symlink_metadata(parent)
         .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
-    if safe {
-        Ok(())
-    } else {
-        Err(SocketError::UnsafeDir { path: d })
+    if !safe {
+        return Err(SocketError::UnsafeDir { path: d });
     }
+    // Every ancestor too: one that another user may write could have the directory renamed
+    // and replaced. A sticky one (like /tmp) is fine: others cannot rename root's entries.
+    let absolute = std::path::absolute(parent).map_err(|source| SocketError::Io {
+        path: d.clone(),
+        what: "resolve the socket's directory",
+        source,
+    })?;
+    for dir in absolute.ancestors().skip(1) {
+        let m = std::fs::symlink_metadata(dir).map_err(|source| SocketError::Io {
+            path: dir.display().to_string(),
+            what: "inspect a directory above the socket",
+            source,
+        })?;
+        let sticky = m.mode() & 0o1000 != 0;
+        if m.uid() != 0 || (m.mode() & 0o022 != 0 && !sticky) {
+            return Err(SocketError::UnsafeDir {
+                path: dir.display().to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn create_with(path: &Path, gid: u32, mode: u32, parent_mode: u32) -> Result<Taken, SocketError> {
@@ -213,6 +232,13 @@ mod tests {
             create_control(&shared.join("c.sock")),
             Err(SocketError::UnsafeDir { .. })
         ));
+        // An ancestor others may write (not sticky) is refused as well.
+        let open = shared.join("sub");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = create(&open.join("s.sock"), gid).unwrap_err().to_string();
+        assert!(e.contains(&shared.display().to_string()), "{e}");
         let c = create_control(&dir.path().join("private").join("c.sock")).unwrap();
         let m = std::fs::symlink_metadata(dir.path().join("private/c.sock")).unwrap();
         assert_eq!(m.mode() & 0o777, 0o600);
