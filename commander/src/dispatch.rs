@@ -43,7 +43,8 @@ pub enum Submitted {
 pub struct GrantView {
     pub command: String,
     pub ip: IpAddr,
-    /// `running`, `active` or `undoing`.
+    /// `running`, `active` or `undoing`; in a revoke's answer also `revoked` (its undo started
+    /// now).
     pub state: String,
     pub since_unix_ms: u64,
     /// Milliseconds until the undo (active grants only).
@@ -360,7 +361,7 @@ impl Dispatcher {
         }
         for r in now {
             tracing::info!(event = "revoke", command = %r.command, ip = %r.ip);
-            out.push(view(&r, "undoing", None));
+            out.push(view(&r, "revoked", None));
             self.spawn_undo(r, UndoReason::Revoked);
         }
         out

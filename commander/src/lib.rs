@@ -404,8 +404,8 @@ fn operate(args: &Args, op: &Op) -> Result<(), Error> {
             for g in &grants {
                 let when = match g.state.as_str() {
                     "running" => "undo when its run ends",
-                    "undoing" => "already being undone",
-                    _ => "undo started",
+                    "revoked" => "undo started",
+                    _ => "already being undone",
                 };
                 println!("revoked {} {} ({when})", g.command, g.ip);
             }

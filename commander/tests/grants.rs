@@ -449,7 +449,10 @@ fn revoke_undoes_now_and_grants_lists() {
 
     let out = env.op(&["revoke", "open", "192.0.2.1"]);
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked open 192.0.2.1"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "revoked open 192.0.2.1 (undo started)\n"
+    );
     wait_until("the undo", || {
         env.out_lines().contains(&"close 192.0.2.1".to_owned())
     });
