@@ -48,6 +48,21 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// `c` run by `sh -c "<prelude> \"$0\" \"$@\""`: the shell does `prelude` (ending in `exec`)
+/// and becomes the program, with the same arguments and environment.
+fn via_shell(c: &Command, prelude: &str) -> Command {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("{prelude} \"$0\" \"$@\""))
+        .arg(c.get_program())
+        .args(c.get_args())
+        .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stdin(Stdio::null());
+    sh
+}
+
 /// A free UDP port on loopback (bound and released).
 pub fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -293,28 +308,10 @@ impl Env {
         let mut c = self.command();
         if self.extra_env.iter().any(|(k, _)| k == "WATCHDOG_USEC") {
             // systemd sets WATCHDOG_PID to the service's pid; exec keeps the shell's pid.
-            let mut sh = Command::new("sh");
-            sh.arg("-c")
-                .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
-                .arg(c.get_program())
-                .args(c.get_args())
-                .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
-                .env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID")
-                .stdin(Stdio::null());
-            c = sh;
+            c = via_shell(&c, "WATCHDOG_PID=$$ exec");
         }
         if let Some(fd) = self.inherit_fd {
-            let mut sh = Command::new("sh");
-            sh.arg("-c")
-                .arg(format!("exec {fd}</dev/null; exec \"$0\" \"$@\""))
-                .arg(c.get_program())
-                .args(c.get_args())
-                .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
-                .env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID")
-                .stdin(Stdio::null());
-            c = sh;
+            c = via_shell(&c, &format!("exec {fd}</dev/null; exec"));
         }
         if self.as_nobody {
             let bin = self.path("ruroco-server");
