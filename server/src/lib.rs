@@ -119,8 +119,12 @@ pub fn run() -> i32 {
     if args.check {
         return check(&args.config);
     }
+    // First, before anything is opened (the journald socket of the logger included): nothing
+    // the parent left open stays (a second UDP socket would escape the seccomp pin on the one
+    // the server receives on).
+    let closed = ruroco_shared::fds::close_inherited();
     ruroco_shared::logging::init("ruroco-server");
-    match serve(&args.config) {
+    match serve(&args.config, closed) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(event = "failed", "{e}");
@@ -171,10 +175,7 @@ fn check(path: &Path) -> i32 {
 }
 
 /// Start-up steps 1–2, then the runtime for the rest.
-fn serve(config_path: &Path) -> Result<(), ServerError> {
-    // First, before anything is opened: nothing the parent left open stays (a second UDP
-    // socket would escape the seccomp pin on the one the server receives on).
-    let closed = ruroco_shared::fds::close_inherited();
+fn serve(config_path: &Path, closed: Vec<i32>) -> Result<(), ServerError> {
     let cfg = Config::load(config_path)?;
     let keys = KeySet::load(&cfg.keys_dir, &cfg.keys)?;
     let rt = tokio::runtime::Builder::new_current_thread()
