@@ -332,7 +332,10 @@ systemd_view=$(inside nsenter -t "$main_pid" -m -- ls -A /run/systemd | tr '\n' 
 # (systemd adds its own empty, root-only incoming/ for mount propagation.)
 [ "$systemd_view" = "journal notify " ] || [ "$systemd_view" = "incoming journal notify " ] ||
     fail "the server sees more under /run/systemd: $systemd_view"
-ok "the server sees only /run/ruroco, /run/systemd/notify and /run/systemd/journal under /run"
+# (/var/tmp is the unit's private one, PrivateTmp=yes.)
+var_view=$(inside nsenter -t "$main_pid" -m -- sh -c 'ls -A /var; ls -A /var/lib; ls -A /srv; ls -A /opt' | tr '\n' ' ')
+[ "$var_view" = "lib tmp ruroco " ] || fail "the server sees more than its state directory under /var, /srv, /opt: $var_view"
+ok "the server sees only /run/ruroco, /run/systemd/{notify,journal} under /run and only /var/lib/ruroco under /var"
 [ "$(inside systemctl show -p ActiveState --value ruroco-commander.service)" = active ] || fail "ruroco-commander.service is not active"
 
 for event in accepted forwarded; do
