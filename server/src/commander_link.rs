@@ -18,9 +18,14 @@ use tokio::sync::mpsc;
 use crate::status::Counters;
 
 /// Frames waiting in the channel for the link; beyond this they are dropped and counted. Also
-/// the most frames the link holds itself (to write, or written and not acknowledged): when that
-/// many are outstanding it takes no new frame and the channel fills instead.
+/// the most frames the link holds waiting to be written (a commander that is down): then it
+/// takes no new frame and the channel fills instead.
 pub const QUEUE_LEN: usize = 1024;
+/// The most frames written and not yet acknowledged. A commander acknowledges a frame when
+/// its command finished, so this is at least the largest number of frames a commander can
+/// hold (`max_parallel` 1024 + `queue` 65536): a burst it can queue is never dropped here while
+/// it works through it. Memory: under 100 bytes a frame.
+pub const MAX_UNACKED: usize = 1024 + 65536;
 /// Frames written with one system call when several are queued.
 pub const WRITE_BATCH: usize = 64;
 /// Acknowledgements decoded per read system call.
@@ -104,8 +109,9 @@ enum Ended {
 
 /// Frames the link holds, sans IO: those to write next (frames sent again after a reconnect
 /// first, in their original order) and those written on the current connection and not
-/// acknowledged yet, by sequence number. `len()` never exceeds `QUEUE_LEN` because the link
-/// only takes new frames while `room()` is positive.
+/// acknowledged yet, by sequence number. The link only takes new frames while `room()` is
+/// positive, so at most `QUEUE_LEN` wait to be written and `MAX_UNACKED` wait for an
+/// acknowledgement (after a reconnect the latter join the former, once).
 #[derive(Debug, Default)]
 struct Outstanding {
     /// To write, in order; `true` marks a frame written on an earlier connection.
@@ -127,7 +133,9 @@ impl Outstanding {
 
     /// How many new frames may still be taken.
     fn room(&self) -> usize {
-        QUEUE_LEN.saturating_sub(self.len())
+        QUEUE_LEN
+            .saturating_sub(self.pending.len())
+            .min(MAX_UNACKED.saturating_sub(self.unacked.len()))
     }
 
     fn push(&mut self, item: Outgoing) {
@@ -318,10 +326,9 @@ impl Link {
             if self.closed && self.out.is_empty() {
                 return;
             }
-            // Wait for acknowledgements and, while there is room, for new frames. The unacked
-            // frames are bounded by QUEUE_LEN, so the commander's acknowledgements (9 bytes
-            // each) always fit our receive buffer and it never blocks writing them while we
-            // write frames.
+            // Wait for acknowledgements and, while there is room, for new frames. Frames are
+            // written `WRITE_BATCH` at a time and acknowledgements read between batches, so the
+            // commander never waits long to write its acknowledgements while we write frames.
             let take = !self.closed && self.out.room() > 0;
             let Some(conn) = self.conn.as_ref() else {
                 continue;
@@ -638,12 +645,19 @@ mod tests {
         assert_eq!(stale, [(1, true), (3, false)]);
         assert_eq!(cmds(o.to_write(10)), [2]);
 
+        // Waiting to be written: QUEUE_LEN at most.
         let mut o = Outstanding::default();
         for n in 0..QUEUE_LEN {
             o.push(item((n % 250) as u8, t0));
-            if n % 2 == 0 {
-                o.written();
-            }
+        }
+        assert_eq!(o.room(), 0);
+        o.written();
+        assert_eq!(o.room(), 1);
+        // Written and waiting for an acknowledgement: MAX_UNACKED at most.
+        let mut o = Outstanding::default();
+        for n in 0..MAX_UNACKED {
+            o.push(item((n % 250) as u8, t0));
+            o.written();
         }
         assert_eq!(o.room(), 0);
         o.acked(0);
