@@ -235,29 +235,14 @@ fn run_many(
             ipi_addr: libc::in_addr { s_addr: 0 },
         };
         fill(&mut buf, &flood.payloads, &mut next, per_source);
-        let iov = [IoSlice::new(&buf)];
-        let r = if per_source > 1 {
-            let cmsgs = [
-                ControlMessage::Ipv4PacketInfo(&info),
-                ControlMessage::UdpGsoSegments(&gso),
-            ];
-            sendmsg(
-                sock.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::empty(),
-                Some(&dest),
-            )
-        } else {
-            let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
-            sendmsg(
-                sock.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::empty(),
-                Some(&dest),
-            )
-        };
+        let r = send_from_source(
+            sock.as_raw_fd(),
+            &buf,
+            ControlMessage::Ipv4PacketInfo(&info),
+            &gso,
+            per_source,
+            &dest,
+        );
         match r {
             Ok(_) => sent += per_source as u64,
             Err(_) => errors += 1,
@@ -269,6 +254,25 @@ fn run_many(
         errors,
         sources: calls.min(u64::from(count)),
     })
+}
+
+/// One `sendmsg` of `buf` with `info` (the source's packet info), and UDP GSO when the call
+/// carries more than one datagram.
+fn send_from_source<S: nix::sys::socket::SockaddrLike>(
+    fd: std::os::fd::RawFd,
+    buf: &[u8],
+    info: ControlMessage<'_>,
+    gso: &u16,
+    per_source: usize,
+    dest: &S,
+) -> nix::Result<usize> {
+    let iov = [IoSlice::new(buf)];
+    if per_source > 1 {
+        let cmsgs = [info, ControlMessage::UdpGsoSegments(gso)];
+        sendmsg(fd, &iov, &cmsgs, MsgFlags::empty(), Some(dest))
+    } else {
+        sendmsg(fd, &iov, &[info], MsgFlags::empty(), Some(dest))
+    }
 }
 
 fn run_many6(
@@ -310,29 +314,14 @@ fn run_many6(
             ipi6_ifindex: 0,
         };
         fill(&mut buf, &flood.payloads, &mut next, per_source);
-        let iov = [IoSlice::new(&buf)];
-        let r = if per_source > 1 {
-            let cmsgs = [
-                ControlMessage::Ipv6PacketInfo(&info),
-                ControlMessage::UdpGsoSegments(&gso),
-            ];
-            sendmsg(
-                sock.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::empty(),
-                Some(&dest),
-            )
-        } else {
-            let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
-            sendmsg(
-                sock.as_raw_fd(),
-                &iov,
-                &cmsgs,
-                MsgFlags::empty(),
-                Some(&dest),
-            )
-        };
+        let r = send_from_source(
+            sock.as_raw_fd(),
+            &buf,
+            ControlMessage::Ipv6PacketInfo(&info),
+            &gso,
+            per_source,
+            &dest,
+        );
         match r {
             Ok(_) => sent += per_source as u64,
             Err(e) => {
