@@ -421,24 +421,20 @@ impl Link {
             let Some((item, resent, seq)) = self.out.written() else {
                 break;
             };
-            if resent {
-                tracing::info!(
-                    event = "resent",
-                    key_id = %item.key_id,
-                    ip = %item.frame.ip,
-                    command = %item.frame.cmd,
-                    seq,
-                );
+            // `forwarded` counts a frame's first write only.
+            let event = if resent {
+                "resent"
             } else {
                 Counters::inc(&self.counters.forwarded);
-                tracing::info!(
-                    event = "forwarded",
-                    key_id = %item.key_id,
-                    ip = %item.frame.ip,
-                    command = %item.frame.cmd,
-                    seq,
-                );
-            }
+                "forwarded"
+            };
+            tracing::info!(
+                event,
+                key_id = %item.key_id,
+                ip = %item.frame.ip,
+                command = %item.frame.cmd,
+                seq,
+            );
         }
         match result {
             Ok(Ok(())) => {}
