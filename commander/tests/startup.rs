@@ -151,22 +151,29 @@ fn second_commander_on_a_live_socket_refuses_to_start() {
     wait_until("hello", || env.out_lines() == ["192.0.2.2 hello"]);
 }
 
-#[test]
-fn socket_activation_is_adopted() {
-    let env = Env::new();
-    env.write_config("", HELLO);
-    let log = std::fs::File::create(env.path("activate.log")).unwrap();
-    let mut child = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(env.socket())
-        .arg(BIN)
+/// The commander under `systemd-socket-activate`, listening on `sockets` (it starts the
+/// commander on the first connection), stderr into `log` in the test dir.
+fn activated(env: &Env, sockets: &[std::path::PathBuf], log: &str) -> std::process::Child {
+    let log = std::fs::File::create(env.path(log)).unwrap();
+    let mut c = Command::new("systemd-socket-activate");
+    for s in sockets {
+        c.arg("-l").arg(s);
+    }
+    c.arg(BIN)
         .arg("--config")
         .arg(env.config())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn socket_activation_is_adopted() {
+    let env = Env::new();
+    env.write_config("", HELLO);
+    let mut child = activated(&env, &[env.socket()], "activate.log");
     // It listens before it starts the commander; the first connection triggers the start.
     let mut conn = None;
     wait_until("a connectable socket", || {
@@ -282,20 +289,7 @@ fn two_activated_sockets_are_refused() {
     let env = Env::new();
     env.write_config("", HELLO);
     let second = env.path("second.sock");
-    let log = std::fs::File::create(env.path("commander.log")).unwrap();
-    let mut child = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(env.socket())
-        .arg("-l")
-        .arg(&second)
-        .arg(BIN)
-        .arg("--config")
-        .arg(env.config())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = activated(&env, &[env.socket(), second], "commander.log");
     wait_until("systemd-socket-activate to listen", || {
         env.socket().exists()
     });
