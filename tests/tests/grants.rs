@@ -31,6 +31,13 @@ fn wait_lines(c: &Chain, want: &[&str]) {
     });
 }
 
+/// A command `open` recording `open <ip>`, its undo `close <ip>`, after `after`.
+fn open_close(after: &str) -> String {
+    format!(
+        r#"{{ run = "echo open $RUROCO_IP >> @OUT", undo = "echo close $RUROCO_IP >> @OUT", undo_after = "{after}" }}"#
+    )
+}
+
 fn grants_output(c: &Chain) -> String {
     let o = c.commander_op(&["grants"]);
     assert!(o.status.success(), "{o:?}");
@@ -74,12 +81,7 @@ fn the_undo_never_overlaps_a_slow_run() {
 /// deadline (read from the grant's record, wall-clock ms).
 #[test]
 fn repeats_inside_the_window_run_once_and_undo_once() {
-    let mut c = Chain::builder()
-        .command(
-            "open",
-            r#"{ run = "echo open $RUROCO_IP >> @OUT", undo = "echo close $RUROCO_IP >> @OUT", undo_after = "3s" }"#,
-        )
-        .start();
+    let mut c = Chain::builder().command("open", &open_close("3s")).start();
     send(&c, "open");
     wait_lines(&c, &["open 127.0.0.1"]);
     c.wait_counter("delivered", 1);
@@ -152,10 +154,7 @@ fn a_failed_run_is_undone_at_once_and_the_next_request_runs_again() {
 #[test]
 fn a_grant_recorded_under_another_boot_is_undone_at_start() {
     let mut c = Chain::builder()
-        .command(
-            "open",
-            r#"{ run = "echo open $RUROCO_IP >> @OUT", undo = "echo close $RUROCO_IP >> @OUT", undo_after = "1h" }"#,
-        )
+        .command("open", &open_close("1h"))
         .without_commander()
         .start();
     let grants = c.cstate_dir.join("grants");
