@@ -14,7 +14,6 @@ use ruroco_shared::fsutil::{self, PermError};
 
 use crate::exec::RunAs;
 use crate::grants::{MAX_COMMAND_NAME_BYTES, MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};
-use nix::unistd::Gid;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -492,9 +491,9 @@ fn resolve_run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<RunA
         .map_err(|e| format!("user {user:?}: cannot list its groups: {e}"))?;
     Ok(Some(RunAs {
         user: user.to_owned(),
-        uid: u.uid.as_raw(),
-        gid: gid.as_raw(),
-        groups: groups.into_iter().map(Gid::as_raw).collect(),
+        uid: u.uid,
+        gid,
+        groups,
         home: u.dir.display().to_string(),
     }))
 }
@@ -570,13 +569,14 @@ open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "
         assert_eq!(c.commands.by_name("root").unwrap().run_as, None);
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         let n = c.commands.by_name("n").unwrap().run_as.clone().unwrap();
-        assert_eq!((n.uid, n.gid), (nobody.uid.as_raw(), nobody.gid.as_raw()));
+        assert_eq!((n.uid, n.gid), (nobody.uid, nobody.gid));
         assert_eq!(n.user, "nobody");
         assert_eq!(n.home, nobody.dir.display().to_string());
         assert!(n.groups.contains(&n.gid), "{n:?}");
         let g = c.commands.by_name("g").unwrap().run_as.clone().unwrap();
-        assert_eq!((g.uid, g.gid), (nobody.uid.as_raw(), 0));
-        assert!(g.groups.contains(&0), "{g:?}");
+        let root = nix::unistd::Gid::from_raw(0);
+        assert_eq!((g.uid, g.gid), (nobody.uid, root));
+        assert!(g.groups.contains(&root), "{g:?}");
     }
 
     #[test]

@@ -56,11 +56,11 @@ pub const RUN_AS_FAILED: i32 = 126;
 pub struct RunAs {
     /// The user name: `USER` and `LOGNAME` of the command.
     pub user: String,
-    pub uid: u32,
+    pub uid: Uid,
     /// `group`, or the user's primary group.
-    pub gid: u32,
+    pub gid: Gid,
     /// The supplementary groups as initgroups(3) computes them for (user, gid), gid included.
-    pub groups: Vec<u32>,
+    pub groups: Vec<Gid>,
     /// The user's home directory: `HOME` of the command.
     pub home: String,
 }
@@ -105,7 +105,7 @@ fn command_for(job: &Job) -> tokio::process::Command {
     let mut c = match &job.run_as {
         None => tokio::process::Command::new(SHELL),
         Some(r) => {
-            let groups: Vec<String> = r.groups.iter().map(u32::to_string).collect();
+            let groups: Vec<String> = r.groups.iter().map(Gid::to_string).collect();
             let mut c = tokio::process::Command::new(SELF_EXE);
             c.arg(RUN_AS_ARG)
                 .arg(r.uid.to_string())
