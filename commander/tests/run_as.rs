@@ -147,3 +147,30 @@ fn an_unknown_user_or_group_is_refused_by_check_and_at_start() {
         assert!(!env.socket().exists(), "no socket created");
     }
 }
+
+/// The internal run-as mode fails closed: without the privilege to change ids (here: run as
+/// nobody) or with malformed arguments it runs nothing, says why on one line of stderr and
+/// exits 126.
+#[test]
+fn the_run_as_mode_runs_nothing_when_it_cannot_take_the_identity() {
+    let env = Env::new();
+    let marker = env.path("ran");
+    let (_dir, bin) = copy_for_nobody(std::path::Path::new(BIN));
+    let text = format!("touch {}", marker.display());
+    let o = as_nobody(&bin)
+        .args(["--internal-run-as", "0", "0", "0", "-c", &text])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(126), "{e}");
+    assert!(e.contains("setgroups") && e.contains("CAP_SETGID"), "{e}");
+    let o = std::process::Command::new(BIN)
+        .args(["--internal-run-as", "65534", "x", "", "-c", &text])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(126), "{e}");
+    assert!(e.contains("not a numeric id: \"x\""), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e:?}");
+    assert!(!marker.exists(), "nothing ran");
+}
