@@ -448,6 +448,36 @@ wait_for "the revoke to run the undo" out_has "close 127.0.0.1"
 [ "$(out_count "open 127.0.0.1")" = 1 ] || fail "the grant's command ran more than once"
 ok "grants lists it, STATUS= counts it, a restart keeps it, revoke undoes it; control socket 0600 root"
 
+# --- commands as another user (`user`, `group`) -------------------------------------------------
+say "commands with user = ...: their uid, groups and login variables; the undo too; --check refuses an unknown user"
+inside groupadd --system ruroco-web
+inside useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin -G ruroco-web ruroco-deploy
+inside sh -c 'cat >>/etc/ruroco/commander.toml' <<'EOF'
+as_nobody = { run = 'echo "as_nobody uid=$(id -u) gid=$(id -g) groups=$(id -G)"', user = 'nobody' }
+as_deploy = { run = 'echo "as_deploy uid=$(id -u) groups=$(id -G) home=$HOME user=$USER"', user = 'ruroco-deploy', undo = 'echo "undo_deploy uid=$(id -u)"', undo_after = '1s' }
+EOF
+inside ruroco-commander --check >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; fail "ruroco-commander --check with user = ..."; }
+inside systemctl restart ruroco-commander.service || fail "systemctl restart ruroco-commander.service"
+nobody_ids="$(inside id -u nobody) gid=$(inside id -g nobody) groups=$(inside id -G nobody)"
+deploy_uid=$(inside id -u ruroco-deploy)
+deploy_groups=$(inside id -G ruroco-deploy)
+[ "$(echo "$deploy_groups" | wc -w)" = 2 ] || fail "ruroco-deploy should have a supplementary group: $deploy_groups"
+output_has() {
+    inside journalctl --no-pager -o json _SYSTEMD_UNIT=ruroco-commander.service RUROCO_EVENT=output |
+        grep -qF ":\"$1\""
+}
+client -a 127.0.0.1 -c as_nobody 2>/dev/null || fail "send as_nobody"
+wait_for "as_nobody to print nobody's ids" output_has "as_nobody uid=$nobody_ids"
+client -a 127.0.0.1 -c as_deploy 2>/dev/null || fail "send as_deploy"
+wait_for "as_deploy to print its ids and groups" output_has "as_deploy uid=$deploy_uid groups=$deploy_groups home=/nonexistent user=ruroco-deploy"
+wait_for "the undo of as_deploy to run as ruroco-deploy" output_has "undo_deploy uid=$deploy_uid"
+printf '%s\n' '[commands]' "x = { run = 'true', user = 'no-such-user' }" | inside sh -c 'umask 077; cat >/root/bad-user.toml'
+if inside ruroco-commander --check --config /root/bad-user.toml >"$work/check.log" 2>&1; then
+    fail "--check accepted an unknown user"
+fi
+grep -q 'commands.x: user "no-such-user" does not exist' "$work/check.log" || { cat "$work/check.log" >&2; fail "--check does not name the unknown user"; }
+ok "user = 'nobody' runs as uid $(inside id -u nobody); another user with its supplementary group, HOME and USER, its undo too; --check refuses an unknown user"
+
 say "watchdog"
 pinged_late() {
     local start ping

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ruroco_shared::CmdHash;
 use ruroco_shared::duration::HumanDuration;
 use ruroco_shared::fsutil::{self, PermError};
 
+use crate::exec::RunAs;
 use crate::grants::{MAX_COMMAND_NAME_BYTES, MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -67,6 +69,8 @@ pub struct Command {
     pub undo: Option<Undo>,
     /// Grants of this command at once (commands with an undo only).
     pub max_grants: usize,
+    /// `user` (and `group`), resolved when the config is loaded; `None` runs it as root.
+    pub run_as: Option<Arc<RunAs>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +193,8 @@ struct CommandTable {
     undo: Option<String>,
     undo_after: Option<HumanDuration>,
     max_grants: Option<usize>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for RawCommand {
@@ -198,7 +204,7 @@ impl<'de> Deserialize<'de> for RawCommand {
             type Value = RawCommand;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a shell command string, or a table with run, timeout, undo, undo_after",
+                    "a shell command string, or a table with run, timeout, undo, undo_after, max_grants, user, group",
                 )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawCommand, E> {
@@ -208,6 +214,8 @@ impl<'de> Deserialize<'de> for RawCommand {
                     undo: None,
                     undo_after: None,
                     max_grants: None,
+                    user: None,
+                    group: None,
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCommand, A::Error> {
@@ -347,6 +355,9 @@ impl Config {
                     )));
                 }
             };
+            let run_as = resolve_run_as(t.user.as_deref(), t.group.as_deref())
+                .map_err(|m| invalid(format!("commands.{name}: {m}")))?
+                .map(Arc::new);
             let hash = CmdHash::of_name(&name);
             if let Some(other) = by_hash.get(&hash) {
                 let other: &Command = other;
@@ -363,6 +374,7 @@ impl Config {
                     timeout,
                     undo,
                     max_grants,
+                    run_as,
                 },
             );
         }
@@ -435,6 +447,57 @@ impl Config {
     }
 }
 
+/// Resolve a command's `user` and `group` against the user and group databases (getpwnam(3),
+/// getgrnam(3), getgrouplist(3)); the message names the field and the fix. `group` alone is
+/// refused: root with another group is not less privileged, and it reads as if it were.
+fn resolve_run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
+    let Some(user) = user else {
+        return match group {
+            None => Ok(None),
+            Some(_) => Err(
+                "group without user: add user = \"NAME\" (the group applies to that user), or remove group"
+                    .to_owned(),
+            ),
+        };
+    };
+    if user.is_empty() {
+        return Err("user is empty: give a user name, or remove user to run as root".to_owned());
+    }
+    let u = match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return Err(format!(
+                "user {user:?} does not exist: create it (useradd --system {user}) or fix user"
+            ));
+        }
+        Err(e) => return Err(format!("user {user:?}: cannot look it up: {e}")),
+    };
+    let gid = match group {
+        None => u.gid,
+        Some("") => return Err("group is empty: give a group name, or remove group".to_owned()),
+        Some(g) => match nix::unistd::Group::from_name(g) {
+            Ok(Some(g)) => g.gid,
+            Ok(None) => {
+                return Err(format!(
+                    "group {g:?} does not exist: create it (groupadd --system {g}) or fix group"
+                ));
+            }
+            Err(e) => return Err(format!("group {g:?}: cannot look it up: {e}")),
+        },
+    };
+    let cname = std::ffi::CString::new(user)
+        .map_err(|_| format!("user {user:?} contains a NUL byte: fix user"))?;
+    let groups = nix::unistd::getgrouplist(&cname, gid)
+        .map_err(|e| format!("user {user:?}: cannot list its groups: {e}"))?;
+    Ok(Some(RunAs {
+        user: user.to_owned(),
+        uid: u.uid,
+        gid,
+        groups,
+        home: u.dir.display().to_string(),
+    }))
+}
+
 /// toml errors span several lines (position, source excerpt, message); keep the position and
 /// the message so the daemon reports one line.
 fn one_line(s: &str) -> String {
@@ -497,6 +560,26 @@ open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "
     }
 
     #[test]
+    fn user_and_group_resolve_at_load_and_root_is_the_default() {
+        let c = parse(
+            "[commands]\nroot = \"true\"\nn = { run = \"true\", user = \"nobody\" }\n\
+             g = { run = \"true\", user = \"nobody\", group = \"root\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.commands.by_name("root").unwrap().run_as, None);
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let n = c.commands.by_name("n").unwrap().run_as.clone().unwrap();
+        assert_eq!((n.uid, n.gid), (nobody.uid, nobody.gid));
+        assert_eq!(n.user, "nobody");
+        assert_eq!(n.home, nobody.dir.display().to_string());
+        assert!(n.groups.contains(&n.gid), "{n:?}");
+        let g = c.commands.by_name("g").unwrap().run_as.clone().unwrap();
+        let root = nix::unistd::Gid::from_raw(0);
+        assert_eq!((g.uid, g.gid), (nobody.uid, root));
+        assert!(g.groups.contains(&root), "{g:?}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("bogus = 1\n[commands]\nx = \"true\"", "bogus"),
@@ -540,6 +623,22 @@ open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "
             (
                 "max_grants = 2\n[commands]\nx = { run = \"t\", undo = \"f\", undo_after = \"1s\", max_grants = 3 }",
                 "commands.x: max_grants = 3",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", user = \"no-such-user-r\" }",
+                "commands.x: user \"no-such-user-r\" does not exist",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", user = \"nobody\", group = \"no-such-grp-r\" }",
+                "commands.x: group \"no-such-grp-r\" does not exist",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", group = \"root\" }",
+                "commands.x: group without user",
+            ),
+            (
+                "[commands]\nx = { run = \"true\", user = \"\" }",
+                "commands.x: user is empty",
             ),
         ];
         for (text, needle) in cases {

@@ -272,10 +272,11 @@ impl Dispatcher {
     /// re-running it forever could do more harm).
     async fn run_undo(&self, record: Record, reason: UndoReason, slot: OwnedSemaphorePermit) {
         let table = self.table();
-        let timeout = table
-            .commands
-            .by_name(&record.command)
-            .map_or(table.default_timeout, |c| c.timeout);
+        // The undo runs as its command runs now: its timeout and user (root and
+        // default_timeout if the command is gone from the config).
+        let cmd = table.commands.by_name(&record.command);
+        let timeout = cmd.map_or(table.default_timeout, |c| c.timeout);
+        let run_as = cmd.and_then(|c| c.run_as.clone());
         tracing::info!(event = "undo", reason = reason.as_str(), command = %record.command, ip = %record.ip);
         let job = Job {
             kind: Kind::Undo,
@@ -283,6 +284,7 @@ impl Dispatcher {
             run: record.undo.as_str().into(),
             ip: record.ip,
             timeout,
+            run_as,
         };
         exec::run(&job).await;
         drop(slot);
@@ -442,6 +444,7 @@ fn command_job(cmd: &Command, ip: IpAddr) -> Job {
         run: cmd.run.as_str().into(),
         ip,
         timeout: cmd.timeout,
+        run_as: cmd.run_as.clone(),
     }
 }
 

@@ -2,8 +2,19 @@
 //! stdin /dev/null, cwd /, its own process group, a timeout enforced on the whole group, and a
 //! bounded amount of its output logged. It must never splice request data into the shell text
 //! (the IP travels only as `RUROCO_IP`) and never wait on a child without a deadline.
+//!
+//! A command with `user` runs as that user: the child is this binary again in its internal
+//! run-as mode (`RUN_AS_ARG`, see [`run_as_if_asked`]), which sets the supplementary groups,
+//! then the gid, then the uid (setgroups(2), setgid(2), setuid(2): groups need CAP_SETGID, so
+//! they go first) and then execs the shell in place, so the shell keeps the pid, the process
+//! group, the pipes and the environment. This avoids `pre_exec` (unsafe code is forbidden here)
+//! and std's unstable `CommandExt::groups`; every id is numeric, resolved when the config was
+//! loaded, so no user database is read between fork and exec.
 
+use std::convert::Infallible;
+use std::ffi::{CString, OsStr, OsString};
 use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The only environment a command sees besides `RUROCO_IP` and `RUROCO_COMMAND`.
@@ -30,6 +41,30 @@ pub const MAX_LINE_BYTES: usize = 1024;
 /// that inherited them could hold them open forever).
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
+/// The first argument that puts this binary into its internal run-as mode:
+/// `ruroco-commander RUN_AS_ARG UID GID GROUPS -c TEXT`, GROUPS comma-separated gids (may be
+/// empty). Not an operator interface.
+pub const RUN_AS_ARG: &str = "--internal-run-as";
+/// The program run-as re-executes: this very binary, even if the file was replaced since start.
+const SELF_EXE: &str = "/proc/self/exe";
+/// Exit status of a run-as child that could not take the identity (or exec the shell).
+pub const RUN_AS_FAILED: i32 = 126;
+
+/// Who a command and its undo run as (`user` and `group` in commander.toml), resolved from the
+/// user and group databases (passwd(5), group(5)) when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user name: `USER` and `LOGNAME` of the command.
+    pub user: String,
+    pub uid: Uid,
+    /// `group`, or the user's primary group.
+    pub gid: Gid,
+    /// The supplementary groups as initgroups(3) computes them for (user, gid), gid included.
+    pub groups: Vec<Gid>,
+    /// The user's home directory: `HOME` of the command.
+    pub home: String,
+}
+
 /// Whether this run is a command or the undo of one (they log differently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -45,6 +80,9 @@ pub struct Job {
     pub run: Arc<str>,
     pub ip: IpAddr,
     pub timeout: Duration,
+    /// `None`: root, the commander's own identity. `Some` re-executes `/proc/self/exe`, so it
+    /// works only in the `ruroco-commander` binary, whose `main` calls [`run_as_if_asked`].
+    pub run_as: Option<Arc<RunAs>>,
 }
 
 /// How a run ended.
@@ -64,14 +102,31 @@ impl Outcome {
 }
 
 fn command_for(job: &Job) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(SHELL);
+    let mut c = match &job.run_as {
+        None => tokio::process::Command::new(SHELL),
+        Some(r) => {
+            let groups: Vec<String> = r.groups.iter().map(Gid::to_string).collect();
+            let mut c = tokio::process::Command::new(SELF_EXE);
+            c.arg(RUN_AS_ARG)
+                .arg(r.uid.to_string())
+                .arg(r.gid.to_string())
+                .arg(groups.join(","));
+            c
+        }
+    };
     c.arg("-c")
         .arg(&*job.run)
         .env_clear()
         .env("PATH", CHILD_PATH)
         .env("RUROCO_IP", job.ip.to_string())
-        .env("RUROCO_COMMAND", &*job.name)
-        .stdin(Stdio::null())
+        .env("RUROCO_COMMAND", &*job.name);
+    if let Some(r) = &job.run_as {
+        // What su(1)/runuser(1) and systemd's User= give a login-less service.
+        c.env("HOME", &r.home)
+            .env("USER", &r.user)
+            .env("LOGNAME", &r.user);
+    }
+    c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .current_dir("/")
@@ -82,13 +137,19 @@ fn command_for(job: &Job) -> tokio::process::Command {
 
 /// Run the job to completion (or its timeout), logging start, output and outcome.
 pub async fn run(job: &Job) -> Outcome {
+    run_with_grace(job, KILL_GRACE).await
+}
+
+/// `run` with another SIGTERM→SIGKILL grace (tests use a long one to show that a run ends
+/// when its group is gone, not when the grace is over).
+async fn run_with_grace(job: &Job, grace: Duration) -> Outcome {
     let start = Instant::now();
-    let outcome = run_inner(job).await;
+    let outcome = run_inner(job, grace).await;
     log_outcome(job, &outcome, start.elapsed());
     outcome
 }
 
-async fn run_inner(job: &Job) -> Outcome {
+async fn run_inner(job: &Job, grace: Duration) -> Outcome {
     let mut child = match command_for(job).spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::SpawnFailed(e),
@@ -123,18 +184,26 @@ async fn run_inner(job: &Job) -> Outcome {
             // outlive it. The group id cannot be reused while any member is alive.
             if killpg(pgid, None).is_ok() {
                 tracing::warn!(event = "killed_leftovers", command = %job.name, ip = %job.ip, pgid = pgid.as_raw());
-                terminate_group(pgid).await;
+                let _ = killpg(pgid, Signal::SIGTERM);
+                end_leftovers(pgid, tokio::time::Instant::now() + grace).await;
             }
             exit_outcome(status)
         }
         Ok(Err(e)) => Outcome::WaitFailed(e),
         Err(_) => {
-            // The shell is not reaped until after SIGKILL, so its pid (the group id) cannot be
-            // reused by an unrelated process while we signal the group.
+            // The shell is not reaped yet, so its pid (the group id) cannot belong to an
+            // unrelated process while we signal the group.
             let _ = killpg(pgid, Signal::SIGTERM);
-            tokio::time::sleep(KILL_GRACE).await;
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = child.wait().await;
+            let deadline = tokio::time::Instant::now() + grace;
+            // Woken by SIGCHLD when the shell exits, not by polling.
+            match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(_) => end_leftovers(pgid, deadline).await,
+                Err(_) => {
+                    // Still unreaped: the group id is still ours.
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                    let _ = child.wait().await;
+                }
+            }
             Outcome::TimedOut
         }
     };
@@ -155,15 +224,26 @@ async fn run_inner(job: &Job) -> Outcome {
     outcome
 }
 
-/// SIGTERM to a group whose leader is already reaped, up to `KILL_GRACE` for it to empty, then
-/// SIGKILL.
-async fn terminate_group(pgid: Pid) {
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + KILL_GRACE;
-    while killpg(pgid, None).is_ok() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(LEFTOVER_POLL).await;
+/// After the SIGTERM, wait until the group (whose leader, the shell, is reaped) is empty or
+/// `deadline` passes, then SIGKILL whatever is left. Returns at once when the group is already
+/// empty, which is the usual case: everything exited on SIGTERM together with the shell.
+///
+/// The kernel has no "process group empty" event, so members that outlive the shell are
+/// probed with `kill(-pgid, 0)` (kill(2)) every `LEFTOVER_POLL`; ESRCH ends the wait and no
+/// signal is sent after it. A live member keeps the group id from being reused; only a group
+/// that empties in the instant between the last probe and the SIGKILL, with its id taken by a
+/// new group in that same instant (pid wrap-around), could be hit.
+async fn end_leftovers(pgid: Pid, deadline: tokio::time::Instant) {
+    loop {
+        if killpg(pgid, None).is_err() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            return;
+        }
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + LEFTOVER_POLL)).await;
     }
-    let _ = killpg(pgid, Signal::SIGKILL);
 }
 
 fn exit_outcome(status: std::process::ExitStatus) -> Outcome {
@@ -244,6 +324,67 @@ async fn log_output<R: AsyncRead + Unpin>(
     dropped
 }
 
+/// The internal run-as mode (module docs): when this process was started as
+/// `ruroco-commander RUN_AS_ARG UID GID GROUPS -c TEXT`, take that identity and exec
+/// `SHELL -c TEXT` with the inherited environment; this never returns then (a failure is one
+/// line on stderr, logged as the command's output, and exit status `RUN_AS_FAILED`).
+/// Otherwise it returns at once. Call it first thing in `main`.
+pub fn run_as_if_asked() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).map(OsString::as_os_str) != Some(OsStr::new(RUN_AS_ARG)) {
+        return;
+    }
+    let e = match become_and_exec(args.get(2..).unwrap_or_default()) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    eprintln!("ruroco-commander: run as another user: {e}");
+    std::process::exit(RUN_AS_FAILED);
+}
+
+fn text_of(s: &OsString) -> Result<&str, String> {
+    s.to_str().ok_or_else(|| format!("not UTF-8: {s:?}"))
+}
+
+fn become_and_exec(args: &[OsString]) -> Result<Infallible, String> {
+    let [uid, gid, groups, dash_c, text] = args else {
+        return Err(format!(
+            "usage: {RUN_AS_ARG} UID GID GROUPS -c TEXT (an internal mode)"
+        ));
+    };
+    if dash_c != "-c" {
+        return Err(format!("expected -c, got {dash_c:?}"));
+    }
+    let id = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("not a numeric id: {s:?}"))
+    };
+    let uid = Uid::from_raw(id(text_of(uid)?)?);
+    let gid = Gid::from_raw(id(text_of(gid)?)?);
+    let groups = text_of(groups)?
+        .split(',')
+        .filter(|g| !g.is_empty())
+        .map(|g| id(g).map(Gid::from_raw))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cap = "(ruroco-commander.service needs CAP_SETUID CAP_SETGID in CapabilityBoundingSet)";
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e} {cap}"))?;
+    nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}): {e} {cap}"))?;
+    nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}): {e} {cap}"))?;
+    // setuid(2) by a privileged process sets the real, effective and saved ids; make sure.
+    let ids = nix::unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
+    let gids = nix::unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
+    if [ids.real, ids.effective, ids.saved] != [uid; 3]
+        || [gids.real, gids.effective, gids.saved] != [gid; 3]
+    {
+        return Err(format!("ids did not change to {uid}:{gid}"));
+    }
+    let cstr =
+        |b: &[u8]| CString::new(b).map_err(|_| "the shell text contains a NUL byte".to_owned());
+    let shell = cstr(SHELL.as_bytes())?;
+    let argv = [cstr(b"sh")?, cstr(b"-c")?, cstr(text.as_bytes())?];
+    nix::unistd::execv(&shell, &argv).map_err(|e| format!("exec {SHELL}: {e}"))
+}
+
 /// Output as one log-safe line: invalid UTF-8 replaced, control characters shown as `?`.
 pub fn printable(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
@@ -263,6 +404,7 @@ mod tests {
             run: run.into(),
             ip: "192.0.2.1".parse().unwrap(),
             timeout,
+            run_as: None,
         }
     }
 
@@ -305,6 +447,59 @@ mod tests {
     async fn timeout_kills_group() {
         let o = run(&job("sleep 1000 & sleep 1000", Duration::from_millis(200))).await;
         assert!(matches!(o, Outcome::TimedOut), "{o:?}");
+    }
+
+    /// Everything in the group exits on SIGTERM; with a grace of an hour only a run that stops
+    /// waiting once the group is empty ends within the (generous) test deadline.
+    #[tokio::test]
+    async fn a_timed_out_run_ends_when_its_group_is_gone_not_after_the_grace() {
+        let j = job("sleep 1000 & sleep 1000", Duration::from_millis(200));
+        let o = tokio::time::timeout(
+            Duration::from_secs(60),
+            run_with_grace(&j, Duration::from_secs(3600)),
+        )
+        .await;
+        assert!(matches!(o, Ok(Outcome::TimedOut)), "{o:?}");
+    }
+
+    /// A member that ignores SIGTERM outlives the shell and is killed when the grace is over.
+    #[tokio::test]
+    async fn a_member_ignoring_sigterm_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let j = job(
+            &format!(
+                "(trap '' TERM; exec sleep 1000) & echo $! > {}; sleep 1000",
+                pidfile.display()
+            ),
+            Duration::from_millis(300),
+        );
+        let o = run_with_grace(&j, Duration::from_millis(300)).await;
+        assert!(matches!(o, Outcome::TimedOut), "{o:?}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_not_running(pid);
+    }
+
+    /// Killed, then reaped by init (or still a zombie): not running any more.
+    fn wait_not_running(pid: i32) {
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
+                .is_some_and(|state| state != 'Z' && state != 'X')
+        };
+        let start = std::time::Instant::now();
+        while running() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "leftover {pid} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[tokio::test]
