@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod ids;
 pub mod ip;
 pub mod key;
+pub mod manual;
 #[cfg(feature = "daemon")]
 pub mod logging;
 #[cfg(feature = "daemon")]
