@@ -135,7 +135,7 @@ const KEY: &[Field] = &[Field {
 const CONFIG: &[Table] = &[
     Table {
         header: "",
-        about: "Top-level fields.",
+        about: "Fields before the first [table].",
         fields: TOP,
     },
     Table {
@@ -454,6 +454,18 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// RUROCO_REASON lists every rejection reason the verdict has.
+    #[test]
+    fn every_rejection_reason_is_listed() {
+        let (_, text) = JOURNAL_FIELDS
+            .iter()
+            .find(|(f, _)| *f == "RUROCO_REASON")
+            .unwrap();
+        for r in ruroco_shared::Reject::ALL {
+            assert!(text.contains(r.as_str()), "RUROCO_REASON lacks {}", r.as_str());
         }
     }
 
