@@ -448,6 +448,51 @@ wait_for "the revoke to run the undo" out_has "close 127.0.0.1"
 [ "$(out_count "open 127.0.0.1")" = 1 ] || fail "the grant's command ran more than once"
 ok "grants lists it, STATUS= counts it, a restart keeps it, revoke undoes it; control socket 0600 root"
 
+# --- the shipped dual-stack nftables recipe ---------------------------------------------------
+say "the shipped nftables table and open_ssh / close_ssh: IPv4 and IPv6, kernel timeout, early close"
+nft_example=/usr/share/doc/ruroco/examples/nftables/ruroco.nft
+inside test -s "$nft_example" || fail "$nft_example was not installed"
+inside nft -f "$nft_example" || fail "nft -f $nft_example"
+inside nft -f "$nft_example" || fail "nft -f $nft_example a second time (it must replace its table)"
+# open_ssh and close_ssh as packaging/commander.toml ships them (commented out), verbatim but for
+# the 5 minutes: 10 s here; and a second copy, unchanged, under other names for the early close.
+recipe=$(sed -n '/^#\[commands\.open_ssh\]/,/^$/s/^#//p' "$repo/packaging/commander.toml")
+grep -q '^\[commands\.close_ssh\]' <<<"$recipe" && [ "$(grep -c 'timeout 5m' <<<"$recipe")" = 1 ] ||
+    fail "packaging/commander.toml: no open_ssh (timeout 5m) / close_ssh example found"
+{
+    printf '%s\n' "$recipe" | sed 's/timeout 5m/timeout 10s/'
+    printf '%s\n' "$recipe" | sed 's/^\[commands\.\(open\|close\)_ssh\]/[commands.long_\1_ssh]/'
+} | inside sh -c 'cat >>/etc/ruroco/commander.toml'
+inside ruroco-commander --check >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; fail "ruroco-commander --check with the nftables recipe"; }
+inside systemctl restart ruroco-commander.service || fail "restart the commander with the nftables recipe"
+in_set() { nsenter -t "$leader" -a -- nft list set inet ruroco "$1" | grep -q -- "$2"; }
+not_in_set() { ! in_set "$@"; }
+client -a 127.0.0.1 -c open_ssh 2>/dev/null || fail "send open_ssh to 127.0.0.1"
+wait_for "open_ssh to add 127.0.0.1 to clients4 with a timeout" in_set clients4 '127\.0\.0\.1 timeout'
+client -a ::1 -c open_ssh 2>/dev/null || fail "send open_ssh to ::1"
+wait_for "open_ssh to add ::1 to clients6 with a timeout" in_set clients6 '::1 timeout'
+not_in_set clients4 '::1' && not_in_set clients6 '127\.0\.0\.1' || fail "an address went into the set of the other family"
+# Nothing undoes these: with the commander stopped, the kernel's timeout alone removes them.
+inside systemctl stop ruroco-commander.socket ruroco-commander.service
+wait_for "127.0.0.1 to expire from clients4 (commander stopped)" not_in_set clients4 '127\.0\.0\.1'
+wait_for "::1 to expire from clients6 (commander stopped)" not_in_set clients6 '::1'
+inside systemctl start ruroco-commander.socket || fail "start ruroco-commander.socket again"
+ok "ruroco.nft loads (twice); open_ssh adds 127.0.0.1 to clients4 and ::1 to clients6; the kernel expires both"
+client -a ::1 -c long_open_ssh 2>/dev/null || fail "send long_open_ssh to ::1"
+wait_for "long_open_ssh (timeout 5m) to add ::1 to clients6" in_set clients6 '::1 timeout 5m'
+client -a ::1 -c long_close_ssh 2>/dev/null || fail "send long_close_ssh to ::1"
+wait_for "long_close_ssh to remove ::1 before its 5 minutes" not_in_set clients6 '::1'
+client -a ::1 -c long_close_ssh 2>/dev/null || fail "send long_close_ssh to ::1 again"
+closed_ok() {
+    [ "$(nsenter -t "$leader" -a -- journalctl --no-pager -o json _SYSTEMD_UNIT=ruroco-commander.service \
+        RUROCO_EVENT=executed RUROCO_COMMAND=long_close_ssh | grep -c .)" = 2 ]
+}
+wait_for "both close_ssh runs to exit 0 (the second on an absent address)" closed_ok
+inside journalctl --no-pager -o json _SYSTEMD_UNIT=ruroco-commander.service RUROCO_EVENT=failed \
+    RUROCO_COMMAND=long_close_ssh >"$work/close-failed.log"
+[ ! -s "$work/close-failed.log" ] || fail "close_ssh failed: $(cat "$work/close-failed.log")"
+ok "close_ssh removes ::1 at once, and exits 0 when the address is gone already"
+
 say "watchdog"
 pinged_late() {
     local start ping

@@ -99,7 +99,7 @@ const COMMAND: &[Field] = &[
         ty: "string (shell text)",
         default: FieldDefault::Absent("no undo, no grant"),
         example: r#""nft delete element inet ruroco clients4 { $RUROCO_IP }""#,
-        meaning: "Makes the command a grant: this text runs with the same RUROCO_IP undo_after after the run ends (at once if the run failed), or at ruroco-commander revoke. Needs undo_after. Should be idempotent: after a crash it runs again at the next start.",
+        meaning: "Makes the command a grant: this text runs with the same RUROCO_IP undo_after after the run ends (at once if the run failed), or at ruroco-commander revoke. At most 8 KiB; needs undo_after. Should be idempotent: after a crash it runs again at the next start.",
     },
     Field {
         name: "undo_after",
@@ -139,7 +139,7 @@ const CONFIG: &[Table] = &[
     },
     Table {
         header: "[commands]",
-        about: "One entry per command: NAME = \"shell text\", or NAME = { run = ..., ... } (one line), or a [commands.NAME] table with these fields. NAME is what a client asks for with ruroco-client send -c NAME; at most 255 bytes.",
+        about: "One entry per command: NAME = \"shell text\", or NAME = { run = ..., ... } (one line), or a [commands.NAME] table with these fields. NAME is what a client asks for with ruroco-client send -c NAME; at most 256 bytes.",
         fields: COMMAND,
     },
 ];
@@ -295,7 +295,10 @@ const EVENTS: &[Entry] = &[
         "killed_leftovers",
         "processes a command left in its process group were killed",
     ),
-    ("granted", "a grant began: its undo is due in RUROCO_EXPIRES_IN_MS"),
+    (
+        "granted",
+        "a grant began: its undo is due in RUROCO_EXPIRES_IN_MS",
+    ),
     (
         "extended",
         "a repeat of an active grant moved its deadline; the command did not run again",
@@ -304,7 +307,10 @@ const EVENTS: &[Entry] = &[
         "waiting",
         "debug: a request waits for the grant's run or undo in progress",
     ),
-    ("undo", "an undo starts (RUROCO_REASON: expired, failed, revoked, ...)"),
+    (
+        "undo",
+        "an undo starts (RUROCO_REASON: expired, failed, revoked, ...)",
+    ),
     ("revoke", "ruroco-commander revoke undoes a grant"),
     (
         "refused",
@@ -361,7 +367,10 @@ const EVENTS: &[Entry] = &[
         "reload_failed",
         "SIGHUP: the new config is invalid; the previous commands stay",
     ),
-    ("stopping", "SIGTERM or SIGINT: waiting for running commands"),
+    (
+        "stopping",
+        "SIGTERM or SIGINT: waiting for running commands",
+    ),
     (
         "stopped",
         "stopped; undos not yet due are kept for the next start",
@@ -388,8 +397,11 @@ const EXAMPLES: &[Entry] = &[
 pub const MANUAL: Manual = Manual {
     description: &[
         "ruroco-commander is the root half of ruroco: it accepts 24-byte frames (command hash and client address) from ruroco-server's user on a Unix socket, runs the configured command they name, and acknowledges the outcome. It never opens a network socket and runs only shell text from its root-owned config.",
-        "COMMANDS: each runs as sh -c TEXT with a clean environment (see ENVIRONMENT), stdin /dev/null, cwd /, in its own process group, as root unless the command sets user, inside ruroco-commander.service's sandbox (systemctl cat ruroco-commander.service; loosen it with a drop-in if a command needs to). A command with an undo makes a grant for (command, IP): the undo runs undo_after after the run ends, at once when the run failed, or at revoke; details in /usr/share/doc/ruroco/grants.md.",
     ],
+    sections: &[(
+        "COMMANDS",
+        "Each command runs as sh -c TEXT with a clean environment (see ENVIRONMENT), stdin /dev/null, cwd /, in its own process group, as root unless the command sets user, inside ruroco-commander.service's sandbox (systemctl cat ruroco-commander.service; loosen it with a drop-in if a command needs to). A command with an undo makes a grant for (command, IP): the undo runs undo_after after the run ends, at once when the run failed, or at ruroco-commander revoke; a repeat while the grant is active only moves its deadline. Details: /usr/share/doc/ruroco/grants.md.",
+    )],
     config_path: crate::config::DEFAULT_CONFIG,
     config: CONFIG,
     signals: SIGNALS,
@@ -399,7 +411,12 @@ pub const MANUAL: Manual = Manual {
     journal_fields: JOURNAL_FIELDS,
     events: EVENTS,
     examples: EXAMPLES,
-    see_also: &["ruroco-server(8)", "ruroco-client(1)", "nft(8)", "journalctl(1)"],
+    see_also: &[
+        "ruroco-server(8)",
+        "ruroco-client(1)",
+        "nft(8)",
+        "journalctl(1)",
+    ],
 };
 
 #[cfg(test)]
@@ -425,7 +442,11 @@ mod tests {
             (TOP, serde_fields::<RawConfig>()),
             (COMMAND, serde_fields::<CommandTable>()),
         ] {
-            let code: BTreeSet<&str> = code.expect("a serde derive struct").iter().copied().collect();
+            let code: BTreeSet<&str> = code
+                .expect("a serde derive struct")
+                .iter()
+                .copied()
+                .collect();
             let doc = names(table);
             let undocumented: Vec<_> = code.difference(&doc).collect();
             let stale: Vec<_> = doc
@@ -441,8 +462,7 @@ mod tests {
     }
 
     fn parse(text: &str) -> Config {
-        Config::parse(text, Path::new("manual.toml"))
-            .unwrap_or_else(|e| panic!("{e}\nin:\n{text}"))
+        Config::parse(text, Path::new("manual.toml")).unwrap_or_else(|e| panic!("{e}\nin:\n{text}"))
     }
 
     /// A command table with `name = value` set and just enough besides to be valid.

@@ -31,7 +31,9 @@ pub enum GenKeyError {
         "key file {0} already exists: choose another name, or remove it first to replace the key (the old key stops working)"
     )]
     Exists(PathBuf),
-    #[error("key file {path}: cannot create: {source} (does the directory exist and may you write to it?)")]
+    #[error(
+        "key file {path}: cannot create: {source} (does the directory exist and may you write to it?)"
+    )]
     Create { path: PathBuf, source: io::Error },
     #[error("key file {path}: cannot write: {source} (the file was removed)")]
     Write { path: PathBuf, source: io::Error },

@@ -164,18 +164,12 @@ const EXIT_STATUS: &[ExitStatus] = &[
         70,
         "internal error: the sandbox (Landlock, seccomp) could not be applied, the runtime failed, or the system random number generator failed",
     ),
-    (
-        73,
-        "gen-key: the key file exists or cannot be created",
-    ),
+    (73, "gen-key: the key file exists or cannot be created"),
     (
         74,
         "I/O error: the socket could not be taken or bound, or gen-key could not write the key",
     ),
-    (
-        77,
-        "the privilege drop failed or could not be verified",
-    ),
+    (77, "the privilege drop failed or could not be verified"),
     (
         78,
         "configuration error: server.toml, a key file, the keys directory or the replay state is invalid or unsafe, the user does not exist or is root, or systemd passed more than one socket; the message names the file or field and the fix",
@@ -248,10 +242,7 @@ const JOURNAL_FIELDS: &[Entry] = &[
         "RUROCO_REASON",
         "Why a datagram was rejected (bad_length, unknown_key, rate_limited, bad_tag, bad_version, replay, future, too_old, wrong_destination, source_mismatch, not_a_client, not_allowed) or a failure's cause (persist, reload, commander_uid, ...).",
     ),
-    (
-        "RUROCO_SRC_IP",
-        "The address a datagram came from.",
-    ),
+    ("RUROCO_SRC_IP", "The address a datagram came from."),
     (
         "RUROCO_IP",
         "The address the command gets as RUROCO_IP (the client's claimed address, else the source).",
@@ -343,8 +334,8 @@ const EVENTS: &[Entry] = &[
 
 const EXAMPLES: &[Entry] = &[
     (
-        "Check the configuration and keys as the server's user, then apply key changes:",
-        "runuser -u ruroco -- ruroco-server --check\nsystemctl reload ruroco",
+        "Check the configuration and keys, then apply key changes:",
+        "ruroco-server --check\nsystemctl reload ruroco",
     ),
     (
         "Make a key for a client called laptop (then copy it to the client, see KEYS):",
@@ -365,8 +356,11 @@ pub const MANUAL: Manual = Manual {
     description: &[
         "ruroco-server receives 94-byte UDP datagrams, validates them (key, tag, counter, destination, rate limits, allow-list), writes the key's replay counter durably and forwards a 24-byte frame (command hash and client address) to ruroco-commander, which runs the command. It never answers on UDP and never runs a command.",
         "It runs as an unprivileged user with every capability dropped, confined by Landlock and seccomp, normally socket-activated by ruroco.socket (UDP port 34020).",
-        "KEYS: ruroco-server gen-key PATH writes a new key, owned by you and the group ruroco, mode 0640. Copy the same file to the client over a secure channel and keep it 0600 there, e.g. on the client: (umask 077; ssh root@SERVER cat /etc/ruroco/keys/laptop.key > ~/.config/ruroco/home.key). ruroco-client gen makes the same kind of key on the client; then copy it to the server and set root:ruroco 0640.",
     ],
+    sections: &[(
+        "KEYS",
+        "ruroco-server gen-key PATH writes a new key, owned by you and the group ruroco, mode 0640, and never overwrites a file. Copy the same file to the client over a channel you trust and keep it 0600 there, e.g. on the client: (umask 077; ssh root@SERVER cat /etc/ruroco/keys/laptop.key > ~/.config/ruroco/laptop.key). ruroco-client gen makes the same kind of key on the client; copy that into keys_dir and chown root:ruroco, chmod 0640 it. Then systemctl reload ruroco.",
+    )],
     config_path: crate::config::DEFAULT_CONFIG,
     config: CONFIG,
     signals: SIGNALS,
@@ -423,8 +417,7 @@ mod tests {
     }
 
     fn parse(text: &str) -> Config {
-        Config::parse(text, Path::new("manual.toml"))
-            .unwrap_or_else(|e| panic!("{e}\nin:\n{text}"))
+        Config::parse(text, Path::new("manual.toml")).unwrap_or_else(|e| panic!("{e}\nin:\n{text}"))
     }
 
     /// Every documented default is what the code uses, and every example parses.
@@ -465,7 +458,11 @@ mod tests {
             .find(|(f, _)| *f == "RUROCO_REASON")
             .unwrap();
         for r in ruroco_shared::Reject::ALL {
-            assert!(text.contains(r.as_str()), "RUROCO_REASON lacks {}", r.as_str());
+            assert!(
+                text.contains(r.as_str()),
+                "RUROCO_REASON lacks {}",
+                r.as_str()
+            );
         }
     }
 
@@ -516,7 +513,9 @@ mod tests {
         let logged: BTreeSet<String> = files
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "rs") && !p.ends_with("manual.rs"))
-            .flat_map(|p| ruroco_shared::manual::logged_events(&std::fs::read_to_string(p).unwrap()))
+            .flat_map(|p| {
+                ruroco_shared::manual::logged_events(&std::fs::read_to_string(p).unwrap())
+            })
             .collect();
         let documented: BTreeSet<String> = EVENTS.iter().map(|(e, _)| (*e).to_owned()).collect();
         assert_eq!(logged, documented, "server/src/manual.rs EVENTS");

@@ -11,9 +11,9 @@ pub mod fsutil;
 pub mod ids;
 pub mod ip;
 pub mod key;
-pub mod manual;
 #[cfg(feature = "daemon")]
 pub mod logging;
+pub mod manual;
 #[cfg(feature = "daemon")]
 pub mod notify;
 pub mod peer;

@@ -54,6 +54,8 @@ pub type ExitStatus = (u8, &'static str);
 pub struct Manual {
     /// Paragraphs after clap's one-line description.
     pub description: &'static [&'static str],
+    /// Sections of their own after OPTIONS and SUBCOMMANDS: (title, text).
+    pub sections: &'static [Entry],
     /// The config file's default path.
     pub config_path: &'static str,
     pub config: &'static [Table],

@@ -1,6 +1,6 @@
 //! Writes the man pages (clap_mangen) of all three binaries and the client's shell completions
 //! (clap_complete) into OUTDIR/man and OUTDIR/completions, for the packages. The daemons' main
-//! pages add CONFIGURATION, SIGNALS, ENVIRONMENT, FILES, EXIT STATUS, JOURNAL FIELDS, EXAMPLES
+//! pages add their own sections (KEYS, COMMANDS), CONFIGURATION, SIGNALS, ENVIRONMENT, FILES, EXIT STATUS, JOURNAL FIELDS, EXAMPLES
 //! and SEE ALSO from their `manual::MANUAL` tables, which their tests hold equal to the code.
 //! It must never need the daemons' config or run them: it only renders their definitions.
 
@@ -77,7 +77,10 @@ fn configuration(roff: &mut Roff, m: &Manual) {
             };
             roff.text([roman("Default: "), roman(default)]);
             roff.control("br", []);
-            roff.text([roman("Example: "), roman(format!("{} = {}", f.name, f.example))]);
+            roff.text([
+                roman("Example: "),
+                roman(format!("{} = {}", f.name, f.example)),
+            ]);
         }
     }
 }
@@ -121,6 +124,10 @@ fn daemon_page(cmd: clap::Command, m: &Manual, dir: &Path) -> std::io::Result<Pa
         man.render_subcommands_section(&mut out)?;
     }
     let mut roff = Roff::new();
+    for (title, text) in m.sections {
+        roff.control("SH", [*title]);
+        roff.text([roman(*text)]);
+    }
     configuration(&mut roff, m);
     let tag = |items: &[(&'static str, &'static str)]| -> Vec<(String, &'static str)> {
         items.iter().map(|(t, w)| ((*t).to_owned(), *w)).collect()
@@ -176,7 +183,11 @@ fn run(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     written.extend(man_pages(ruroco_server::cli(), "8", &man)?);
     written.extend(man_pages(ruroco_commander::cli(), "8", &man)?);
     daemon_page(ruroco_server::cli(), &ruroco_server::manual::MANUAL, &man)?;
-    daemon_page(ruroco_commander::cli(), &ruroco_commander::manual::MANUAL, &man)?;
+    daemon_page(
+        ruroco_commander::cli(),
+        &ruroco_commander::manual::MANUAL,
+        &man,
+    )?;
     // The client's pages add EXIT STATUS, FILES, ENVIRONMENT and EXAMPLES and a synopsis with
     // each option's argument (ruroco_client::man).
     let meta = ruroco_client::man::ManMeta {
