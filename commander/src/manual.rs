@@ -503,6 +503,24 @@ mod tests {
         }
     }
 
+    /// The TOML examples are the ones packaging/commander.toml ships (commented out), verbatim.
+    #[test]
+    fn examples_are_the_shipped_ones() {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/commander.toml"),
+        )
+        .unwrap();
+        let shipped: BTreeSet<&str> = shipped.lines().collect();
+        for (_, text) in EXAMPLES.iter().filter(|(_, t)| t.starts_with("[commands.")) {
+            for line in text.lines() {
+                assert!(
+                    shipped.contains(format!("#{line}").as_str()),
+                    "not in packaging/commander.toml: #{line}"
+                );
+            }
+        }
+    }
+
     /// Every exit status the errors map to is documented, and every documented one happens.
     #[test]
     fn exit_statuses_are_the_codes_the_errors_map_to() {
