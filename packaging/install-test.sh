@@ -448,6 +448,18 @@ wait_for "the revoke to run the undo" out_has "close 127.0.0.1"
 [ "$(out_count "open 127.0.0.1")" = 1 ] || fail "the grant's command ran more than once"
 ok "grants lists it, STATUS= counts it, a restart keeps it, revoke undoes it; control socket 0600 root"
 
+# --- a key made on the server alone --------------------------------------------------------------
+say "ruroco-server gen-key"
+inside ruroco-server gen-key /etc/ruroco/keys/made-here.key >"$work/gen-key.log" 2>&1 ||
+    { cat "$work/gen-key.log" >&2; fail "ruroco-server gen-key"; }
+[ "$(inside stat -c '%a %U %G' /etc/ruroco/keys/made-here.key)" = "640 root ruroco" ] || fail "gen-key did not write 0640 root:ruroco"
+rc=0
+inside ruroco-server gen-key /etc/ruroco/keys/made-here.key >"$work/gen-key.log" 2>&1 || rc=$?
+[ "$rc" = 73 ] && grep -q 'already exists' "$work/gen-key.log" || fail "gen-key over an existing key: exit $rc, $(cat "$work/gen-key.log")"
+inside runuser -u ruroco -- ruroco-server --check >"$work/check.log" 2>&1 ||
+    { cat "$work/check.log" >&2; fail "ruroco-server --check as ruroco with the key gen-key wrote"; }
+ok "gen-key: 0640 root:ruroco, never overwrites (exit 73), the server's user loads it"
+
 # --- the shipped dual-stack nftables recipe ---------------------------------------------------
 say "the shipped nftables table and open_ssh / close_ssh: IPv4 and IPv6, kernel timeout, early close"
 nft_example=/usr/share/doc/ruroco/examples/nftables/ruroco.nft
