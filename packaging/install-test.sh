@@ -477,6 +477,62 @@ if inside ruroco-commander --check --config /root/bad-user.toml >"$work/check.lo
 fi
 grep -q 'commands.x: user "no-such-user" does not exist' "$work/check.log" || { cat "$work/check.log" >&2; fail "--check does not name the unknown user"; }
 ok "user = 'nobody' runs as uid $(inside id -u nobody); another user with its supplementary group, HOME and USER, its undo too; --check refuses an unknown user"
+# --- a key made on the server alone --------------------------------------------------------------
+say "ruroco-server gen-key"
+inside ruroco-server gen-key /etc/ruroco/keys/made-here.key >"$work/gen-key.log" 2>&1 ||
+    { cat "$work/gen-key.log" >&2; fail "ruroco-server gen-key"; }
+[ "$(inside stat -c '%a %U %G' /etc/ruroco/keys/made-here.key)" = "640 root ruroco" ] || fail "gen-key did not write 0640 root:ruroco"
+rc=0
+inside ruroco-server gen-key /etc/ruroco/keys/made-here.key >"$work/gen-key.log" 2>&1 || rc=$?
+[ "$rc" = 73 ] && grep -q 'already exists' "$work/gen-key.log" || fail "gen-key over an existing key: exit $rc, $(cat "$work/gen-key.log")"
+inside runuser -u ruroco -- ruroco-server --check >"$work/check.log" 2>&1 ||
+    { cat "$work/check.log" >&2; fail "ruroco-server --check as ruroco with the key gen-key wrote"; }
+ok "gen-key: 0640 root:ruroco, never overwrites (exit 73), the server's user loads it"
+
+# --- the shipped dual-stack nftables recipe ---------------------------------------------------
+say "the shipped nftables table and open_ssh / close_ssh: IPv4 and IPv6, kernel timeout, early close"
+nft_example=/usr/share/doc/ruroco/examples/nftables/ruroco.nft
+inside test -s "$nft_example" || fail "$nft_example was not installed"
+inside nft -f "$nft_example" || fail "nft -f $nft_example"
+inside nft -f "$nft_example" || fail "nft -f $nft_example a second time (it must replace its table)"
+# open_ssh and close_ssh as packaging/commander.toml ships them (commented out), verbatim but for
+# the 5 minutes: 10 s here; and a second copy, unchanged, under other names for the early close.
+recipe=$(sed -n '/^#\[commands\.open_ssh\]/,/^$/s/^#//p' "$repo/packaging/commander.toml")
+grep -q '^\[commands\.close_ssh\]' <<<"$recipe" && [ "$(grep -c 'timeout 5m' <<<"$recipe")" = 1 ] ||
+    fail "packaging/commander.toml: no open_ssh (timeout 5m) / close_ssh example found"
+{
+    printf '%s\n' "$recipe" | sed 's/timeout 5m/timeout 10s/'
+    printf '%s\n' "$recipe" | sed 's/^\[commands\.\(open\|close\)_ssh\]/[commands.long_\1_ssh]/'
+} | inside sh -c 'cat >>/etc/ruroco/commander.toml'
+inside ruroco-commander --check >"$work/check.log" 2>&1 || { cat "$work/check.log" >&2; fail "ruroco-commander --check with the nftables recipe"; }
+inside systemctl restart ruroco-commander.service || fail "restart the commander with the nftables recipe"
+in_set() { nsenter -t "$leader" -a -- nft list set inet ruroco "$1" | grep -q -- "$2"; }
+not_in_set() { ! in_set "$@"; }
+client -a 127.0.0.1 -c open_ssh 2>/dev/null || fail "send open_ssh to 127.0.0.1"
+wait_for "open_ssh to add 127.0.0.1 to clients4 with a timeout" in_set clients4 '127\.0\.0\.1 timeout'
+client -a ::1 -c open_ssh 2>/dev/null || fail "send open_ssh to ::1"
+wait_for "open_ssh to add ::1 to clients6 with a timeout" in_set clients6 '::1 timeout'
+not_in_set clients4 '::1' && not_in_set clients6 '127\.0\.0\.1' || fail "an address went into the set of the other family"
+# Nothing undoes these: with the commander stopped, the kernel's timeout alone removes them.
+inside systemctl stop ruroco-commander.socket ruroco-commander.service
+wait_for "127.0.0.1 to expire from clients4 (commander stopped)" not_in_set clients4 '127\.0\.0\.1'
+wait_for "::1 to expire from clients6 (commander stopped)" not_in_set clients6 '::1'
+inside systemctl start ruroco-commander.socket || fail "start ruroco-commander.socket again"
+ok "ruroco.nft loads (twice); open_ssh adds 127.0.0.1 to clients4 and ::1 to clients6; the kernel expires both"
+client -a ::1 -c long_open_ssh 2>/dev/null || fail "send long_open_ssh to ::1"
+wait_for "long_open_ssh (timeout 5m) to add ::1 to clients6" in_set clients6 '::1 timeout 5m'
+client -a ::1 -c long_close_ssh 2>/dev/null || fail "send long_close_ssh to ::1"
+wait_for "long_close_ssh to remove ::1 before its 5 minutes" not_in_set clients6 '::1'
+client -a ::1 -c long_close_ssh 2>/dev/null || fail "send long_close_ssh to ::1 again"
+closed_ok() {
+    [ "$(nsenter -t "$leader" -a -- journalctl --no-pager -o json _SYSTEMD_UNIT=ruroco-commander.service \
+        RUROCO_EVENT=executed RUROCO_COMMAND=long_close_ssh | grep -c .)" = 2 ]
+}
+wait_for "both close_ssh runs to exit 0 (the second on an absent address)" closed_ok
+inside journalctl --no-pager -o json _SYSTEMD_UNIT=ruroco-commander.service RUROCO_EVENT=failed \
+    RUROCO_COMMAND=long_close_ssh >"$work/close-failed.log"
+[ ! -s "$work/close-failed.log" ] || fail "close_ssh failed: $(cat "$work/close-failed.log")"
+ok "close_ssh removes ::1 at once, and exits 0 when the address is gone already"
 
 say "watchdog"
 pinged_late() {

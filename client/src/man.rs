@@ -124,8 +124,9 @@ fn examples(sub: Option<&str>) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-/// SYNOPSIS with each option's value name (clap_mangen leaves it out).
-fn synopsis(roff: &mut Roff, cmd: &clap::Command) {
+/// SYNOPSIS with each option's value name (clap_mangen leaves it out); also used for the
+/// daemons' pages (`tests/src/bin/gen-docs.rs`).
+pub fn synopsis(roff: &mut Roff, cmd: &clap::Command) {
     roff.control("SH", ["SYNOPSIS"]);
     let name = cmd.get_bin_name().unwrap_or_else(|| cmd.get_name());
     let mut line = vec![bold(name)];
@@ -176,15 +177,21 @@ fn synopsis(roff: &mut Roff, cmd: &clap::Command) {
             line.push(roman("]"));
         }
     }
-    if cmd.has_subcommands() {
+    if cmd.has_subcommands() && cmd.is_subcommand_required_set() {
         line.push(roman(" "));
         line.push(italic("COMMAND"));
         line.push(roman(" [ARGS]"));
+    } else if cmd.has_subcommands() {
+        line.push(roman(" ["));
+        line.push(italic("COMMAND"));
+        line.push(roman(" [ARGS]]"));
     }
     roff.text(line);
 }
 
-fn tagged(roff: &mut Roff, title: &str, items: &[(String, &str)]) {
+/// A section `title` of tagged paragraphs (`.TP`): the tag in bold, then its text. Nothing
+/// when `items` is empty.
+pub fn tagged(roff: &mut Roff, title: &str, items: &[(String, &str)]) {
     if items.is_empty() {
         return;
     }

@@ -134,7 +134,7 @@ impl Commands {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     #[serde(default = "d_server_user")]
     server_user: String,
     #[serde(default = "d_socket")]
@@ -187,7 +187,7 @@ struct RawCommand(CommandTable);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CommandTable {
+pub(crate) struct CommandTable {
     run: String,
     timeout: Option<HumanDuration>,
     undo: Option<String>,

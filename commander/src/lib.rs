@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod frames;
 pub mod grants;
+pub mod manual;
 pub mod quiet;
 pub mod socket;
 

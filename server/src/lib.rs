@@ -8,7 +8,9 @@
 pub mod activation;
 pub mod commander_link;
 pub mod config;
+pub mod genkey;
 pub mod keys;
+pub mod manual;
 pub mod privileges;
 pub mod rate_limit;
 pub mod receive;
@@ -66,6 +68,22 @@ struct Args {
     /// Validate the config and keys, print what would be loaded, and exit (0 or 78).
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    op: Option<Op>,
+}
+
+/// Operator commands that do not start the server.
+#[derive(Debug, clap::Subcommand)]
+enum Op {
+    /// Write a new key file (0640, owned by you and GROUP) and print its key id; never overwrites
+    GenKey {
+        /// The new key file, e.g. /etc/ruroco/keys/laptop.key (its stem names the key)
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The group that may read it: the one ruroco-server runs as
+        #[arg(long, value_name = "GROUP", default_value = config::DEFAULT_USER)]
+        group: String,
+    },
 }
 
 /// The clap definition, for man pages and completions.
@@ -116,6 +134,18 @@ pub fn run() -> i32 {
             return if e.use_stderr() { 64 } else { 0 };
         }
     };
+    if let Some(Op::GenKey { path, group }) = &args.op {
+        return match genkey::gen_key(path, group) {
+            Ok(id) => {
+                println!("key {id} written to {}", path.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                e.exit_code()
+            }
+        };
+    }
     if args.check {
         return check(&args.config);
     }

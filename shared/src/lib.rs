@@ -13,6 +13,7 @@ pub mod ip;
 pub mod key;
 #[cfg(feature = "daemon")]
 pub mod logging;
+pub mod manual;
 #[cfg(feature = "daemon")]
 pub mod notify;
 pub mod peer;

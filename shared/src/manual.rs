@@ -1,0 +1,171 @@
+//! The shapes of the daemons' man pages (`ruroco-server(8)`, `ruroco-commander(8)`): config
+//! field tables, signals, environment, files, exit statuses and journal fields, written as data
+//! beside each daemon's code (`server/src/manual.rs`, `commander/src/manual.rs`) and rendered to
+//! roff by `tests/src/bin/gen-docs.rs`. `serde_fields` reads the field names a serde struct
+//! accepts and `logged_events` the events a source file logs, so tests can hold the tables
+//! equal to the code. It must never render or do I/O.
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+use std::fmt;
+
+/// What a config field is when it is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldDefault {
+    /// The field must be given.
+    Required,
+    /// The value used when the field is absent, as a TOML 1.0 value (`"30s"`, `4`, `[]`).
+    Value(&'static str),
+    /// No value: what being absent means (e.g. "off").
+    Absent(&'static str),
+}
+
+/// One config field as its man page documents it.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// The TOML key, as serde accepts it.
+    pub name: &'static str,
+    /// Its type in the operator's words: "string", "duration", "array of IP addresses".
+    pub ty: &'static str,
+    pub default: FieldDefault,
+    /// An example value, as a TOML 1.0 value (a test parses `name = example` with the daemon's
+    /// own parser).
+    pub example: &'static str,
+    /// What it does, and what to change when it is wrong.
+    pub meaning: &'static str,
+}
+
+/// One TOML table of a config file and its fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// The table header as written in the file (`[rate_limit]`), or "" for the top level.
+    pub header: &'static str,
+    pub about: &'static str,
+    pub fields: &'static [Field],
+}
+
+/// A named item of a man page section (a signal, a variable, a file, a journal field).
+pub type Entry = (&'static str, &'static str);
+
+/// An exit status and when it happens (sysexits.h values).
+pub type ExitStatus = (u8, &'static str);
+
+/// Everything a daemon's man page says beyond its clap definition.
+#[derive(Debug, Clone, Copy)]
+pub struct Manual {
+    /// Paragraphs after clap's one-line description.
+    pub description: &'static [&'static str],
+    /// Sections of their own after OPTIONS and SUBCOMMANDS: (title, text).
+    pub sections: &'static [Entry],
+    /// The config file's default path.
+    pub config_path: &'static str,
+    pub config: &'static [Table],
+    pub signals: &'static [Entry],
+    pub environment: &'static [Entry],
+    pub files: &'static [Entry],
+    pub exit_status: &'static [ExitStatus],
+    /// Journal fields (`RUROCO_EVENT`, ...) and what they hold.
+    pub journal_fields: &'static [Entry],
+    /// Values of `RUROCO_EVENT` (the `event` field) and what each means.
+    pub events: &'static [Entry],
+    /// Examples: (what it does, the text to type or write).
+    pub examples: &'static [Entry],
+    /// Other pages, e.g. "ruroco-commander(8)".
+    pub see_also: &'static [&'static str],
+}
+
+/// The field names `T`'s `Deserialize` passes to `deserialize_struct` (serde derive's list:
+/// after `rename`, without `skip`ped fields), or `None` when `T` is not deserialized as a
+/// struct (a map, a string, a custom visitor). Nothing is read; no `T` is built.
+pub fn serde_fields<'de, T: Deserialize<'de>>() -> Option<&'static [&'static str]> {
+    match T::deserialize(Recorder) {
+        Ok(_) => None,
+        Err(Recorded(fields)) => fields,
+    }
+}
+
+/// The values of the `event` field (`event = "NAME"`) the log calls in Rust source `text` set,
+/// i.e. the `RUROCO_EVENT` values they write.
+pub fn logged_events(text: &str) -> std::collections::BTreeSet<String> {
+    const NEEDLE: &str = "event = \"";
+    text.match_indices(NEEDLE)
+        .filter_map(|(i, _)| {
+            let rest = &text[i + NEEDLE.len()..];
+            rest.find('"').map(|end| rest[..end].to_owned())
+        })
+        .collect()
+}
+
+/// A deserializer that fails every request, remembering the fields of a struct request.
+struct Recorder;
+
+#[derive(Debug)]
+struct Recorded(Option<&'static [&'static str]>);
+
+impl fmt::Display for Recorded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("recording the struct's field names only")
+    }
+}
+
+impl std::error::Error for Recorded {}
+
+impl de::Error for Recorded {
+    fn custom<M: fmt::Display>(_msg: M) -> Self {
+        Recorded(None)
+    }
+}
+
+impl<'de> Deserializer<'de> for Recorder {
+    type Error = Recorded;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Recorded> {
+        Err(Recorded(None))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Recorded> {
+        Err(Recorded(Some(fields)))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct S {
+        a: u32,
+        #[serde(rename = "bee")]
+        b: String,
+        #[serde(skip)]
+        c: u8,
+    }
+
+    #[test]
+    fn records_the_fields_serde_accepts() {
+        assert_eq!(serde_fields::<S>(), Some(&["a", "bee"][..]));
+        assert_eq!(serde_fields::<String>(), None);
+        assert_eq!(
+            serde_fields::<std::collections::BTreeMap<String, u8>>(),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_event_names() {
+        let src = "tracing::info!(event = \"started\", x = 1);\nwarn!(event = \"failed\", reason = \"r\")";
+        let got: Vec<String> = logged_events(src).into_iter().collect();
+        assert_eq!(got, ["failed", "started"]);
+    }
+}
