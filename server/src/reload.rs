@@ -189,16 +189,25 @@ impl ReloadError {
 }
 
 /// The state directory of the running server, from the config at `path`. A config that no
-/// longer loads (a reload of it will fail) is read for `state_dir` alone, so the outcome of
-/// that failure can still be reported.
+/// longer loads (a reload of it will fail) is read for `state_dir` alone; one that is not
+/// TOML at all gives the directory systemd passes in `$STATE_DIRECTORY` (`StateDirectory=`,
+/// systemd.exec(5)), else the default. So the outcome of that failure can still be reported.
 pub fn state_dir_of(path: &Path) -> PathBuf {
     if let Ok(c) = Config::load(path) {
         return c.state_dir;
     }
-    ruroco_shared::fsutil::read_bounded(path, config::CONFIG_MAX_LEN)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("state_dir")?.as_str().map(PathBuf::from))
+    let text = ruroco_shared::fsutil::read_bounded(path, config::CONFIG_MAX_LEN).ok();
+    if let Some(t) = text.and_then(|t| t.parse::<toml::Table>().ok()) {
+        return t
+            .get("state_dir")
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR), PathBuf::from);
+    }
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            let first = std::env::split_paths(&v).next()?;
+            (!first.as_os_str().is_empty()).then_some(first)
+        })
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR))
 }
 
