@@ -400,18 +400,31 @@ fn operate(args: &Args, op: &Op) -> Result<(), Error> {
     Ok(())
 }
 
-/// The control socket named in the config at `path`; from a file that no longer loads, its
-/// `control_socket` line alone, else the default. (The client still refuses a socket that is
-/// not served by root.)
+/// The control socket named in the config at `path`. From a file that no longer loads, its
+/// `control_socket` line alone; from one that is not TOML at all, `control.sock` in the
+/// directory systemd passes in `$RUNTIME_DIRECTORY` (`RuntimeDirectory=`, systemd.exec(5)),
+/// else the default. (The client still refuses a socket that is not served by root.)
 fn control_socket_of(path: &std::path::Path) -> PathBuf {
     if let Ok(c) = Config::load(path) {
         return c.control_socket;
     }
-    ruroco_shared::fsutil::read_bounded(path, config::MAX_CONFIG_BYTES)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("control_socket")?.as_str().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONTROL_SOCKET))
+    let text = ruroco_shared::fsutil::read_bounded(path, config::MAX_CONFIG_BYTES).ok();
+    if let Some(t) = text.and_then(|t| t.parse::<toml::Table>().ok()) {
+        return t
+            .get("control_socket")
+            .and_then(toml::Value::as_str)
+            .map_or_else(
+                || PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+                PathBuf::from,
+            );
+    }
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(
+            || PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+            |d| d.join("control.sock"),
+        )
 }
 
 /// The `grants` table: command, IP, state, since (ago), expires in.
