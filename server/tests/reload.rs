@@ -3,6 +3,8 @@
 //! restart, and a failed reload fails closed (a removed key stops at once) and reports the
 //! failure through `ruroco-server --reload` (exit code and message) and `STATUS=`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;
