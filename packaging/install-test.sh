@@ -459,7 +459,8 @@ ok "failed reload: systemctl reload fails, status and journal say why, the remov
 
 say "systemctl reload ruroco-commander.service with a removed command and a bad entry: fails, the command stops"
 inside cp /etc/ruroco/commander.toml /root/commander.toml.good
-inside sed -i -e '/^added = /d' -e '$a broken = { run = "true", undo = "true" }' /etc/ruroco/commander.toml
+inside sed -i '/^added = /d' /etc/ruroco/commander.toml
+printf '%s\n' 'broken = { run = "true", undo = "true" }' | inside sh -c 'cat >>/etc/ruroco/commander.toml'
 if inside systemctl reload ruroco-commander.service 2>/dev/null; then fail "systemctl reload ruroco-commander.service succeeded with a bad entry"; fi
 case "$(commander_status)" in "reload failed: "*"commands.broken"*) ;; *) fail "commander STATUS does not show the failed reload: $(commander_status)" ;; esac
 added_before=$(out_count "added 127.0.0.1")
