@@ -431,6 +431,49 @@ wait_for "the command added before the reload to run" out_has "added 127.0.0.1"
 [ "$(inside systemctl show -p MainPID --value ruroco-commander.service)" = "$commander_pid" ] || fail "reload restarted the commander"
 ok "commander reload: same PID, the command added before it runs"
 
+# --- a failed reload fails closed, and says so (systemctl reload / status) ------------------------
+say "systemctl reload ruroco.service with a removed key and a 0644 key: fails, the removed key stops"
+server_status() { inside systemctl show -p StatusText --value ruroco.service; }
+commander_status() { inside systemctl show -p StatusText --value ruroco-commander.service; }
+unknown_before=$(server_status | grep -o 'unknown_key=[0-9]*' | cut -d= -f2)
+second_before=$(out_count "second 127.0.0.1")
+inside rm /etc/ruroco/keys/second.key
+inside ruroco-client gen -o /etc/ruroco/keys/bad.key >/dev/null 2>&1
+inside chown root:ruroco /etc/ruroco/keys/bad.key
+inside chmod 0644 /etc/ruroco/keys/bad.key
+if inside systemctl reload ruroco.service 2>/dev/null; then fail "systemctl reload ruroco.service succeeded with a 0644 key file"; fi
+inside systemctl --no-pager status ruroco.service >"$work/status.log" 2>&1 || true
+grep -q 'Status: "reload failed: .*bad\.key' "$work/status.log" || { cat "$work/status.log" >&2; fail "systemctl status ruroco.service does not show the failed reload"; }
+inside journalctl --no-pager -u ruroco.service | grep -q 'reload failed: .*bad\.key.*chmod' || fail "the reason of the failed reload is not in the journal"
+[ "$(inside systemctl show -p MainPID --value ruroco.service)" = "$main_pid" ] || fail "the failed reload restarted the server"
+inside ruroco-client --state-dir /root/client-state send -k /root/second.key -a 127.0.0.1 -c second 2>/dev/null ||
+    fail "send with the removed key"
+wait_for "the removed key's datagram to be refused (unknown_key=$((unknown_before + 1)))" \
+    sh -c "nsenter -t $leader -a -- systemctl show -p StatusText --value ruroco.service | grep -Eq 'unknown_key=$((unknown_before + 1))( |\$)'"
+client -a 127.0.0.1 -c second 2>/dev/null || fail "send with the key that stays"
+wait_for "the key that stays to run its command" sh -c "[ \"\$(nsenter -t $leader -a -- grep -cx 'second 127.0.0.1' /var/lib/ruroco-commander/out)\" = $((second_before + 1)) ]"
+inside rm /etc/ruroco/keys/bad.key
+inside systemctl reload ruroco.service || fail "systemctl reload ruroco.service after removing the bad key"
+case "$(server_status)" in "reload failed"*) fail "STATUS still shows the failed reload: $(server_status)" ;; esac
+ok "failed reload: systemctl reload fails, status and journal say why, the removed key stops, the others run"
+
+say "systemctl reload ruroco-commander.service with a removed command and a bad entry: fails, the command stops"
+inside cp /etc/ruroco/commander.toml /root/commander.toml.good
+inside sed -i '/^added = /d' /etc/ruroco/commander.toml
+printf '%s\n' 'broken = { run = "true", undo = "true" }' | inside sh -c 'cat >>/etc/ruroco/commander.toml'
+if inside systemctl reload ruroco-commander.service 2>/dev/null; then fail "systemctl reload ruroco-commander.service succeeded with a bad entry"; fi
+case "$(commander_status)" in "reload failed: "*"commands.broken"*) ;; *) fail "commander STATUS does not show the failed reload: $(commander_status)" ;; esac
+added_before=$(out_count "added 127.0.0.1")
+second_before=$(out_count "second 127.0.0.1")
+client -a 127.0.0.1 -c added 2>/dev/null || fail "send the removed command"
+client -a 127.0.0.1 -c second 2>/dev/null || fail "send a command that stays"
+wait_for "the command that stays to run" sh -c "[ \"\$(nsenter -t $leader -a -- grep -cx 'second 127.0.0.1' /var/lib/ruroco-commander/out)\" = $((second_before + 1)) ]"
+[ "$(out_count "added 127.0.0.1")" = "$added_before" ] || fail "the command removed before the failed reload ran"
+inside cp /root/commander.toml.good /etc/ruroco/commander.toml
+inside systemctl reload ruroco-commander.service || fail "systemctl reload ruroco-commander.service with the good config"
+case "$(commander_status)" in "reload failed"*) fail "commander STATUS still shows the failed reload" ;; esac
+ok "failed commander reload: systemctl reload fails, status says why, the removed command stops, the others run"
+
 say "a grant: listed, kept across a commander restart, revoked (control socket under systemd)"
 client -a 127.0.0.1 -c grant 2>/dev/null || fail "send grant"
 wait_for "the grant's command to run" out_has "open 127.0.0.1"

@@ -1,4 +1,4 @@
-//! The root-only control socket behind `ruroco-commander grants` and `revoke`: a Unix stream
+//! The root-only control socket behind `ruroco-commander grants`, `revoke` and `reload`: a Unix stream
 //! socket (0600 root, in a 0700 root directory) that also checks each peer's uid with
 //! SO_PEERCRED. One JSON request line in, one JSON response line out (docs/grants.md).
 //! It must never serve a peer that is not root, nor read an unbounded request.
@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::dispatch::{Dispatcher, GrantView};
+use crate::reload::{Outcome, Reloader};
 
 /// A request line longer than this is refused.
 pub const MAX_REQUEST_BYTES: u64 = 4096;
@@ -38,6 +39,8 @@ pub enum Request {
         command: Option<String>,
         ip: Option<IpAddr>,
     },
+    /// Re-read the config now and answer with the outcome (`ExecReload=`).
+    Reload {},
 }
 
 /// The commander's answer.
@@ -45,6 +48,7 @@ pub enum Request {
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Grants(Vec<GrantView>),
+    Reloaded(Outcome),
     Error(String),
 }
 
@@ -70,7 +74,7 @@ pub enum ControlError {
 pub const MAX_CONNECTIONS: usize = 8;
 
 /// Serve control connections until the listener fails; each is handled on its own task.
-pub async fn serve(listener: UnixListener, dispatcher: Arc<Dispatcher>) {
+pub async fn serve(listener: UnixListener, dispatcher: Arc<Dispatcher>, reloader: Arc<Reloader>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -81,15 +85,15 @@ pub async fn serve(listener: UnixListener, dispatcher: Arc<Dispatcher>) {
             tracing::warn!(event = "rejected", reason = "too_many_control_connections");
             continue;
         };
-        let d = dispatcher.clone();
+        let (d, r) = (dispatcher.clone(), reloader.clone());
         tokio::spawn(async move {
-            handle(stream, d).await;
+            handle(stream, d, r).await;
             drop(permit);
         });
     }
 }
 
-async fn handle(mut stream: UnixStream, dispatcher: Arc<Dispatcher>) {
+async fn handle(mut stream: UnixStream, dispatcher: Arc<Dispatcher>, reloader: Arc<Reloader>) {
     let reply = match peer_cred(&stream) {
         Ok(c) if c.uid == ROOT => None,
         Ok(c) => {
@@ -119,6 +123,7 @@ async fn handle(mut stream: UnixStream, dispatcher: Arc<Dispatcher>) {
             let ip = ip.map(ruroco_shared::ip::canonical);
             Response::Grants(dispatcher.revoke(command.as_deref(), ip).await)
         }
+        (None, Ok(Request::Reload {})) => Response::Reloaded(reloader.reload().await),
         (None, Err(message)) => Response::Error(message),
     };
     let mut line =
@@ -140,8 +145,32 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     }
 }
 
-/// Send one request to the commander at `path` and wait for its answer.
+/// Send one request to the commander at `path` and wait for its answer (grants).
 pub async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, ControlError> {
+    match exchange(path, req).await? {
+        Response::Grants(g) => Ok(g),
+        Response::Error(e) => Err(ControlError::Refused(e)),
+        Response::Reloaded(_) => Err(ControlError::Protocol {
+            path: path.display().to_string(),
+            message: "answered a reload".to_owned(),
+        }),
+    }
+}
+
+/// `ruroco-commander reload`: ask the commander at `path` to reload and return its outcome.
+pub async fn reload(path: &Path) -> Result<Outcome, ControlError> {
+    match exchange(path, &Request::Reload {}).await? {
+        Response::Reloaded(o) => Ok(o),
+        Response::Error(e) => Err(ControlError::Refused(e)),
+        Response::Grants(_) => Err(ControlError::Protocol {
+            path: path.display().to_string(),
+            message: "answered with grants (a commander that does not know reload?)".to_owned(),
+        }),
+    }
+}
+
+/// One request line out, one response line back (bounded in size and time).
+async fn exchange(path: &Path, req: &Request) -> Result<Response, ControlError> {
     let p = path.display().to_string();
     let proto = |message: String| ControlError::Protocol {
         path: p.clone(),
@@ -186,11 +215,7 @@ pub async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, Contr
         Ok(Err(e)) => return Err(proto(e.to_string())),
         Err(_) => return Err(proto("no answer within the timeout".to_owned())),
     }
-    match serde_json::from_str(reply.trim()) {
-        Ok(Response::Grants(g)) => Ok(g),
-        Ok(Response::Error(e)) => Err(ControlError::Refused(e)),
-        Err(e) => Err(proto(format!("bad answer: {e}"))),
-    }
+    serde_json::from_str(reply.trim()).map_err(|e| proto(format!("bad answer: {e}")))
 }
 
 #[cfg(test)]
@@ -214,5 +239,17 @@ mod tests {
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"list","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"run"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Request::Reload {}).unwrap(),
+            r#"{"op":"reload"}"#
+        );
+        let r = Response::Reloaded(Outcome {
+            ok: false,
+            message: "reload failed: x".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"reloaded":{"ok":false,"message":"reload failed: x"}}"#
+        );
     }
 }

@@ -71,6 +71,9 @@ pub struct Dispatcher {
     /// Throttled warnings for what the server's uid can cause at any rate.
     pub quiet: Quiet,
     commands_len: AtomicUsize,
+    /// Shown before the counts in `STATUS=` until the next reload: a failed reload, or
+    /// settings waiting for a restart.
+    note: RwLock<Option<String>>,
 }
 
 impl Dispatcher {
@@ -96,6 +99,7 @@ impl Dispatcher {
             stop: Notify::new(),
             quiet: Quiet::default(),
             commands_len: AtomicUsize::new(n),
+            note: RwLock::new(None),
         })
     }
 
@@ -116,6 +120,14 @@ impl Dispatcher {
         let mut g = self.grants.lock().await;
         g.set_max_total(max_grants);
         self.report(&g);
+    }
+
+    /// Set (or clear) the note `STATUS=` shows before the counts; sent with the next status.
+    pub fn set_note(&self, note: Option<String>) {
+        match self.note.write() {
+            Ok(mut n) => *n = note,
+            Err(poisoned) => *poisoned.into_inner() = note,
+        }
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -400,10 +412,15 @@ impl Dispatcher {
 
     /// `STATUS=`: commands and active grants.
     fn report(&self, g: &Grants) {
-        notify::status(&status_line(
-            self.commands_len.load(Ordering::Relaxed),
-            g.active_count(),
-        ));
+        let line = status_line(self.commands_len.load(Ordering::Relaxed), g.active_count());
+        let note = match self.note.read() {
+            Ok(n) => n.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match note {
+            Some(n) => notify::status(&format!("{n}; {line}")),
+            None => notify::status(&line),
+        }
     }
 
     async fn persist(&self, record: &Record) -> Result<(), GrantError> {

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod grants;
 pub mod manual;
 pub mod quiet;
+pub mod reload;
 pub mod socket;
 
 use std::net::IpAddr;
@@ -66,6 +67,9 @@ pub enum Op {
         /// Only the grant of this IP
         ip: Option<IpAddr>,
     },
+    /// Reload the config in the running commander and print the outcome; exits 78 if the
+    /// reload failed (the reason is printed). `ExecReload=` of ruroco-commander.service runs it
+    Reload,
 }
 
 /// The clap definition (for man pages and completions).
@@ -91,6 +95,8 @@ pub enum Error {
     Control(#[from] ControlError),
     #[error("no grant matches")]
     NoMatch,
+    #[error("{0}")]
+    ReloadFailed(String),
     #[error("{what}: {source}")]
     Os {
         what: &'static str,
@@ -105,7 +111,7 @@ impl Error {
         match self {
             Error::Usage(_) => 64,
             Error::NotRoot => 77,
-            Error::Config(_) => 78,
+            Error::Config(_) | Error::ReloadFailed(_) => 78,
             Error::NoMatch => 1,
             Error::Grants(GrantError::Corrupt { .. } | GrantError::TooMany { .. }) => 65,
             Error::Grants(GrantError::UnsafeDir { .. })
@@ -258,8 +264,13 @@ async fn serve(
         table,
         store,
     );
+    let reloader = reload::Reloader::new(args.config.clone(), cfg.clone(), dispatcher.clone());
     tokio::spawn(dispatcher.clone().undo_loop());
-    tokio::spawn(control::serve(control_listener, dispatcher.clone()));
+    tokio::spawn(control::serve(
+        control_listener,
+        dispatcher.clone(),
+        reloader.clone(),
+    ));
     {
         let d = dispatcher.clone();
         tokio::spawn(async move { d.quiet.run().await });
@@ -302,7 +313,9 @@ async fn serve(
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            _ = sighup.recv() => reload(&args, &cfg, &dispatcher).await,
+            _ = sighup.recv() => {
+                reloader.reload().await;
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -333,44 +346,6 @@ async fn serve(
     Ok(())
 }
 
-/// SIGHUP: re-read the commands and grant limits. Settings that need a new socket or state are
-/// kept until restart.
-async fn reload(args: &Args, running: &Config, dispatcher: &Dispatcher) {
-    notify::reloading();
-    match Config::load(&args.config) {
-        Ok(new) => {
-            let restart_needed = new.server_user != running.server_user
-                || new.socket != running.socket
-                || new.socket_group != running.socket_group
-                || new.control_socket != running.control_socket
-                || new.state_dir != running.state_dir
-                || new.max_parallel != running.max_parallel
-                || new.queue != running.queue;
-            if restart_needed {
-                tracing::warn!(
-                    event = "reload_partial",
-                    detail = "server_user, socket, socket_group, control_socket, state_dir, max_parallel and queue change only on restart"
-                );
-            }
-            let n = new.commands.len();
-            dispatcher
-                .replace_table(
-                    Table {
-                        commands: new.commands,
-                        default_timeout: new.default_timeout,
-                    },
-                    new.max_grants,
-                )
-                .await;
-            tracing::info!(event = "reloaded", commands = n);
-        }
-        Err(e) => {
-            tracing::error!(event = "reload_failed", error = %e, detail = "keeping the previous commands")
-        }
-    }
-    notify::ready();
-}
-
 /// The single-threaded async runtime both the daemon and the operator commands run on.
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
@@ -384,23 +359,34 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// `grants` / `revoke`: ask the running commander over its control socket and print the answer.
 fn operate(args: &Args, op: &Op) -> Result<(), Error> {
-    let path = match &args.control {
-        Some(p) => p.clone(),
-        None => Config::load(&args.config)?.control_socket,
+    let path = match (&args.control, op) {
+        (Some(p), _) => p.clone(),
+        // A reload is asked for exactly when the file may be broken: find the socket anyway.
+        (None, Op::Reload) => control_socket_of(&args.config),
+        (None, _) => Config::load(&args.config)?.control_socket,
     };
+    let rt = runtime()?;
     let req = match op {
+        Op::Reload => {
+            let outcome = rt.block_on(control::reload(&path))?;
+            if !outcome.ok {
+                return Err(Error::ReloadFailed(outcome.message));
+            }
+            println!("{}", outcome.message);
+            return Ok(());
+        }
         Op::Grants => Request::List {},
         Op::Revoke { command, ip } => Request::Revoke {
             command: command.clone(),
             ip: *ip,
         },
     };
-    let rt = runtime()?;
     let grants = rt.block_on(control::request(&path, &req))?;
     match op {
         Op::Grants if grants.is_empty() => println!("no grants"),
         Op::Grants => print!("{}", table(&grants, grants::now_unix_ms())),
         Op::Revoke { .. } if grants.is_empty() => return Err(Error::NoMatch),
+        Op::Reload => {}
         Op::Revoke { .. } => {
             for g in &grants {
                 let when = match g.state.as_str() {
@@ -413,6 +399,33 @@ fn operate(args: &Args, op: &Op) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The control socket named in the config at `path`. From a file that no longer loads, its
+/// `control_socket` line alone; from one that is not TOML at all, `control.sock` in the
+/// directory systemd passes in `$RUNTIME_DIRECTORY` (`RuntimeDirectory=`, systemd.exec(5)),
+/// else the default. (The client still refuses a socket that is not served by root.)
+fn control_socket_of(path: &std::path::Path) -> PathBuf {
+    if let Ok(c) = Config::load(path) {
+        return c.control_socket;
+    }
+    let text = ruroco_shared::fsutil::read_bounded(path, config::MAX_CONFIG_BYTES).ok();
+    if let Some(t) = text.and_then(|t| t.parse::<toml::Table>().ok()) {
+        return t
+            .get("control_socket")
+            .and_then(toml::Value::as_str)
+            .map_or_else(
+                || PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+                PathBuf::from,
+            );
+    }
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(
+            || PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+            |d| d.join("control.sock"),
+        )
 }
 
 /// The `grants` table: command, IP, state, since (ago), expires in.

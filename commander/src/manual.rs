@@ -177,7 +177,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
 const SIGNALS: &[Entry] = &[
     (
         "SIGHUP",
-        "Re-read the commands and the grant limits (systemctl reload ruroco-commander). server_user, socket, socket_group, control_socket, state_dir, max_parallel and queue change only on a restart (event reload_partial). On an error the previous commands stay (event reload_failed).",
+        "Re-read the commands and the grant limits (systemctl reload ruroco-commander, which runs ruroco-commander reload and fails when the reload does). server_user, socket, socket_group, control_socket, state_dir, max_parallel and queue change only on a restart (event restart_needed names the field). A reload fails closed: a command removed from the file stops at once; on an error, a command stays only if its own entry still gives exactly the running definition, and none stays if the file cannot be read, is not trusted or is not TOML (event reload_failed; STATUS= says so until the next reload).",
     ),
     (
         "SIGTERM, SIGINT",
@@ -360,8 +360,8 @@ const EVENTS: &[Entry] = &[
     ),
     ("reloaded", "SIGHUP: the commands were re-read"),
     (
-        "reload_partial",
-        "SIGHUP: fields that change only on a restart were changed",
+        "restart_needed",
+        "SIGHUP: a field that changes only on a restart was changed (RUROCO_FIELD names it); the running value stays",
     ),
     (
         "reload_failed",

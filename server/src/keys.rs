@@ -68,55 +68,10 @@ pub enum KeysError {
 impl KeySet {
     /// Load every `*.key` file in `dir` and attach the allow-lists from `[keys.<stem>]`.
     pub fn load(dir: &Path, sections: &BTreeMap<String, KeyConfig>) -> Result<Self, KeysError> {
-        let rd = std::fs::read_dir(dir).map_err(|source| KeysError::ReadDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let mut files = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(|source| KeysError::ReadDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "key") {
-                files.push(path);
-                if files.len() > MAX_KEYS {
-                    return Err(KeysError::TooMany(dir.to_owned()));
-                }
-            }
-        }
-        files.sort();
         let mut by_id: HashMap<KeyId, LoadedKey> = HashMap::new();
-        for path in files {
-            // The mode is checked on the opened file, so it is the one that gets read.
-            let stat_err = |source| KeysError::Stat {
-                path: path.clone(),
-                source,
-            };
-            if !std::fs::metadata(&path).map_err(stat_err)?.is_file() {
+        for path in key_files(dir)? {
+            let Some(loaded) = load_file(path, sections)? else {
                 continue;
-            }
-            let file = std::fs::File::open(&path).map_err(|source| KeyFileError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let meta = file.metadata().map_err(stat_err)?;
-            check_secret_mode(&path, &meta).map_err(KeysError::Perm)?;
-            let key = Key::read_from(file, &path)?;
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let names = sections.get(&name).and_then(|s| s.commands.clone());
-            let loaded = LoadedKey {
-                allowed: names
-                    .as_ref()
-                    .map(|n| n.iter().map(|c| CmdHash::of_name(c)).collect()),
-                allowed_names: names,
-                name,
-                path,
-                key,
             };
             if let Some(prev) = by_id.get(&loaded.key.id()) {
                 return Err(KeysError::Duplicate {
@@ -141,6 +96,38 @@ impl KeySet {
         Ok(Self { by_id })
     }
 
+    /// After a reload that failed: the keys of `previous` that still stand on their own. A key
+    /// stays only if exactly one `*.key` file in `dir` holds it and that file passes every
+    /// check [`KeySet::load`] makes; its allow-list is then taken from `sections`. A key whose
+    /// file is gone, unreadable or refused is dropped, and no key that `previous` did not have
+    /// is ever added: a failed reload can only take keys away. An unreadable `dir` keeps none.
+    pub fn salvage(previous: &KeySet, dir: &Path, sections: &BTreeMap<String, KeyConfig>) -> Self {
+        let Ok(files) = key_files(dir) else {
+            return Self::default();
+        };
+        let mut found: HashMap<KeyId, Option<LoadedKey>> = HashMap::new();
+        for path in files {
+            let Ok(Some(loaded)) = load_file(path, sections) else {
+                continue;
+            };
+            let id = loaded.key.id();
+            if previous.get(&id).is_none() {
+                continue;
+            }
+            // A second file with the same key makes its allow-list ambiguous: drop it.
+            found
+                .entry(id)
+                .and_modify(|k| *k = None)
+                .or_insert(Some(loaded));
+        }
+        Self {
+            by_id: found
+                .into_iter()
+                .filter_map(|(id, k)| Some((id, k?)))
+                .collect(),
+        }
+    }
+
     pub fn get(&self, id: &KeyId) -> Option<&LoadedKey> {
         self.by_id.get(id)
     }
@@ -159,6 +146,67 @@ impl KeySet {
         v.sort_by(|a, b| a.path.cmp(&b.path));
         v
     }
+}
+
+/// The `*.key` paths in `dir`, sorted (at most [`MAX_KEYS`]).
+fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeysError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| KeysError::ReadDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|source| KeysError::ReadDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "key") {
+            files.push(path);
+            if files.len() > MAX_KEYS {
+                return Err(KeysError::TooMany(dir.to_owned()));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One key file with its checks and allow-list; `Ok(None)` when `path` is not a regular
+/// file (it is skipped).
+fn load_file(
+    path: PathBuf,
+    sections: &BTreeMap<String, KeyConfig>,
+) -> Result<Option<LoadedKey>, KeysError> {
+    // The mode is checked on the opened file, so it is the one that gets read.
+    let stat_err = |source| KeysError::Stat {
+        path: path.clone(),
+        source,
+    };
+    if !std::fs::metadata(&path).map_err(stat_err)?.is_file() {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(&path).map_err(|source| KeyFileError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let meta = file.metadata().map_err(stat_err)?;
+    check_secret_mode(&path, &meta).map_err(KeysError::Perm)?;
+    let key = Key::read_from(file, &path)?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let names = sections.get(&name).and_then(|s| s.commands.clone());
+    Ok(Some(LoadedKey {
+        allowed: names
+            .as_ref()
+            .map(|n| n.iter().map(|c| CmdHash::of_name(c)).collect()),
+        allowed_names: names,
+        name,
+        path,
+        key,
+    }))
 }
 
 #[cfg(test)]
@@ -219,5 +267,44 @@ mod tests {
         sections.insert("typo".to_owned(), KeyConfig { commands: None });
         let e = KeySet::load(d.path(), &sections).unwrap_err().to_string();
         assert!(e.contains("[keys.typo]"), "{e}");
+    }
+
+    #[test]
+    fn salvage_keeps_only_previous_keys_that_still_load() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c, dup) = (
+            Key::generate().unwrap(),
+            Key::generate().unwrap(),
+            Key::generate().unwrap(),
+            Key::generate().unwrap(),
+        );
+        let pa = write_key(d.path(), "a.key", &a, 0o600);
+        write_key(d.path(), "b.key", &b, 0o600);
+        write_key(d.path(), "dup.key", &dup, 0o600);
+        let previous = KeySet::load(d.path(), &BTreeMap::new()).unwrap();
+        std::fs::remove_file(pa).unwrap();
+        write_key(d.path(), "bad.key", &Key::generate().unwrap(), 0o644);
+        write_key(d.path(), "new.key", &c, 0o600);
+        write_key(d.path(), "dup2.key", &dup, 0o600);
+        assert!(KeySet::load(d.path(), &BTreeMap::new()).is_err());
+        let mut sections = BTreeMap::new();
+        sections.insert(
+            "b".to_owned(),
+            KeyConfig {
+                commands: Some(vec!["hello".to_owned()]),
+            },
+        );
+        let kept = KeySet::salvage(&previous, d.path(), &sections);
+        assert_eq!(
+            kept.len(),
+            1,
+            "only b: a is gone, new is new, dup is ambiguous"
+        );
+        assert_eq!(
+            kept.get(&b.id()).unwrap().allowed.as_deref(),
+            Some(&[CmdHash::of_name("hello")][..])
+        );
+        let gone = KeySet::salvage(&previous, &d.path().join("nope"), &sections);
+        assert!(gone.is_empty());
     }
 }

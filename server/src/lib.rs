@@ -14,6 +14,7 @@ pub mod manual;
 pub mod privileges;
 pub mod rate_limit;
 pub mod receive;
+pub mod reload;
 pub mod replay;
 mod sandbox;
 pub mod status;
@@ -68,6 +69,12 @@ struct Args {
     /// Validate the config and keys, print what would be loaded, and exit (0 or 78).
     #[arg(long)]
     check: bool,
+    /// Reload the running server with this process id: send it SIGHUP, wait until it records
+    /// the outcome, print it and exit 0 (applied), 78 (the reload failed: the reason is
+    /// printed) or 69 (no outcome). `ExecReload=` of ruroco.service runs this.
+    #[arg(long, value_name = "PID", conflicts_with = "check",
+          value_parser = clap::value_parser!(i32).range(1..))]
+    reload: Option<i32>,
     #[command(subcommand)]
     op: Option<Op>,
 }
@@ -148,6 +155,18 @@ pub fn run() -> i32 {
     }
     if args.check {
         return check(&args.config);
+    }
+    if let Some(pid) = args.reload {
+        return match reload::request(&args.config, pid) {
+            Ok(message) => {
+                println!("{message}");
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                e.exit_code()
+            }
+        };
     }
     // First, before anything is opened (the journald socket of the logger included): nothing
     // the parent left open stays (a second UDP socket would escape the seccomp pin on the one
@@ -241,6 +260,13 @@ async fn serve_async(
         counters.clone(),
     );
     let link = tokio::spawn(link.run());
+    let sandbox_paths = sandbox::Paths {
+        config: config_path,
+        keys_dir: &cfg.keys_dir,
+        state_dir: &cfg.state_dir,
+        commander_socket: &cfg.commander_socket,
+    };
+    let readable_dirs = sandbox::readable_dirs(&sandbox_paths);
     let mut engine = Engine {
         policy: cfg.policy(),
         limiter: RateLimiter::new(
@@ -255,6 +281,11 @@ async fn serve_async(
         rejects: RejectLog::new(SUMMARY_INTERVAL_S),
         tx,
         started: Instant::now(),
+        running: cfg.clone(),
+        readable_dirs,
+        reloads: 0,
+        reload_started: reload::monotonic_ns(),
+        note: None,
     };
     let mut receiver = receive::Receiver::new();
     // The one periodic wake: STATUS=, rejection summaries and the watchdog ping.
@@ -264,12 +295,7 @@ async fn serve_async(
     let mut watchdog = watchdog_period.map(|p| ticker::Watchdog::new(p, Instant::now()));
     // In-process confinement: after the drop, before READY, with every socket, signal
     // stream, table, buffer, timer and the runtime already in place.
-    let files_restricted = sandbox::restrict_files(&sandbox::Paths {
-        config: config_path,
-        keys_dir: &cfg.keys_dir,
-        state_dir: &cfg.state_dir,
-        commander_socket: &cfg.commander_socket,
-    })?;
+    let files_restricted = sandbox::restrict_files(&sandbox_paths)?;
     // The floor writer thread: after Landlock so it inherits the ruleset, before seccomp
     // because seccomp forbids creating threads (see `replay::Writer`).
     let writer = Writer::spawn(state_file).map_err(ServerError::Runtime)?;
@@ -297,7 +323,9 @@ async fn serve_async(
         "ruroco-server started"
     );
 
-    let mut last_status = counters.status_line();
+    // The reload record `--reload` waits on: generation 0, no reload yet.
+    engine.record(reload::Status::Started, "started".to_owned());
+    let mut last_status = engine.status_text();
     notify::ready_with_status(&last_status);
 
     loop {
@@ -328,7 +356,11 @@ async fn serve_async(
                 engine.finish(written).await;
                 engine.commit.start(&writer);
             }
-            _ = hup.recv() => engine.reload(config_path, &cfg.keys_dir),
+            _ = hup.recv() => {
+                engine.reload(config_path);
+                last_status = engine.status_text();
+                notify::ready_with_status(&last_status);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             t = ticker.tick() => {
@@ -336,7 +368,7 @@ async fn serve_async(
                 if watchdog.as_mut().is_some_and(|w| w.due(Instant::now(), ticker.period())) {
                     notify::watchdog();
                 }
-                let line = counters.status_line();
+                let line = engine.status_text();
                 if line != last_status {
                     notify::status(&line);
                     last_status = line;
@@ -379,6 +411,18 @@ struct Engine {
     rejects: RejectLog,
     tx: commander_link::Sender,
     started: Instant,
+    /// The settings in effect (the last config a reload applied, restart-only fields as at
+    /// start).
+    running: Config,
+    /// Where a `keys_dir` may move on SIGHUP (`sandbox::readable_dirs`).
+    readable_dirs: Vec<PathBuf>,
+    /// Reloads so far (the generation of the reload record).
+    reloads: u64,
+    /// CLOCK_MONOTONIC nanoseconds when the last reload (or the start) began.
+    reload_started: u64,
+    /// Shown before the counters in `STATUS=` until the next reload: a failed reload, or
+    /// settings waiting for a restart.
+    note: Option<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -587,26 +631,149 @@ impl Engine {
         tokio::task::yield_now().await;
     }
 
-    /// SIGHUP: reload keys and allow-lists; a bad reload keeps the old ones.
-    fn reload(&mut self, config_path: &Path, keys_dir: &Path) {
+    /// `STATUS=`: the reload note, if any, then the counters.
+    fn status_text(&self) -> String {
+        let counters = self.counters.status_line();
+        match &self.note {
+            Some(n) => format!("{n}; {counters}"),
+            None => counters,
+        }
+    }
+
+    /// Write the reload record for `--reload` (a failure is logged: the reload itself stands).
+    fn record(&self, status: reload::Status, message: String) {
+        let outcome = reload::Outcome {
+            generation: self.reloads,
+            started_monotonic_ns: self.reload_started,
+            result: status,
+            message,
+        };
+        if let Err(e) = reload::record(&self.running.state_dir, &outcome) {
+            tracing::error!(
+                event = "reload_record_failed",
+                path = %self.running.state_dir.join(reload::OUTCOME_FILE).display(),
+                error = %e,
+                "cannot record the reload outcome: `ruroco-server --reload` (systemctl reload) will time out"
+            );
+        }
+    }
+
+    /// SIGHUP: apply every setting that can change while running (`ips`, `max_clock_skew`,
+    /// `max_age`, `rate_limit`, `keys_dir`, the keys and their allow-lists); name each one that
+    /// needs a restart. Fails closed: when the config or a key file is refused, the keys in
+    /// use become those of the old set that still load on their own (`KeySet::salvage`), so a
+    /// removed key stops at this reload whatever else is wrong; a config that does not load
+    /// keeps the previous settings. The outcome goes to the log, `STATUS=` and the record.
+    fn reload(&mut self, config_path: &Path) {
+        self.reload_started = reload::monotonic_ns();
+        self.reloads += 1;
         notify::reloading();
-        let loaded = Config::load(config_path)
-            .map_err(ServerError::from)
-            .and_then(|c| Ok(KeySet::load(keys_dir, &c.keys)?));
-        match loaded {
-            Ok(keys) => {
-                tracing::info!(event = "reloaded", keys = keys.len(), "keys reloaded");
-                self.keys = keys;
+        let mut problems: Vec<String> = Vec::new();
+        let plan = match Config::load(config_path) {
+            Ok(new) => Some(reload::plan(&self.running, new, &self.readable_dirs)),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
             }
-            Err(e) => tracing::error!(
+        };
+        let effective = plan.as_ref().map_or(&self.running, |p| &p.effective);
+        let keys = match KeySet::load(&effective.keys_dir, &effective.keys) {
+            Ok(keys) if problems.is_empty() => keys,
+            result => {
+                if let Err(e) = result {
+                    problems.push(e.to_string());
+                }
+                KeySet::salvage(&self.keys, &effective.keys_dir, &effective.keys)
+            }
+        };
+        let (added, removed) = key_changes(&self.keys, &keys);
+        let (changed, restart) = plan.as_ref().map_or((Vec::new(), Vec::new()), |p| {
+            (p.changed.clone(), p.restart.clone())
+        });
+        for field in &restart {
+            tracing::warn!(
+                event = "restart_needed",
+                field = *field,
+                "{field} changed in {}: it takes effect only on a restart ({})",
+                config_path.display(),
+                reload::RESTART_HINT
+            );
+        }
+        let mut message = format!("{} keys", keys.len());
+        if !added.is_empty() {
+            message.push_str(&format!(" (added {})", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            message.push_str(&format!(" (removed {})", removed.join(", ")));
+        }
+        if !changed.is_empty() {
+            message.push_str(&format!("; applied {}", changed.join(", ")));
+        }
+        let restart_note = (!restart.is_empty()).then(|| {
+            format!(
+                "restart needed for {} ({})",
+                restart.join(", "),
+                reload::RESTART_HINT
+            )
+        });
+        if let Some(n) = &restart_note {
+            message.push_str(&format!("; {n}"));
+        }
+        if let Some(p) = plan {
+            self.apply(p.effective);
+        }
+        self.keys = keys;
+        if problems.is_empty() {
+            tracing::info!(
+                event = "reloaded",
+                keys = self.keys.len(),
+                changed = %changed.join(","),
+                restart_needed = %restart.join(","),
+                "reloaded: {message}"
+            );
+            self.note = restart_note;
+            self.record(reload::Status::Ok, format!("reloaded: {message}"));
+        } else {
+            let why = problems.join("; ");
+            let message = format!(
+                "reload failed: {why}; now in use: {message} (a failed reload keeps only the previous keys whose files still pass every check; fix the files and reload again)"
+            );
+            tracing::error!(
                 event = "failed",
                 reason = "reload",
-                error = %e,
-                "reload failed, keeping the previous keys: {e}"
-            ),
+                keys = self.keys.len(),
+                error = %why,
+                "{message}"
+            );
+            self.note = Some(format!("reload failed: {why}"));
+            self.record(reload::Status::Failed, message);
         }
-        notify::ready();
     }
+
+    /// Install the settings a reload applies; the rate limiter keeps each source's bucket
+    /// unless `rate_limit.sources` (the table size) changed.
+    fn apply(&mut self, new: Config) {
+        let (old, rl) = (&self.running.rate_limit, &new.rate_limit);
+        if rl.sources != old.sources {
+            self.limiter = RateLimiter::new(rl.per_source, rl.burst, rl.global, rl.sources);
+        } else if rl != old {
+            self.limiter.retune(rl.per_source, rl.burst, rl.global);
+        }
+        self.policy = new.policy();
+        self.running = new;
+    }
+}
+
+/// Names of the keys in `new` but not `old`, and in `old` but not `new` (by key id).
+fn key_changes(old: &KeySet, new: &KeySet) -> (Vec<String>, Vec<String>) {
+    let names = |a: &KeySet, b: &KeySet| -> Vec<String> {
+        a.sorted()
+            .into_iter()
+            .filter(|k| b.get(&k.key.id()).is_none())
+            .map(|k| k.name.clone())
+            .collect()
+    };
+    (names(new, old), names(old, new))
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
 const SIGNALS: &[Entry] = &[
     (
         "SIGHUP",
-        "Reload the key files and the [keys.NAME] allow-lists (systemctl reload ruroco). The socket and the replay state are kept. On an error the previous keys stay in use and the failure is logged (event failed, reason reload).",
+        "Reload the config and the key files (systemctl reload ruroco, which runs ruroco-server --reload $MAINPID and fails when the reload does): ips, rate_limit, max_clock_skew, max_age, keys_dir, the keys and their [keys.NAME] allow-lists apply at once; listen, user, state_dir, commander_socket, commander_uid and receive_buffer need a restart (event restart_needed names the field). The socket and the replay state are kept. A reload fails closed: a removed key stops at once; on an error only previous keys whose files still load and pass every check stay, no new key is added, and the failure is logged (event failed, reason reload) and shown in STATUS= until the next reload.",
     ),
     (
         "SIGTERM, SIGINT",
@@ -287,7 +287,18 @@ const EVENTS: &[Entry] = &[
         "failed",
         "something did not work (RUROCO_REASON says what): the start, a reload, persisting the replay state, a frame the commander never took",
     ),
-    ("reloaded", "SIGHUP: the keys were reloaded"),
+    (
+        "reloaded",
+        "SIGHUP: the config and keys were reloaded (what changed is in the fields)",
+    ),
+    (
+        "restart_needed",
+        "SIGHUP: a field that changes only on a restart was changed (RUROCO_FIELD names it); the running value stays",
+    ),
+    (
+        "reload_record_failed",
+        "the outcome of a reload could not be written to state_dir/reload, so ruroco-server --reload (systemctl reload) waits in vain",
+    ),
     (
         "commander_connected",
         "connected to the commander (its pid and uid)",

@@ -166,6 +166,18 @@ impl RateLimiter {
         }
     }
 
+    /// New rates for a reload, keeping every source's bucket: what a source has spent stays
+    /// spent (a bucket above the new `burst` is cut to it at its next refill), so a reload
+    /// never hands an attacker a fresh burst. The tables' capacity (`sources`) cannot change
+    /// here; a new capacity takes a new limiter.
+    pub fn retune(&mut self, per_source: f64, burst: u32, global: f64) {
+        self.per_source = per_source;
+        self.burst = f64::from(burst);
+        self.global.rate = global;
+        self.global.burst = global.max(1.0);
+        self.global.tokens = self.global.tokens.min(self.global.burst);
+    }
+
     /// Number of address slots (fixed for the limiter's life; the /64 table is as large).
     pub fn capacity(&self) -> usize {
         self.addresses.slots.len()
@@ -341,5 +353,27 @@ mod tests {
         assert!(junk(&mut rl, v4(7), SEC));
         let mapped = IpAddr::V6(Ipv4Addr::from(7u32).to_ipv6_mapped());
         assert!(!rl.within_budget(mapped, SEC));
+    }
+
+    #[test]
+    fn retune_keeps_what_a_source_spent() {
+        let mut rl = RateLimiter::new(2.0, 5, 1000.0, 64);
+        let a = v4(1);
+        for _ in 0..5 {
+            assert!(junk(&mut rl, a, SEC));
+        }
+        rl.retune(1.0, 10, 1000.0);
+        assert!(
+            !rl.within_budget(a, SEC),
+            "still over budget after the retune"
+        );
+        assert!(
+            !rl.within_budget(a, SEC + SEC / 2),
+            "the new, slower rate applies"
+        );
+        assert!(rl.within_budget(a, 2 * SEC));
+        rl.retune(1.0, 10, 3.0);
+        let passed = (0..10).filter(|i| rl.admit(v4(100 + i), 2 * SEC)).count();
+        assert_eq!(passed, 3, "the new global burst");
     }
 }

@@ -234,9 +234,10 @@ fn grants(paths: &Paths<'_>, notify_socket: Option<&str>, journald: bool) -> Vec
         .unwrap_or_else(|_| paths.config.into());
     let config_dir = parent_of(&config);
     let broad = BROAD_DIRS.iter().any(|d| config_dir == Path::new(d));
+    // The directory may be listed too: a `keys_dir` moved beneath it is read on SIGHUP.
     out.push(Grant {
         path: if broad { config } else { config_dir },
-        access: read_file(),
+        access: if broad { read_file() } else { read_dir() },
         what: "config",
     });
     out.push(Grant {
@@ -274,6 +275,17 @@ fn grants(paths: &Paths<'_>, notify_socket: Option<&str>, journald: bool) -> Vec
         });
     }
     out
+}
+
+/// The directories whose files and listings stay readable once confined: the config's
+/// directory (unless it is a broad system directory) and `keys_dir` as at start, resolved.
+/// A `keys_dir` changed on SIGHUP can be read only beneath one of them.
+pub fn readable_dirs(paths: &Paths<'_>) -> Vec<PathBuf> {
+    grants(paths, None, false)
+        .into_iter()
+        .filter(|g| g.access.contains(AccessFs::ReadDir) && g.what != "state_dir")
+        .map(|g| std::fs::canonicalize(&g.path).unwrap_or(g.path))
+        .collect()
 }
 
 /// Scopes (ABI 6): no signals to processes outside the sandbox; no abstract Unix sockets
@@ -630,7 +642,7 @@ mod tests {
         let g = grants(&p, Some("/tmp/notify.sock"), false);
         let find = |w: &str| g.iter().find(|g| g.what == w).unwrap();
         assert_eq!(find("config").path, Path::new("/etc/ruroco"));
-        assert_eq!(find("config").access, read_file());
+        assert_eq!(find("config").access, read_dir());
         assert_eq!(find("keys_dir").access, read_dir());
         assert!(find("state_dir").access.contains(AccessFs::MakeReg));
         assert!(!find("state_dir").access.contains(AccessFs::Execute));
@@ -650,6 +662,8 @@ mod tests {
         };
         let g = grants(&p, None, false);
         assert_eq!(g[0].path, Path::new("/etc/ruroco-server.toml"));
+        assert_eq!(g[0].access, read_file());
+        assert_eq!(readable_dirs(&p), [Path::new("/k")]);
     }
 
     #[test]

@@ -263,6 +263,28 @@ impl Daemon {
         }
     }
 
+    /// Wait until a notify line starts with `prefix` (e.g. "STATUS=reload failed"); returns it.
+    pub fn wait_notify_prefix(&self, prefix: &str) -> String {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(l) = self.seen.borrow().lines().find(|l| l.starts_with(prefix)) {
+                return l.to_owned();
+            }
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let mut seen = self.seen.borrow_mut();
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+                continue;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for a line starting with {prefix}; log:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
     fn child_try_wait(&self) -> std::io::Result<Option<ExitStatus>> {
         // try_wait needs &mut; peek through /proc instead to keep this &self.
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
