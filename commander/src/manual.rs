@@ -147,7 +147,7 @@ const CONFIG: &[Table] = &[
 const EXIT_STATUS: &[ExitStatus] = &[
     (
         0,
-        "stopped by SIGTERM or SIGINT; --check found the config valid; grants or revoke succeeded",
+        "stopped by SIGTERM or SIGINT; --check found the config valid; grants, revoke or reload succeeded",
     ),
     (1, "revoke: no grant matched"),
     (64, "usage: unknown argument"),
@@ -157,7 +157,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
     ),
     (
         69,
-        "grants, revoke: the control socket does not answer (is ruroco-commander running?)",
+        "grants, revoke, reload: the control socket does not answer (is ruroco-commander running?)",
     ),
     (71, "an operating-system call failed at start"),
     (
@@ -170,7 +170,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
     ),
     (
         78,
-        "configuration error: commander.toml is invalid, unsafe (not root's, or writable by group or others) or names an unknown user or group; the socket's or state's directory is unsafe; systemd passed more than one socket",
+        "configuration error: commander.toml is invalid, unsafe (not root's, or writable by group or others) or names an unknown user or group; the socket's or state's directory is unsafe; systemd passed more than one socket; reload: the reload failed (the reason is printed)",
     ),
 ];
 

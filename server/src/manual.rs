@@ -153,9 +153,13 @@ const CONFIG: &[Table] = &[
 const EXIT_STATUS: &[ExitStatus] = &[
     (
         0,
-        "stopped by SIGTERM or SIGINT; --check found config and keys valid; gen-key wrote the key",
+        "stopped by SIGTERM or SIGINT; --check found config and keys valid; gen-key wrote the key; --reload: the reload was applied",
     ),
     (64, "usage: unknown argument"),
+    (
+        69,
+        "--reload: no outcome (the server is not running, exited, or recorded nothing within 60 s)",
+    ),
     (
         67,
         "gen-key: the group does not exist (pass --group, or create it)",
@@ -172,7 +176,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
     (77, "the privilege drop failed or could not be verified"),
     (
         78,
-        "configuration error: server.toml, a key file, the keys directory or the replay state is invalid or unsafe, the user does not exist or is root, or systemd passed more than one socket; the message names the file or field and the fix",
+        "configuration error: server.toml, a key file, the keys directory or the replay state is invalid or unsafe, the user does not exist or is root, or systemd passed more than one socket; the message names the file or field and the fix. --reload: the reload failed (the reason is printed)",
     ),
 ];
 
@@ -502,6 +506,8 @@ mod tests {
             }
             .exit_code(),
             genkey::GenKeyError::Generate(ruroco_shared::KeyError::Random("r".into())).exit_code(),
+            crate::reload::ReloadError::Failed("f".into()).exit_code(),
+            crate::reload::ReloadError::Exited(1).exit_code(),
             0,
             64,
         ]
