@@ -2,8 +2,8 @@
 //! duplicate ids, and the per-key allow-lists mapped to command hashes.
 //! It must never log or print key material: only key ids and file names leave this module.
 
-use ruroco_shared::fsutil::{PermError, check_secret_mode};
 use ruroco_shared::key::KeyFileError;
+use ruroco_shared::trust::{Access, Kind, Owner, Rule, TrustError, Who};
 use ruroco_shared::{CmdHash, Key, KeyId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,6 +12,17 @@ use crate::config::KeyConfig;
 
 /// More key files than this is a misconfiguration, not a deployment.
 pub const MAX_KEYS: usize = 4096;
+
+/// A key file: owned by root (or the server user), readable by the server user, never by
+/// others, writable by nobody but its owner, without an extended ACL.
+pub const KEY_RULE: Rule = Rule {
+    what: "key file",
+    kind: Kind::File,
+    owner: Owner::RootOrUser,
+    forbidden: 0o027,
+    need: Access::READ,
+    fix_access: "chown root:{group} {path} && chmod 0640 {path}",
+};
 
 /// One loaded key with what it may do.
 #[derive(Debug)]
@@ -43,8 +54,8 @@ pub enum KeysError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("key file {0}")]
-    Perm(PermError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("{0}")]
     File(#[from] KeyFileError),
     #[error("key files {first} and {second} have the same key id {id}: remove one of them")]
@@ -54,7 +65,7 @@ pub enum KeysError {
         id: KeyId,
     },
     #[error(
-        "keys_dir {0}: no *.key files: create one with `ruroco-client gen -o {0}/<name>.key` (mode 0600)"
+        "keys_dir {0}: no *.key files: create one with `ruroco-client gen -o {0}/<name>.key`, then `chown root:ruroco` and `chmod 0640` it"
     )]
     NoKeys(PathBuf),
     #[error("keys_dir {0}: more than {MAX_KEYS} key files")]
@@ -66,8 +77,20 @@ pub enum KeysError {
 }
 
 impl KeySet {
-    /// Load every `*.key` file in `dir` and attach the allow-lists from `[keys.<stem>]`.
+    /// Load every `*.key` file in `dir` and attach the allow-lists from `[keys.<stem>]`, as
+    /// this process's own user (a reload, after the privilege drop).
     pub fn load(dir: &Path, sections: &BTreeMap<String, KeyConfig>) -> Result<Self, KeysError> {
+        Self::load_for(dir, sections, &Who::current())
+    }
+
+    /// Load the keys as [`Self::load`], trusting `dir` ([`crate::config::KEYS_DIR_RULE`]) and
+    /// each key file ([`KEY_RULE`]) only as `who` will see them.
+    pub fn load_for(
+        dir: &Path,
+        sections: &BTreeMap<String, KeyConfig>,
+        who: &Who,
+    ) -> Result<Self, KeysError> {
+        crate::config::KEYS_DIR_RULE.check_path(dir, who)?;
         let rd = std::fs::read_dir(dir).map_err(|source| KeysError::ReadDir {
             path: dir.to_owned(),
             source,
@@ -89,7 +112,6 @@ impl KeySet {
         files.sort();
         let mut by_id: HashMap<KeyId, LoadedKey> = HashMap::new();
         for path in files {
-            // The mode is checked on the opened file, so it is the one that gets read.
             let stat_err = |source| KeysError::Stat {
                 path: path.clone(),
                 source,
@@ -97,12 +119,14 @@ impl KeySet {
             if !std::fs::metadata(&path).map_err(stat_err)?.is_file() {
                 continue;
             }
+            // Checked by path first (so a file `who` cannot open gets its fix), then again on
+            // the opened file, so the file checked is the one that gets read.
+            KEY_RULE.check_path(&path, who)?;
             let file = std::fs::File::open(&path).map_err(|source| KeyFileError::Read {
                 path: path.clone(),
                 source,
             })?;
-            let meta = file.metadata().map_err(stat_err)?;
-            check_secret_mode(&path, &meta).map_err(KeysError::Perm)?;
+            KEY_RULE.check_file(&path, &file, who)?;
             let key = Key::read_from(file, &path)?;
             let name = path
                 .file_stem()
@@ -207,7 +231,7 @@ mod tests {
         let a = Key::generate().unwrap();
         let p = write_key(d.path(), "a.key", &a, 0o644);
         let e = KeySet::load(d.path(), &none).unwrap_err().to_string();
-        assert!(e.contains("chmod 0600") && e.contains("a.key"), "{e}");
+        assert!(e.contains("chmod 0640") && e.contains("a.key"), "{e}");
 
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         write_key(d.path(), "copy.key", &a, 0o600);
