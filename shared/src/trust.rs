@@ -215,17 +215,12 @@ pub enum TrustError {
         path: PathBuf,
         xattr: &'static str,
     },
-    #[error(
-        "{what} {path}: user {user} cannot {need} it (owner {owner}:{group}, mode {mode:04o}): {fix}"
-    )]
+    /// `detail`: who cannot do what, with the owner and mode that say so.
+    #[error("{what} {path}: {detail}: {fix}")]
     Access {
         what: String,
         path: PathBuf,
-        user: String,
-        need: String,
-        owner: String,
-        group: String,
-        mode: u32,
+        detail: String,
         fix: String,
     },
     #[error(
@@ -374,11 +369,13 @@ impl Rule {
             return Err(TrustError::Access {
                 what,
                 path: path.to_owned(),
-                user: who.name.clone(),
-                need: self.need.words(),
-                owner: user_name(meta.uid()),
-                group: group_name(meta.gid()),
-                mode,
+                detail: format!(
+                    "user {} cannot {} it (owner {}:{}, mode {mode:04o})",
+                    who.name,
+                    self.need.words(),
+                    user_name(meta.uid()),
+                    group_name(meta.gid()),
+                ),
                 fix: self.fix(path, who),
             });
         }
