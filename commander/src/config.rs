@@ -40,6 +40,7 @@ pub const CONFIG_RULE: Rule = Rule {
     forbidden: 0o077,
     need: Access::READ,
     fix_access: "chown root:root {path} && chmod 0600 {path}",
+    create: None,
 };
 /// `state_dir` (the grants): root's alone to change.
 pub const STATE_DIR_RULE: Rule = Rule {
@@ -49,6 +50,7 @@ pub const STATE_DIR_RULE: Rule = Rule {
     forbidden: 0o022,
     need: Access::MODIFY_DIR,
     fix_access: "chown root:root {path} && chmod 0700 {path}",
+    create: None,
 };
 /// Upper bounds that keep a typo from turning into unbounded concurrency or memory.
 const MAX_MAX_PARALLEL: usize = 1024;

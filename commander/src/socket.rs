@@ -109,6 +109,7 @@ const DIR_RULE: ruroco_shared::trust::Rule = ruroco_shared::trust::Rule {
     forbidden: 0o022,
     need: ruroco_shared::trust::Access::SEARCH,
     fix_access: "chown root:root {path} && chmod 0755 {path}",
+    create: None,
 };
 
 fn parent_of(path: &Path) -> &Path {

@@ -39,6 +39,7 @@ pub const CONFIG_RULE: Rule = Rule {
     forbidden: 0o022,
     need: Access::READ,
     fix_access: "chown root:{group} {path} && chmod 0640 {path}",
+    create: None,
 };
 /// `keys_dir`: nobody but root may add, rename or remove a key; the server user lists it.
 pub const KEYS_DIR_RULE: Rule = Rule {
@@ -48,6 +49,7 @@ pub const KEYS_DIR_RULE: Rule = Rule {
     forbidden: 0o022,
     need: Access::LIST,
     fix_access: "chown root:{group} {path} && chmod 0750 {path}",
+    create: Some("install -d -m 0750 -o root -g {group} {path}"),
 };
 /// `state_dir`: the server user writes the replay floors here; nobody else may change them.
 pub const STATE_DIR_RULE: Rule = Rule {
@@ -57,6 +59,7 @@ pub const STATE_DIR_RULE: Rule = Rule {
     forbidden: 0o022,
     need: Access::MODIFY_DIR,
     fix_access: "chown {user}:{group} {path} && chmod 0700 {path}",
+    create: Some("install -d -m 0700 -o {user} -g {group} {path}"),
 };
 /// The directory of `commander_socket`: the server user must reach the socket through it.
 pub const SOCKET_DIR_RULE: Rule = Rule {
@@ -66,6 +69,7 @@ pub const SOCKET_DIR_RULE: Rule = Rule {
     forbidden: 0,
     need: Access::SEARCH,
     fix_access: "chmod o+x {path}",
+    create: None,
 };
 
 #[derive(Debug, Clone, Deserialize)]

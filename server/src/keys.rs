@@ -22,6 +22,7 @@ pub const KEY_RULE: Rule = Rule {
     forbidden: 0o027,
     need: Access::READ,
     fix_access: "chown root:{group} {path} && chmod 0640 {path}",
+    create: None,
 };
 
 /// One loaded key with what it may do.

@@ -267,3 +267,18 @@ fn check_prints_addresses_as_they_are_matched() {
     assert!(out.contains("ips=127.0.0.1,::1\n"), "{out}");
     assert!(!out.contains("::ffff:"), "{out}");
 }
+
+/// A missing `state_dir` once passed and then failed at the first datagram.
+#[test]
+fn a_missing_state_dir_is_refused_with_the_command_that_creates_it() {
+    let (env, _) = env_with_key();
+    std::fs::remove_dir(env.path("state")).unwrap();
+    let s = env.path("state").display().to_string();
+    refused_alike(
+        &env,
+        &[
+            "state_dir",
+            &format!("install -d -m 0700 -o nobody -g nogroup {s}"),
+        ],
+    );
+}

@@ -172,13 +172,19 @@ pub struct Rule {
     /// What `who` must be allowed to do with the path itself.
     pub need: Access,
     pub fix_access: &'static str,
+    /// The command that creates the path when it is missing (same placeholders), if any.
+    pub create: Option<&'static str>,
 }
 
 /// Why a path is not trusted; every message names the path and the command that fixes it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustError {
-    #[error("{what} {path}: does not exist: create it, or change the config field that names it")]
-    Missing { what: String, path: PathBuf },
+    #[error("{what} {path}: does not exist: {fix}")]
+    Missing {
+        what: String,
+        path: PathBuf,
+        fix: String,
+    },
     #[error("{what} {path}: cannot inspect: {error}")]
     Stat {
         what: String,
@@ -277,6 +283,10 @@ impl Rule {
                 return Err(TrustError::Missing {
                     what: self.what.to_owned(),
                     path: path.to_owned(),
+                    fix: match self.create {
+                        Some(create) => self.fill(create, path, who),
+                        None => "create it, or change the config field that names it".to_owned(),
+                    },
                 });
             }
             Err(e) => return Err(self.stat_err(path, &e)),
@@ -383,7 +393,11 @@ impl Rule {
     }
 
     fn fix(&self, path: &Path, who: &Who) -> String {
-        self.fix_access
+        self.fill(self.fix_access, path, who)
+    }
+
+    fn fill(&self, template: &str, path: &Path, who: &Who) -> String {
+        template
             .replace("{path}", &path.display().to_string())
             .replace("{user}", &who.name)
             .replace("{group}", &who.group_name())
@@ -441,6 +455,7 @@ mod tests {
         forbidden: 0o027,
         need: Access::READ,
         fix_access: "chown root:{group} {path} && chmod 0640 {path}",
+        create: None,
     };
 
     #[test]
