@@ -17,7 +17,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # systemd: systemd-socket-activate; util-linux: setpriv; python3-minimal: /usr/bin/python3 for
 # a stub peer running as nobody; the rest serves the package install test.
-apt_pkgs=(systemd util-linux procps iproute2 ca-certificates python3-minimal)
+apt_pkgs=(systemd util-linux procps iproute2 ca-certificates python3-minimal acl)
 [ "$quick" = 1 ] || apt_pkgs+=(debootstrap systemd-container lintian rpm)
 missing=()
 for p in "${apt_pkgs[@]}"; do

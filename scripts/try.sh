@@ -52,8 +52,13 @@ chmod 0755 "$demo/bin" "$demo/bin"/* "$demo/run"
 
 echo "==> generating a key"
 "$demo/bin/ruroco-client" gen -o "$demo/keys/demo.key"
-chown nobody:nogroup "$demo/keys/demo.key" "$demo/state"
-chmod 0700 "$demo/state"
+# The modes both daemons' checks demand (as the package installs them): the keys directory and
+# key root's to change and readable by the server's group, the state directory the server's.
+chown root:nogroup "$demo/keys" "$demo/keys/demo.key"
+chmod 0750 "$demo/keys"
+chmod 0640 "$demo/keys/demo.key"
+chown nobody:nogroup "$demo/state"
+chmod 0700 "$demo/state" "$demo/commander-state"
 
 cat > "$demo/commander.toml" <<TOML
 server_user = "nobody"
@@ -78,6 +83,9 @@ commander_socket = "$demo/run/commander.sock"
 user = "nobody"
 TOML
 chmod 0644 "$demo/server.toml"
+echo "==> ruroco-server --check and ruroco-commander --check"
+"$demo/bin/ruroco-server" --config "$demo/server.toml" --check >/dev/null
+"$demo/bin/ruroco-commander" --config "$demo/commander.toml" --check >/dev/null
 
 echo "==> starting ruroco-commander (root)"
 "$demo/bin/ruroco-commander" --config "$demo/commander.toml" 2>"$demo/commander.log" &

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ruroco_shared::CmdHash;
 use ruroco_shared::duration::HumanDuration;
-use ruroco_shared::fsutil::{self, PermError};
+use ruroco_shared::trust::{Access, Kind, Owner, Rule, TrustError, Who};
 
 use crate::exec::RunAs;
 use crate::grants::{MAX_COMMAND_NAME_BYTES, MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};
@@ -34,6 +34,26 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/ruroco-commander";
 const DEFAULT_MAX_PARALLEL: usize = 4;
 const DEFAULT_QUEUE: usize = 64;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `commander.toml`: its commands are root's alone to change and to read.
+pub const CONFIG_RULE: Rule = Rule {
+    what: "config",
+    kind: Kind::File,
+    owner: Owner::Root,
+    forbidden: 0o077,
+    need: Access::READ,
+    fix_access: "chown root:root {path} && chmod 0600 {path}",
+    create: None,
+};
+/// `state_dir` (the grants): root's alone to change.
+pub const STATE_DIR_RULE: Rule = Rule {
+    what: "state_dir",
+    kind: Kind::Dir,
+    owner: Owner::Root,
+    forbidden: 0o022,
+    need: Access::MODIFY_DIR,
+    fix_access: "chown root:root {path} && chmod 0700 {path}",
+    create: None,
+};
 /// Upper bounds that keep a typo from turning into unbounded concurrency or memory.
 const MAX_MAX_PARALLEL: usize = 1024;
 const MAX_QUEUE: usize = 65536;
@@ -47,7 +67,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("refusing config: {0}")]
-    Perm(PermError),
+    Trust(TrustError),
     #[error("config {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config {path}: {message}")]
@@ -393,8 +413,9 @@ impl Config {
         })
     }
 
-    /// Read the file, refuse it unless root-owned and not group/other-writable, then parse.
-    /// The checks are made on the opened file, so a swap after the check cannot slip through.
+    /// Read the file, refuse it unless it passes [`CONFIG_RULE`] (root-owned, mode 0600 or
+    /// stricter, no extended ACL), then parse. The checks are made on the opened file, so a
+    /// swap after the check cannot slip through.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         use std::io::Read;
         let p = path.display().to_string();
@@ -403,14 +424,9 @@ impl Config {
             source,
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(ConfigError::Invalid {
-                path: p,
-                message: "not a regular file".to_owned(),
-            });
-        }
-        fsutil::check_owner_not_writable(path, &meta, 0).map_err(ConfigError::Perm)?;
+        CONFIG_RULE
+            .check_file(path, &file, &Who::current())
+            .map_err(ConfigError::Trust)?;
         let mut text = String::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_string(&mut text)
@@ -422,6 +438,21 @@ impl Config {
             });
         }
         Self::parse(&text, path)
+    }
+
+    /// Everything the commander checks before it starts, in `--check` and at start alike:
+    /// `server_user` and `socket_group` exist, and `state_dir`, when it exists already (the
+    /// commander creates it otherwise), passes [`STATE_DIR_RULE`]. Returns the server's uid
+    /// and the socket group's gid.
+    pub fn preflight(&self) -> Result<(u32, u32), ConfigError> {
+        let uid = self.server_uid()?;
+        let gid = self.socket_gid()?;
+        if self.state_dir.exists() {
+            STATE_DIR_RULE
+                .check_path(&self.state_dir, &Who::current())
+                .map_err(ConfigError::Trust)?;
+        }
+        Ok((uid, gid))
     }
 
     /// The uid allowed to send frames.

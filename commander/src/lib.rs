@@ -115,7 +115,9 @@ impl Error {
             Error::NoMatch => 1,
             Error::Grants(GrantError::Corrupt { .. } | GrantError::TooMany { .. }) => 65,
             Error::Grants(GrantError::UnsafeDir { .. })
-            | Error::Socket(SocketError::UnsafeDir { .. } | SocketError::TooMany(_)) => 78,
+            | Error::Socket(
+                SocketError::UnsafeDir { .. } | SocketError::Untrusted(_) | SocketError::TooMany(_),
+            ) => 78,
             Error::Grants(GrantError::Io { .. } | GrantError::BootId { .. }) | Error::Socket(_) => {
                 74
             }
@@ -156,13 +158,13 @@ pub fn run() -> Result<(), Error> {
     })?;
     logging::init("ruroco-commander");
     let cfg = Config::load(&args.config)?;
-    let server_uid = cfg.server_uid()?;
+    let (server_uid, socket_gid) = preflight(&cfg)?;
     let taken = match socket::activated()? {
         Some(listener) => socket::Taken {
             listener,
             created: None,
         },
-        None => socket::create(&cfg.socket, cfg.socket_gid()?)?,
+        None => socket::create(&cfg.socket, socket_gid)?,
     };
     let boot_id = grants::boot_id()?;
     let store = Store::open(&cfg.state_dir)?;
@@ -202,16 +204,19 @@ pub fn run() -> Result<(), Error> {
     result
 }
 
+/// The checks `--check` and the start share, so both reach one verdict: the config's own
+/// checks, then the users, groups and directories it names. Returns the server's uid and the
+/// socket group's gid.
+fn preflight(cfg: &Config) -> Result<(u32, u32), Error> {
+    let ids = cfg.preflight()?;
+    socket::check_dir(&cfg.socket)?;
+    socket::check_dir(&cfg.control_socket)?;
+    Ok(ids)
+}
+
 fn check(args: &Args) -> Result<(), Error> {
     let cfg = Config::load(&args.config)?;
-    // A package validates its example config before its sysusers step has created the user,
-    // so a missing user/group is a warning here and an error only when the daemon starts.
-    if let Err(e) = cfg.server_uid() {
-        eprintln!("warning: {e}");
-    }
-    if let Err(e) = cfg.socket_gid() {
-        eprintln!("warning: {e}");
-    }
+    preflight(&cfg)?;
     for (name, hash) in cfg.commands.sorted() {
         println!("{name} {hash}");
     }

@@ -31,6 +31,8 @@ pub enum SocketError {
         "socket directory {path} must be root-owned and not writable by group or others (else anyone could swap the socket): chown root {path} && chmod go-w {path}"
     )]
     UnsafeDir { path: String },
+    #[error("socket directory: {0}")]
+    Untrusted(#[from] ruroco_shared::trust::TrustError),
     #[error("socket {path}: {what}: {source}")]
     Io {
         path: String,
@@ -99,13 +101,27 @@ pub fn create_control(path: &Path) -> Result<Taken, SocketError> {
     create_with(path, 0, 0o600, 0o700)
 }
 
-/// The socket's directory: created with `mode` if missing; refused unless root-owned and not
-/// group/other-writable, so nobody but root can swap the socket file for a link.
-fn safe_parent(path: &Path, mode: u32) -> Result<(), SocketError> {
-    let parent = match path.parent() {
+/// A socket's directory: root's alone to change, no extended ACL.
+const DIR_RULE: ruroco_shared::trust::Rule = ruroco_shared::trust::Rule {
+    what: "socket directory",
+    kind: ruroco_shared::trust::Kind::Dir,
+    owner: ruroco_shared::trust::Owner::Root,
+    forbidden: 0o022,
+    need: ruroco_shared::trust::Access::SEARCH,
+    fix_access: "chown root:root {path} && chmod 0755 {path}",
+    create: None,
+};
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// The socket's directory: created with `mode` if missing, then [`check_dir`].
+fn safe_parent(path: &Path, mode: u32) -> Result<(), SocketError> {
+    let parent = parent_of(path);
     let d = parent.display().to_string();
     if !parent.exists() {
         std::fs::DirBuilder::new()
@@ -118,11 +134,25 @@ fn safe_parent(path: &Path, mode: u32) -> Result<(), SocketError> {
                 source,
             })?;
     }
-    let safe = std::fs::symlink_metadata(parent)
-        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
-    if !safe {
-        return Err(SocketError::UnsafeDir { path: d });
+    check_dir(path)
+}
+
+/// Refuse the directory of the socket at `path` unless it is root-owned, not group/other-
+/// writable and free of extended ACLs, with every directory above it root-owned and not
+/// writable by others (or sticky): so nobody but root can swap the socket file for a link.
+/// A directory that does not exist yet passes (the commander creates it, `--check` only looks).
+pub fn check_dir(path: &Path) -> Result<(), SocketError> {
+    let parent = parent_of(path);
+    let d = parent.display().to_string();
+    match std::fs::symlink_metadata(parent) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Ok(m) if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 => {
+            return Err(SocketError::UnsafeDir { path: d });
+        }
+        _ => {}
     }
+    // Then the same rule through the trust checks, for what the mode bits do not show (ACLs).
+    DIR_RULE.check_path(parent, &ruroco_shared::trust::Who::current())?;
     // Every ancestor too: one that another user may write could have the directory renamed
     // and replaced. A sticky one (like /tmp) is fine: others cannot rename root's entries.
     let absolute = std::path::absolute(parent).map_err(|source| SocketError::Io {

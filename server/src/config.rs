@@ -2,6 +2,7 @@
 //! It must never read key material or touch the network; it only describes what to load.
 
 use ruroco_shared::duration::HumanDuration;
+use ruroco_shared::trust::{Access, Kind, Owner, Rule, TrustError, Who};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,47 @@ pub const DEFAULT_GLOBAL: f64 = 100_000.0;
 pub const DEFAULT_SOURCES: usize = 65_536;
 /// The config file is small; anything bigger is not a config file.
 pub const CONFIG_MAX_LEN: u64 = 1024 * 1024;
+
+/// `server.toml`: root's to change, readable by the server user (it re-reads it on SIGHUP).
+pub const CONFIG_RULE: Rule = Rule {
+    what: "config",
+    kind: Kind::File,
+    owner: Owner::Root,
+    forbidden: 0o022,
+    need: Access::READ,
+    fix_access: "chown root:{group} {path} && chmod 0640 {path}",
+    create: None,
+};
+/// `keys_dir`: nobody but root may add, rename or remove a key; the server user lists it.
+pub const KEYS_DIR_RULE: Rule = Rule {
+    what: "keys_dir",
+    kind: Kind::Dir,
+    owner: Owner::Root,
+    forbidden: 0o022,
+    need: Access::LIST,
+    fix_access: "chown root:{group} {path} && chmod 0750 {path}",
+    create: Some("install -d -m 0750 -o root -g {group} {path}"),
+};
+/// `state_dir`: the server user writes the replay floors here; nobody else may change them.
+pub const STATE_DIR_RULE: Rule = Rule {
+    what: "state_dir",
+    kind: Kind::Dir,
+    owner: Owner::Any,
+    forbidden: 0o022,
+    need: Access::MODIFY_DIR,
+    fix_access: "chown {user}:{group} {path} && chmod 0700 {path}",
+    create: Some("install -d -m 0700 -o {user} -g {group} {path}"),
+};
+/// The directory of `commander_socket`: the server user must reach the socket through it.
+pub const SOCKET_DIR_RULE: Rule = Rule {
+    what: "commander_socket's directory",
+    kind: Kind::Dir,
+    owner: Owner::Any,
+    forbidden: 0,
+    need: Access::SEARCH,
+    fix_access: "chmod o+x {path}",
+    create: None,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,18 +184,58 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 impl Config {
-    /// Read, parse and validate the config file at `path`.
+    /// Read, parse and validate the config file at `path`. The file must be a regular file
+    /// owned by root, not writable by group or others, without an extended ACL
+    /// ([`CONFIG_RULE`], checked on the opened file).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = ruroco_shared::fsutil::read_bounded(path, CONFIG_MAX_LEN).map_err(|source| {
-            ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
+        use std::io::Read;
+        let read_err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        CONFIG_RULE.check_file(path, &file, &Who::current())?;
+        let mut text = String::new();
+        file.take(CONFIG_MAX_LEN + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > CONFIG_MAX_LEN {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("larger than {CONFIG_MAX_LEN} bytes"),
+            )));
+        }
         Self::parse(&text, path)
+    }
+
+    /// The identity the server will use its files as: `user` (which must exist) with its
+    /// groups when this process is root (it switches to `user` at start), else this process's
+    /// own credentials (started as the user already, e.g. by systemd's `User=`).
+    pub fn who(&self) -> Result<Who, TrustError> {
+        let user = Who::user(&self.user, "user")?;
+        Ok(if nix::unistd::geteuid().is_root() {
+            user
+        } else {
+            Who::current()
+        })
+    }
+
+    /// Check every path the server trusts except the key files (see `keys::KeySet::load_for`)
+    /// as `who` will see it: the config file at `path`, `keys_dir`, `state_dir` and the
+    /// directory of `commander_socket` (which may not exist yet: the commander creates it).
+    pub fn check_paths(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
+        CONFIG_RULE.check_path(path, who)?;
+        KEYS_DIR_RULE.check_path(&self.keys_dir, who)?;
+        STATE_DIR_RULE.check_path(&self.state_dir, who)?;
+        if let Some(dir) = self.commander_socket.parent().filter(|d| d.exists()) {
+            SOCKET_DIR_RULE.check_path(dir, who)?;
+        }
+        Ok(())
     }
 
     /// Parse and validate config text; `path` only names the file in errors.
@@ -193,6 +275,18 @@ impl Config {
             return Err(invalid(
                 "user",
                 "must name an unprivileged user (e.g. \"ruroco\"), never root",
+            ));
+        }
+        if self.max_clock_skew.0.is_zero() {
+            return Err(invalid(
+                "max_clock_skew",
+                "must be longer than zero (0s rejects every datagram): leave it out for the default \"1h\"",
+            ));
+        }
+        if self.max_age.is_some_and(|d| d.0.is_zero()) {
+            return Err(invalid(
+                "max_age",
+                "must be longer than zero (0s rejects every datagram): e.g. \"10m\", or leave it out",
             ));
         }
         let rl = &self.rate_limit;
@@ -315,5 +409,9 @@ commands = ["open_ssh", "hello"]
         assert!(e.contains("rate_limit.burst"), "{e}");
         let e = parse("ips = [\"::1\"]\nmax_age = \"ten\"").unwrap_err();
         assert!(e.contains("max_age"), "{e}");
+        let e = parse("ips = [\"::1\"]\nmax_age = \"0s\"").unwrap_err();
+        assert!(e.contains("`max_age`"), "{e}");
+        let e = parse("ips = [\"::1\"]\nmax_clock_skew = \"0s\"").unwrap_err();
+        assert!(e.contains("`max_clock_skew`"), "{e}");
     }
 }

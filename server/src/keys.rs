@@ -2,8 +2,8 @@
 //! duplicate ids, and the per-key allow-lists mapped to command hashes.
 //! It must never log or print key material: only key ids and file names leave this module.
 
-use ruroco_shared::fsutil::{PermError, check_secret_mode};
 use ruroco_shared::key::KeyFileError;
+use ruroco_shared::trust::{Access, Kind, Owner, Rule, TrustError, Who};
 use ruroco_shared::{CmdHash, Key, KeyId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,6 +12,18 @@ use crate::config::KeyConfig;
 
 /// More key files than this is a misconfiguration, not a deployment.
 pub const MAX_KEYS: usize = 4096;
+
+/// A key file: owned by root (or the server user), readable by the server user, never by
+/// others, writable by nobody but its owner, without an extended ACL.
+pub const KEY_RULE: Rule = Rule {
+    what: "key file",
+    kind: Kind::File,
+    owner: Owner::RootOrUser,
+    forbidden: 0o027,
+    need: Access::READ,
+    fix_access: "chown root:{group} {path} && chmod 0640 {path}",
+    create: None,
+};
 
 /// One loaded key with what it may do.
 #[derive(Debug)]
@@ -43,8 +55,8 @@ pub enum KeysError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("key file {0}")]
-    Perm(PermError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("{0}")]
     File(#[from] KeyFileError),
     #[error("key files {first} and {second} have the same key id {id}: remove one of them")]
@@ -54,7 +66,7 @@ pub enum KeysError {
         id: KeyId,
     },
     #[error(
-        "keys_dir {0}: no *.key files: create one with `ruroco-client gen -o {0}/<name>.key` (mode 0600)"
+        "keys_dir {0}: no *.key files: create one with `ruroco-server gen-key {0}/<name>.key` (root:ruroco 0640)"
     )]
     NoKeys(PathBuf),
     #[error("keys_dir {0}: more than {MAX_KEYS} key files")]
@@ -66,11 +78,23 @@ pub enum KeysError {
 }
 
 impl KeySet {
-    /// Load every `*.key` file in `dir` and attach the allow-lists from `[keys.<stem>]`.
+    /// Load every `*.key` file in `dir` and attach the allow-lists from `[keys.<stem>]`, as
+    /// this process's own user (a reload, after the privilege drop).
     pub fn load(dir: &Path, sections: &BTreeMap<String, KeyConfig>) -> Result<Self, KeysError> {
+        Self::load_for(dir, sections, &Who::current())
+    }
+
+    /// Load the keys as [`Self::load`], trusting `dir` ([`crate::config::KEYS_DIR_RULE`]) and
+    /// each key file ([`KEY_RULE`]) only as `who` will see them.
+    pub fn load_for(
+        dir: &Path,
+        sections: &BTreeMap<String, KeyConfig>,
+        who: &Who,
+    ) -> Result<Self, KeysError> {
+        crate::config::KEYS_DIR_RULE.check_path(dir, who)?;
         let mut by_id: HashMap<KeyId, LoadedKey> = HashMap::new();
         for path in key_files(dir)? {
-            let Some(loaded) = load_file(path, sections)? else {
+            let Some(loaded) = load_file(path, sections, who)? else {
                 continue;
             };
             if let Some(prev) = by_id.get(&loaded.key.id()) {
@@ -100,14 +124,19 @@ impl KeySet {
     /// stays only if exactly one `*.key` file in `dir` holds it and that file passes every
     /// check [`KeySet::load`] makes; its allow-list is then taken from `sections`. A key whose
     /// file is gone, unreadable or refused is dropped, and no key that `previous` did not have
-    /// is ever added: a failed reload can only take keys away. An unreadable `dir` keeps none.
+    /// is ever added: a failed reload can only take keys away. An unreadable or untrusted `dir`
+    /// keeps none.
     pub fn salvage(previous: &KeySet, dir: &Path, sections: &BTreeMap<String, KeyConfig>) -> Self {
+        let who = Who::current();
+        if crate::config::KEYS_DIR_RULE.check_path(dir, &who).is_err() {
+            return Self::default();
+        }
         let Ok(files) = key_files(dir) else {
             return Self::default();
         };
         let mut found: HashMap<KeyId, Option<LoadedKey>> = HashMap::new();
         for path in files {
-            let Ok(Some(loaded)) = load_file(path, sections) else {
+            let Ok(Some(loaded)) = load_file(path, sections, &who) else {
                 continue;
             };
             let id = loaded.key.id();
@@ -172,13 +201,13 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeysError> {
     Ok(files)
 }
 
-/// One key file with its checks and allow-list; `Ok(None)` when `path` is not a regular
-/// file (it is skipped).
+/// One key file with its checks ([`KEY_RULE`] as `who` sees it) and allow-list; `Ok(None)`
+/// when `path` is not a regular file (it is skipped).
 fn load_file(
     path: PathBuf,
     sections: &BTreeMap<String, KeyConfig>,
+    who: &Who,
 ) -> Result<Option<LoadedKey>, KeysError> {
-    // The mode is checked on the opened file, so it is the one that gets read.
     let stat_err = |source| KeysError::Stat {
         path: path.clone(),
         source,
@@ -186,12 +215,14 @@ fn load_file(
     if !std::fs::metadata(&path).map_err(stat_err)?.is_file() {
         return Ok(None);
     }
+    // Checked by path first (so a file `who` cannot open gets its fix), then again on the
+    // opened file, so the file checked is the one that gets read.
+    KEY_RULE.check_path(&path, who)?;
     let file = std::fs::File::open(&path).map_err(|source| KeyFileError::Read {
         path: path.clone(),
         source,
     })?;
-    let meta = file.metadata().map_err(stat_err)?;
-    check_secret_mode(&path, &meta).map_err(KeysError::Perm)?;
+    KEY_RULE.check_file(&path, &file, who)?;
     let key = Key::read_from(file, &path)?;
     let name = path
         .file_stem()
@@ -255,7 +286,7 @@ mod tests {
         let a = Key::generate().unwrap();
         let p = write_key(d.path(), "a.key", &a, 0o644);
         let e = KeySet::load(d.path(), &none).unwrap_err().to_string();
-        assert!(e.contains("chmod 0600") && e.contains("a.key"), "{e}");
+        assert!(e.contains("chmod 0640") && e.contains("a.key"), "{e}");
 
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         write_key(d.path(), "copy.key", &a, 0o600);

@@ -106,6 +106,8 @@ pub enum ServerError {
     #[error(transparent)]
     Keys(#[from] keys::KeysError),
     #[error(transparent)]
+    Trust(#[from] ruroco_shared::trust::TrustError),
+    #[error(transparent)]
     Replay(#[from] replay::ReplayError),
     #[error(transparent)]
     Socket(#[from] activation::ActivationError),
@@ -120,7 +122,10 @@ pub enum ServerError {
 impl ServerError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            ServerError::Config(_) | ServerError::Keys(_) | ServerError::Replay(_) => 78,
+            ServerError::Config(_)
+            | ServerError::Keys(_)
+            | ServerError::Trust(_)
+            | ServerError::Replay(_) => 78,
             ServerError::Socket(activation::ActivationError::TooMany(_)) => 78,
             ServerError::Socket(_) => 74,
             ServerError::Privileges(
@@ -182,12 +187,19 @@ pub fn run() -> i32 {
     }
 }
 
+/// Load the config and keys and check every path they name as the server's user will see
+/// them: the one verdict `--check` and the start share.
+fn preflight(path: &Path) -> Result<(Config, KeySet), ServerError> {
+    let cfg = Config::load(path)?;
+    let who = cfg.who()?;
+    cfg.check_paths(path, &who)?;
+    let keys = KeySet::load_for(&cfg.keys_dir, &cfg.keys, &who)?;
+    Ok((cfg, keys))
+}
+
 /// `--check`: config and keys, one line per key, then the effective settings.
 fn check(path: &Path) -> i32 {
-    let loaded = Config::load(path)
-        .map_err(ServerError::from)
-        .and_then(|c| Ok((KeySet::load(&c.keys_dir, &c.keys)?, c)));
-    let (keys, c) = match loaded {
+    let (c, keys) = match preflight(path) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -201,7 +213,12 @@ fn check(path: &Path) -> i32 {
             .map_or_else(|| "all".to_owned(), |n| n.join(","));
         println!("key {} {} commands={cmds}", k.key.id(), k.path.display());
     }
-    let ips: Vec<String> = c.ips.iter().map(IpAddr::to_string).collect();
+    // As they are matched: an IPv4-mapped address is its IPv4 address.
+    let ips: Vec<String> = c
+        .ips
+        .iter()
+        .map(|ip| ip::canonical(*ip).to_string())
+        .collect();
     println!("ips={}", ips.join(","));
     println!("listen={}", c.listen);
     println!("keys_dir={}", c.keys_dir.display());
@@ -225,8 +242,7 @@ fn check(path: &Path) -> i32 {
 
 /// Start-up steps 1–2, then the runtime for the rest.
 fn serve(config_path: &Path, closed: Vec<i32>) -> Result<(), ServerError> {
-    let cfg = Config::load(config_path)?;
-    let keys = KeySet::load(&cfg.keys_dir, &cfg.keys)?;
+    let (cfg, keys) = preflight(config_path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -50,7 +50,13 @@ pub fn drop_privileges(user: &str) -> Result<Dropped, PrivError> {
         // The bounding set needs CAP_SETPCAP, which the uid change takes away: clear it first.
         caps::clear(None, CapSet::Bounding)
             .map_err(|e| step("clear bounding set")(e.to_string()))?;
-        setgroups(&[u.gid]).map_err(|e| step("setgroups")(e.to_string()))?;
+        // The user's groups as initgroups(3) and systemd's User= give them, so `--check` (which
+        // evaluates access with the same list) and the running server agree.
+        let groups = std::ffi::CString::new(user)
+            .ok()
+            .and_then(|c| nix::unistd::getgrouplist(&c, u.gid).ok())
+            .unwrap_or_else(|| vec![u.gid]);
+        setgroups(&groups).map_err(|e| step("setgroups")(e.to_string()))?;
         nix::unistd::setresgid(u.gid, u.gid, u.gid).map_err(|e| step("setgid")(e.to_string()))?;
         nix::unistd::setresuid(u.uid, u.uid, u.uid).map_err(|e| step("setuid")(e.to_string()))?;
         switched_to = Some(user.to_owned());

@@ -407,6 +407,12 @@ const ALLOWED_COMMON: &[libc::c_long] = &[
     libc::SYS_renameat2,
     libc::SYS_unlinkat,
     libc::SYS_getdents64,
+    // the trust checks of a reload (`ruroco_shared::trust`): ACL attributes, symlinks of the
+    // ancestors, the process's groups; all read-only
+    libc::SYS_getxattr,
+    libc::SYS_fgetxattr,
+    libc::SYS_readlinkat,
+    libc::SYS_getgroups,
     // randomness (rate-limit hash key), signals, identity
     libc::SYS_getrandom,
     libc::SYS_rt_sigaction,
@@ -439,6 +445,7 @@ const ALLOWED_ARCH: &[libc::c_long] = &[
     libc::SYS_unlink,
     libc::SYS_stat,
     libc::SYS_lstat,
+    libc::SYS_readlink,
     libc::SYS_poll,
 ];
 /// glibc's `rename` uses `renameat` (nr 38) on aarch64, which libc's table there lacks.

@@ -185,7 +185,8 @@ fn setup() -> Setup {
     mkdir(&base, 0o755, None);
     let keys = base.join("keys");
     let state = base.join("state");
-    mkdir(&keys, 0o700, Some((NOBODY, NOGROUP)));
+    // Root's to change, the server's group may list it (what the package installs).
+    mkdir(&keys, 0o750, Some((0, NOGROUP)));
     mkdir(&state, 0o700, Some((NOBODY, NOGROUP)));
     mkdir(&base.join("run"), 0o755, None);
     // A file `nobody` may read by its mode, outside every path the sandbox grants.

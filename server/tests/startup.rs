@@ -63,7 +63,7 @@ fn config_errors_exit_78_naming_field_or_file() {
 
     set_mode(&p, 0o644);
     let e = check_refused(&env);
-    assert!(e.contains("k.key") && e.contains("chmod 0600"), "{e}");
+    assert!(e.contains("k.key") && e.contains("chmod 0640"), "{e}");
     set_mode(&p, 0o600);
 
     let copy = env.add_key("copy", &k);

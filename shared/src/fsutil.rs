@@ -1,5 +1,6 @@
 //! File helpers shared by all binaries: atomic durable writes (temp, fsync, rename, fsync of
-//! the directory), bounded reads, and permission checks for secrets.
+//! the directory), bounded reads, and the client's permission check for its key file (the
+//! daemons check the paths they trust with `trust`).
 //! Never leaves a half-written target file behind; never follows up a failed write with a rename.
 
 use std::fs::{self, File, OpenOptions};
@@ -73,12 +74,6 @@ pub enum PermError {
         "{path} is world-readable (mode {mode:04o}): chmod 0600 {path} (or 0640 with a trusted group)"
     )]
     WorldReadable { path: String, mode: u32 },
-    #[error("{path} is owned by uid {uid}, expected uid {expected}: chown {expected} {path}")]
-    Owner {
-        path: String,
-        uid: u32,
-        expected: u32,
-    },
 }
 
 /// Refuse a secret file that others could change or read.
@@ -90,27 +85,6 @@ pub fn check_secret_mode(path: &Path, meta: &fs::Metadata) -> Result<(), PermErr
     }
     if mode & 0o004 != 0 {
         return Err(PermError::WorldReadable { path: p, mode });
-    }
-    Ok(())
-}
-
-/// Refuse a file not owned by `expected` or writable by group/others.
-pub fn check_owner_not_writable(
-    path: &Path,
-    meta: &fs::Metadata,
-    expected: u32,
-) -> Result<(), PermError> {
-    let mode = meta.mode() & 0o7777;
-    let p = path.display().to_string();
-    if meta.uid() != expected {
-        return Err(PermError::Owner {
-            path: p,
-            uid: meta.uid(),
-            expected,
-        });
-    }
-    if mode & 0o022 != 0 {
-        return Err(PermError::Writable { path: p, mode });
     }
     Ok(())
 }

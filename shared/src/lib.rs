@@ -19,6 +19,8 @@ pub mod notify;
 pub mod peer;
 pub mod protocol;
 mod siv;
+#[cfg(feature = "daemon")]
+pub mod trust;
 pub mod verdict;
 
 pub use frame::{ACK_LEN, Ack, AckOutcome, FRAME_LEN, Frame};

@@ -1,0 +1,284 @@
+//! `--check` tells the truth: it reaches the verdict the start (and a SIGHUP reload) reaches,
+//! as the server's user sees things. Each case here passed `--check` once and then failed (or
+//! worse, ran) later. Runs as root; the server user is `nobody`, another local user `daemon`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use ruroco_shared::{CmdHash, Key};
+use std::os::unix::fs::chown;
+use std::path::Path;
+use std::process::Command;
+
+/// uid and gid of `daemon`, a local user that is neither root nor the server user.
+const DAEMON: u32 = 1;
+
+/// `--check` refuses with exit 78 and one line containing every needle.
+fn check_refuses(env: &Env, needles: &[&str]) -> String {
+    env.write_config();
+    let (code, out, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(78), "stdout: {out} stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in {err:?}");
+    }
+    err
+}
+
+/// The start refuses the same way (exit 78, the same line).
+fn start_refuses(env: &Env, line: &str) {
+    let (code, _, err) = env.run_once(&[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains(line.trim()),
+        "start said {err:?}, --check said {line:?}"
+    );
+}
+
+fn refused_alike(env: &Env, needles: &[&str]) {
+    let line = check_refuses(env, needles);
+    start_refuses(env, &line);
+}
+
+fn setfacl(args: &[&str], path: &Path) {
+    let st = Command::new("setfacl").args(args).arg(path).status();
+    assert!(
+        st.is_ok_and(|s| s.success()),
+        "setfacl {args:?} (install the package `acl`)"
+    );
+}
+
+fn env_with_key() -> (Env, Key) {
+    let env = Env::new();
+    let k = Key::generate().unwrap();
+    env.add_key("k", &k);
+    (env, k)
+}
+
+#[test]
+fn a_state_dir_the_server_user_cannot_write_is_refused() {
+    let (env, _) = env_with_key();
+    chown(env.path("state"), Some(0), Some(0)).unwrap();
+    set_mode(&env.path("state"), 0o755);
+    let s = env.path("state").display().to_string();
+    refused_alike(
+        &env,
+        &[
+            "state_dir",
+            &s,
+            "nobody",
+            &format!("chown nobody:nogroup {s}"),
+        ],
+    );
+}
+
+#[test]
+fn a_root_only_key_file_is_refused_for_the_server_user() {
+    let (env, _) = env_with_key();
+    let p = env.path("keys/k.key");
+    chown(&p, Some(0), Some(0)).unwrap();
+    set_mode(&p, 0o600);
+    let k = p.display().to_string();
+    refused_alike(
+        &env,
+        &[
+            &k,
+            "nobody",
+            &format!("chown root:nogroup {k} && chmod 0640 {k}"),
+        ],
+    );
+    // The remedy it names works.
+    chown(&p, Some(0), Some(NOBODY)).unwrap();
+    set_mode(&p, 0o640);
+    env.write_config();
+    let (code, _, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// Started as the server user itself (as systemd's User= does), it checks as itself and
+/// refuses the root-only key with the same line `--check` (as root) printed.
+#[test]
+fn started_as_the_server_user_it_reaches_the_check_verdict() {
+    let (mut env, _) = env_with_key();
+    let p = env.path("keys/k.key");
+    chown(&p, Some(0), Some(0)).unwrap();
+    let line = check_refuses(&env, &["k.key"]);
+    env.as_nobody = true;
+    let bin = env.path("ruroco-server");
+    std::fs::copy(server_bin(), &bin).unwrap();
+    set_mode(&bin, 0o755);
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&bin)
+        .arg("--config")
+        .arg(env.path("server.toml"))
+        .env_remove("LISTEN_FDS")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(line.trim()),
+        "as nobody: {err:?}; --check: {line:?}"
+    );
+}
+
+#[test]
+fn a_user_that_does_not_exist_is_refused() {
+    let (mut env, _) = env_with_key();
+    env.extra_config = String::new();
+    env.write_config();
+    let cfg = env.path("server.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("user = \"nobody\"", "user = \"no-such-user-ruroco\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, _, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("`user`") && err.contains("no-such-user-ruroco"),
+        "{err}"
+    );
+}
+
+#[test]
+fn zero_max_age_and_max_clock_skew_are_refused() {
+    for (field, line) in [
+        ("max_age", "max_age = \"0s\"\n"),
+        ("max_clock_skew", "max_clock_skew = \"0s\"\n"),
+    ] {
+        let (mut env, _) = env_with_key();
+        env.extra_config = line.to_owned();
+        refused_alike(&env, &[&format!("`{field}`")]);
+    }
+}
+
+#[test]
+fn a_keys_dir_others_may_write_is_refused() {
+    let (env, _) = env_with_key();
+    let d = env.path("keys");
+    set_mode(&d, 0o777);
+    let d = d.display().to_string();
+    refused_alike(&env, &["keys_dir", &format!("chmod 0755 {d}")]);
+    // Owned by someone else than root: refused too.
+    set_mode(&env.path("keys"), 0o755);
+    chown(env.path("keys"), Some(DAEMON), None).unwrap();
+    refused_alike(&env, &["keys_dir", "owned by daemon", "chown root:nogroup"]);
+}
+
+#[test]
+fn a_config_others_may_change_or_with_an_acl_is_refused() {
+    let (env, _) = env_with_key();
+    env.write_config();
+    let cfg = env.path("server.toml");
+    let c = cfg.display().to_string();
+    // write_config resets the mode; change it after.
+    let check = |needles: &[&str]| {
+        let (code, out, err) = env.run_once(&["--check"]);
+        assert_eq!(code, Some(78), "stdout: {out} stderr: {err}");
+        for n in needles {
+            assert!(err.contains(n), "expected {n:?} in {err:?}");
+        }
+        let (code, _, start) = env.run_once(&[]);
+        assert_eq!(code, Some(78), "{start}");
+        assert!(
+            start.contains(err.trim()),
+            "start: {start:?}, --check: {err:?}"
+        );
+    };
+    set_mode(&cfg, 0o664);
+    check(&[&c, &format!("chmod 0644 {c}")]);
+    set_mode(&cfg, 0o644);
+    chown(&cfg, Some(DAEMON), None).unwrap();
+    check(&[&c, "owned by daemon", "chown root:"]);
+    chown(&cfg, Some(0), None).unwrap();
+    setfacl(&["-m", "u:daemon:rw,m::r"], &cfg);
+    check(&[&format!("setfacl -b {c}")]);
+}
+
+#[test]
+fn a_commander_socket_directory_the_server_user_cannot_search_is_refused() {
+    let (mut env, _) = env_with_key();
+    let run = env.path("run");
+    std::fs::create_dir(&run).unwrap();
+    set_mode(&run, 0o700);
+    env.commander_socket = run.join("commander.sock");
+    let r = run.display().to_string();
+    refused_alike(&env, &[&r, "nobody", "cannot search"]);
+}
+
+/// The planted key: another local user, through a keys directory it may write, adds a key
+/// whose ACL reads as 0640. Neither `--check` nor a SIGHUP reload may accept it, and its
+/// datagrams never reach the commander.
+#[test]
+fn a_planted_key_with_an_acl_is_refused_by_check_and_by_reload() {
+    let (mut env, a) = env_with_key();
+    let stub = env.stub();
+    env.start();
+    // Planted by `daemon`, readable by the server through an ACL entry, mode reads 0640.
+    let planted = Key::generate().unwrap();
+    let p = env.path("keys/planted.key");
+    std::fs::write(&p, planted.to_file_text().as_bytes()).unwrap();
+    chown(&p, Some(DAEMON), Some(DAEMON)).unwrap();
+    set_mode(&p, 0o600);
+    setfacl(&["-m", "u:nobody:r,m::r"], &p);
+    let mode = std::fs::metadata(&p).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o640
+    );
+    check_refuses(&env, &["planted.key"]);
+    // Owned by root, with an ACL only: refused for the ACL.
+    chown(&p, Some(0), Some(0)).unwrap();
+    check_refuses(&env, &["planted.key", "setfacl -b"]);
+    chown(&p, Some(DAEMON), Some(DAEMON)).unwrap();
+
+    env.signal(Signal::SIGHUP);
+    env.wait_note("RELOADING=1");
+    env.wait_note("READY=1");
+    assert!(env.log().contains("planted.key"), "{}", env.log());
+    env.send(&seal(&planted, &pt("planted")));
+    env.wait_status("the planted key unknown", |s| get(s, "unknown_key") == 1);
+    env.send(&seal(&a, &pt("hello")));
+    let f = stub.next_frame();
+    assert_eq!(
+        f.cmd,
+        CmdHash::of_name("hello"),
+        "only the real key's frame"
+    );
+}
+
+#[test]
+fn check_prints_addresses_as_they_are_matched() {
+    let (mut env, _) = env_with_key();
+    env.write_config();
+    let cfg = env.path("server.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "ips = [\"127.0.0.1\", \"::1\"]",
+        "ips = [\"::ffff:127.0.0.1\", \"::1\"]",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    env.extra_config = String::new();
+    let (code, out, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ips=127.0.0.1,::1\n"), "{out}");
+    assert!(!out.contains("::ffff:"), "{out}");
+}
+
+/// A missing `state_dir` once passed and then failed at the first datagram.
+#[test]
+fn a_missing_state_dir_is_refused_with_the_command_that_creates_it() {
+    let (env, _) = env_with_key();
+    std::fs::remove_dir(env.path("state")).unwrap();
+    let s = env.path("state").display().to_string();
+    refused_alike(
+        &env,
+        &[
+            "state_dir",
+            &format!("install -d -m 0700 -o nobody -g nogroup {s}"),
+        ],
+    );
+}

@@ -1,0 +1,523 @@
+//! Trust checks for the paths a daemon relies on (config files, key files, the keys, state and
+//! socket directories): existence, file type, owner, mode bits, extended POSIX ACLs, and whether
+//! the user that will use the path (uid, primary group, supplementary groups) can reach it,
+//! including search permission on every directory above it.
+//!
+//! ACLs are never interpreted: a path carrying an extended ACL (the `system.posix_acl_access`
+//! or, on a directory, `system.posix_acl_default` extended attribute, acl(5)) is refused with
+//! the fix `setfacl -b PATH`. Without those attributes the access ACL is exactly the mode bits
+//! (acl(5), "ACL to file permission bits mapping"), so every other verdict here follows
+//! path_resolution(7) from the mode bits alone. This module must never change a file.
+
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The extended attribute holding a file's or directory's access ACL (acl(5)).
+pub const ACL_ACCESS_XATTR: &str = "system.posix_acl_access";
+/// The extended attribute holding a directory's default ACL (acl(5)).
+pub const ACL_DEFAULT_XATTR: &str = "system.posix_acl_default";
+
+/// Permission bits of one class, as in the mode: read 4, write 2, execute/search 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access(u32);
+
+impl Access {
+    pub const READ: Access = Access(4);
+    pub const WRITE: Access = Access(2);
+    pub const SEARCH: Access = Access(1);
+    /// Read the entries of a directory and open them.
+    pub const LIST: Access = Access(5);
+    /// Create, replace and remove entries in a directory.
+    pub const MODIFY_DIR: Access = Access(7);
+    pub const NONE: Access = Access(0);
+
+    fn words(self) -> String {
+        let mut v = Vec::new();
+        if self.0 & 4 != 0 {
+            v.push("read");
+        }
+        if self.0 & 2 != 0 {
+            v.push("write");
+        }
+        if self.0 & 1 != 0 {
+            v.push("search");
+        }
+        v.join("+")
+    }
+}
+
+/// The identity that will use a path: what the kernel compares with a file's owner and group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    /// The user's name, for messages (the uid as text when it has none).
+    pub name: String,
+    pub uid: u32,
+    /// The primary group.
+    pub gid: u32,
+    /// Supplementary groups (may repeat `gid`).
+    pub groups: Vec<u32>,
+}
+
+impl Who {
+    /// This process's own credentials (effective uid and gid, getgroups(2)).
+    pub fn current() -> Who {
+        let uid = nix::unistd::geteuid();
+        let name = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        Who {
+            name,
+            uid: uid.as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            groups: nix::unistd::getgroups()
+                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The user `name` from the user database with its groups from getgrouplist(3), as
+    /// initgroups(3) (and systemd's `User=`) would give them. `field` names the config field
+    /// that holds `name`, for the error.
+    pub fn user(name: &str, field: &str) -> Result<Who, TrustError> {
+        let unknown = || TrustError::NoUser {
+            field: field.to_owned(),
+            name: name.to_owned(),
+        };
+        let u = nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(unknown)?;
+        let groups = std::ffi::CString::new(name)
+            .ok()
+            .and_then(|c| nix::unistd::getgrouplist(&c, u.gid).ok())
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|| vec![u.gid.as_raw()]);
+        Ok(Who {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            groups,
+        })
+    }
+
+    /// The name of this user's primary group (the gid as text when it has none).
+    pub fn group_name(&self) -> String {
+        group_name(self.gid)
+    }
+
+    /// Whether the mode bits of `meta` grant `want` to this user (path_resolution(7)): the
+    /// owner class if the uid owns it, else the group class if one of the groups owns it, else
+    /// the other class. Root may read and write anything and search any directory.
+    pub fn allows(&self, meta: &Metadata, want: Access) -> bool {
+        if self.uid == 0 {
+            return !meta.is_file() || want.0 & 1 == 0 || meta.mode() & 0o111 != 0;
+        }
+        let mode = meta.mode();
+        let class = if meta.uid() == self.uid {
+            (mode >> 6) & 7
+        } else if meta.gid() == self.gid || self.groups.contains(&meta.gid()) {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        };
+        class & want.0 == want.0
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+fn group_name(gid: u32) -> String {
+    nix::unistd::Group::from_gid(gid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| gid.to_string(), |g| g.name)
+}
+
+/// A regular file or a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// Who may own a trusted path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Anyone (the mode and access rules still apply).
+    Any,
+    /// Root only.
+    Root,
+    /// Root or the user that will use the path.
+    RootOrUser,
+}
+
+/// What a trusted path must look like. `what` names the path in messages ("keys_dir",
+/// "key file"); `fix_access` is the command suggested when the owner is wrong or `who` cannot
+/// reach the path, with `{path}`, `{user}` and `{group}` (the user's primary group) filled in.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub what: &'static str,
+    pub kind: Kind,
+    pub owner: Owner,
+    /// Mode bits that must be clear, e.g. `0o022` (no group/other write).
+    pub forbidden: u32,
+    /// What `who` must be allowed to do with the path itself.
+    pub need: Access,
+    pub fix_access: &'static str,
+    /// The command that creates the path when it is missing (same placeholders), if any.
+    pub create: Option<&'static str>,
+}
+
+/// Why a path is not trusted; every message names the path and the command that fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    #[error("{what} {path}: does not exist: {fix}")]
+    Missing {
+        what: String,
+        path: PathBuf,
+        fix: String,
+    },
+    #[error("{what} {path}: cannot inspect: {error}")]
+    Stat {
+        what: String,
+        path: PathBuf,
+        error: String,
+    },
+    #[error("{what} {path}: is not a {expected}: replace it with a {expected}")]
+    Type {
+        what: String,
+        path: PathBuf,
+        expected: &'static str,
+    },
+    #[error("{what} {path}: owned by {owner}, must be owned by {expected}: {fix}")]
+    Owner {
+        what: String,
+        path: PathBuf,
+        owner: String,
+        expected: String,
+        fix: String,
+    },
+    #[error("{what} {path}: mode {mode:04o} {problem}: chmod {fixed:04o} {path}")]
+    Mode {
+        what: String,
+        path: PathBuf,
+        mode: u32,
+        fixed: u32,
+        problem: &'static str,
+    },
+    #[error(
+        "{what} {path}: carries an extended POSIX ACL ({xattr}), which can grant access the mode bits do not show: remove it with `setfacl -b {path}`"
+    )]
+    Acl {
+        what: String,
+        path: PathBuf,
+        xattr: &'static str,
+    },
+    /// `detail`: who cannot do what, with the owner and mode that say so.
+    #[error("{what} {path}: {detail}: {fix}")]
+    Access {
+        what: String,
+        path: PathBuf,
+        detail: String,
+        fix: String,
+    },
+    #[error(
+        "{what} {path}: user {user} cannot search the directory {dir} above it (mode {mode:04o}): chmod o+x {dir}"
+    )]
+    Ancestor {
+        what: String,
+        path: PathBuf,
+        user: String,
+        dir: PathBuf,
+        mode: u32,
+    },
+    #[error(
+        "config field `{field}`: user {name:?} does not exist: create it (the package's sysusers.d does) or change `{field}`"
+    )]
+    NoUser { field: String, name: String },
+    #[error(
+        "config field `{field}`: group {name:?} does not exist: create it (the package's sysusers.d does) or change `{field}`"
+    )]
+    NoGroup { field: String, name: String },
+}
+
+/// The extended ACL attribute a path carries, if any: `Ok(Some(name))` when one is set,
+/// `Ok(None)` when none is (or the file system has no ACLs).
+pub fn acl_of_path(path: &Path) -> io::Result<Option<&'static str>> {
+    acl_probe(|name| rustix::fs::getxattr(path, name, &mut [0u8; 0][..]))
+}
+
+/// As [`acl_of_path`], on an open file (no race with a rename of the path).
+pub fn acl_of_file(file: &File) -> io::Result<Option<&'static str>> {
+    acl_probe(|name| rustix::fs::fgetxattr(file, name, &mut [0u8; 0][..]))
+}
+
+fn acl_probe(get: impl Fn(&str) -> rustix::io::Result<usize>) -> io::Result<Option<&'static str>> {
+    use rustix::io::Errno;
+    for name in [ACL_ACCESS_XATTR, ACL_DEFAULT_XATTR] {
+        match get(name) {
+            // A zero-length buffer asks for the size: any answer means the attribute exists.
+            Ok(_) | Err(Errno::RANGE) => return Ok(Some(name)),
+            Err(Errno::NODATA | Errno::NOTSUP) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+impl Rule {
+    /// Check `path` (symlinks followed) and every directory above it for `who`; on success
+    /// return its metadata.
+    pub fn check_path(&self, path: &Path, who: &Who) -> Result<Metadata, TrustError> {
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(TrustError::Missing {
+                    what: self.what.to_owned(),
+                    path: path.to_owned(),
+                    fix: match self.create {
+                        Some(create) => self.fill(create, path, who),
+                        None => "create it, or change the config field that names it".to_owned(),
+                    },
+                });
+            }
+            Err(e) => return Err(self.stat_err(path, &e)),
+        };
+        let acl = acl_of_path(path).map_err(|e| self.stat_err(path, &e))?;
+        self.check_meta(path, &meta, acl, who)?;
+        self.check_ancestors(path, who)?;
+        Ok(meta)
+    }
+
+    /// Check an opened file's metadata (from fstat) and its ACL, without the ancestors.
+    pub fn check_file(&self, path: &Path, file: &File, who: &Who) -> Result<Metadata, TrustError> {
+        let meta = file.metadata().map_err(|e| self.stat_err(path, &e))?;
+        let acl = acl_of_file(file).map_err(|e| self.stat_err(path, &e))?;
+        self.check_meta(path, &meta, acl, who)?;
+        Ok(meta)
+    }
+
+    fn stat_err(&self, path: &Path, e: &io::Error) -> TrustError {
+        TrustError::Stat {
+            what: self.what.to_owned(),
+            path: path.to_owned(),
+            error: e.to_string(),
+        }
+    }
+
+    /// The verdict on one path from its metadata and ACL attribute (sans-IO but for names).
+    pub fn check_meta(
+        &self,
+        path: &Path,
+        meta: &Metadata,
+        acl: Option<&'static str>,
+        who: &Who,
+    ) -> Result<(), TrustError> {
+        let what = self.what.to_owned();
+        let (ok, expected) = match self.kind {
+            Kind::File => (meta.is_file(), "regular file"),
+            Kind::Dir => (meta.is_dir(), "directory"),
+        };
+        if !ok {
+            return Err(TrustError::Type {
+                what,
+                path: path.to_owned(),
+                expected,
+            });
+        }
+        let owner_ok = match self.owner {
+            Owner::Any => true,
+            Owner::Root => meta.uid() == 0,
+            Owner::RootOrUser => meta.uid() == 0 || meta.uid() == who.uid,
+        };
+        if !owner_ok {
+            return Err(TrustError::Owner {
+                what,
+                path: path.to_owned(),
+                owner: user_name(meta.uid()),
+                expected: match self.owner {
+                    Owner::RootOrUser if who.uid != 0 => format!("root or {}", who.name),
+                    _ => "root".to_owned(),
+                },
+                fix: self.fix(path, who),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & self.forbidden != 0 {
+            let bad = mode & self.forbidden;
+            let problem = if bad & 0o022 != 0 {
+                "lets others than the owner change it"
+            } else if bad & 0o044 != 0 {
+                "lets others read it"
+            } else {
+                "grants more than it may"
+            };
+            return Err(TrustError::Mode {
+                what,
+                path: path.to_owned(),
+                mode,
+                fixed: mode & !self.forbidden,
+                problem,
+            });
+        }
+        if let Some(xattr) = acl {
+            return Err(TrustError::Acl {
+                what,
+                path: path.to_owned(),
+                xattr,
+            });
+        }
+        if !who.allows(meta, self.need) {
+            return Err(TrustError::Access {
+                what,
+                path: path.to_owned(),
+                detail: format!(
+                    "user {} cannot {} it (owner {}:{}, mode {mode:04o})",
+                    who.name,
+                    self.need.words(),
+                    user_name(meta.uid()),
+                    group_name(meta.gid()),
+                ),
+                fix: self.fix(path, who),
+            });
+        }
+        Ok(())
+    }
+
+    fn fix(&self, path: &Path, who: &Who) -> String {
+        self.fill(self.fix_access, path, who)
+    }
+
+    fn fill(&self, template: &str, path: &Path, who: &Who) -> String {
+        template
+            .replace("{path}", &path.display().to_string())
+            .replace("{user}", &who.name)
+            .replace("{group}", &who.group_name())
+    }
+
+    /// Every directory above `path` (symlinks resolved) must be searchable by `who`.
+    pub fn check_ancestors(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
+        let real = fs::canonicalize(path).map_err(|e| self.stat_err(path, &e))?;
+        for dir in real.ancestors().skip(1) {
+            let m = fs::metadata(dir).map_err(|e| self.stat_err(dir, &e))?;
+            if !who.allows(&m, Access::SEARCH) {
+                return Err(TrustError::Ancestor {
+                    what: self.what.to_owned(),
+                    path: path.to_owned(),
+                    user: who.name.clone(),
+                    dir: dir.to_owned(),
+                    mode: m.mode() & 0o7777,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The gid of group `name`; `field` names the config field for the error.
+pub fn group(name: &str, field: &str) -> Result<u32, TrustError> {
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+        .ok_or_else(|| TrustError::NoGroup {
+            field: field.to_owned(),
+            name: name.to_owned(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn who(uid: u32, gid: u32, groups: &[u32]) -> Who {
+        Who {
+            name: format!("u{uid}"),
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
+
+    const KEY: Rule = Rule {
+        what: "key file",
+        kind: Kind::File,
+        owner: Owner::RootOrUser,
+        forbidden: 0o027,
+        need: Access::READ,
+        fix_access: "chown root:{group} {path} && chmod 0640 {path}",
+        create: None,
+    };
+
+    #[test]
+    fn mode_owner_and_access_verdicts() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("k");
+        fs::write(&p, "x")?;
+        let me = Who::current();
+        let set = |mode| fs::set_permissions(&p, fs::Permissions::from_mode(mode));
+        set(0o600)?;
+        assert!(KEY.check_meta(&p, &fs::metadata(&p)?, None, &me).is_ok());
+        set(0o644)?;
+        let e = KEY
+            .check_meta(&p, &fs::metadata(&p)?, None, &me)
+            .unwrap_err();
+        assert!(e.to_string().contains("chmod 0640"), "{e}");
+        set(0o660)?;
+        let e = KEY
+            .check_meta(&p, &fs::metadata(&p)?, None, &me)
+            .unwrap_err();
+        assert!(e.to_string().contains("chmod 0640"), "{e}");
+        set(0o640)?;
+        let e = KEY
+            .check_meta(&p, &fs::metadata(&p)?, Some(ACL_ACCESS_XATTR), &me)
+            .unwrap_err();
+        assert!(e.to_string().contains("setfacl -b"), "{e}");
+        let meta = fs::metadata(&p)?;
+        // Another user: owner refused unless root owns it; access by group membership.
+        let other = who(meta.uid() + 4242, 4242, &[]);
+        if meta.uid() == 0 {
+            let e = KEY.check_meta(&p, &meta, None, &other).unwrap_err();
+            assert!(e.to_string().contains("cannot read"), "{e}");
+            let member = who(4242, 4242, &[meta.gid()]);
+            assert!(KEY.check_meta(&p, &meta, None, &member).is_ok());
+        } else {
+            let e = KEY.check_meta(&p, &meta, None, &other).unwrap_err();
+            assert!(e.to_string().contains("chown"), "{e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn missing_and_wrong_type() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let me = Who::current();
+        let e = KEY.check_path(&dir.path().join("nope"), &me).unwrap_err();
+        assert!(matches!(e, TrustError::Missing { .. }), "{e}");
+        let e = KEY.check_path(dir.path(), &me).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn root_reads_and_searches_everything() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("f");
+        fs::write(&p, "x")?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o000))?;
+        let root = who(0, 0, &[]);
+        assert!(root.allows(&fs::metadata(&p)?, Access::READ));
+        assert!(!root.allows(&fs::metadata(&p)?, Access::SEARCH));
+        assert!(root.allows(&fs::metadata(dir.path())?, Access::MODIFY_DIR));
+        Ok(())
+    }
+}
