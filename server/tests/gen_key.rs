@@ -2,6 +2,9 @@
 //! overwrites, and a missing group is a usage-level refusal naming `--group`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Env;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
@@ -19,35 +22,28 @@ fn server(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn gen_key_writes_a_key_check_loads_and_never_overwrites() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    std::fs::create_dir(&keys).unwrap();
+    // The test environment's server user is nobody:nogroup; its keys directory is root's.
+    let env = Env::new();
+    let keys = env.path("keys");
     let key = keys.join("laptop.key");
-    let group = nix::unistd::Group::from_gid(nix::unistd::getegid())
-        .unwrap()
-        .unwrap()
-        .name;
+    let group = "nogroup";
     let k = key.to_str().unwrap();
 
-    let (code, out, err) = server(&["gen-key", k, "--group", &group]);
+    let (code, out, err) = server(&["gen-key", k, "--group", group]);
     assert_eq!(code, Some(0), "{err}");
     let meta = std::fs::metadata(&key).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640);
     let id = ruroco_shared::Key::load(&key).unwrap().id();
     assert_eq!(out.trim(), format!("key {id} written to {k}"));
 
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!("ips = [\"127.0.0.1\"]\nkeys_dir = \"{}\"\n", keys.display()),
-    )
-    .unwrap();
-    let (code, out, err) = server(&["--config", config.to_str().unwrap(), "--check"]);
+    // What --check loads as the server's user (nobody) is the key gen-key wrote.
+    env.write_config();
+    let (code, out, err) = env.run_once(&["--check"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains(&format!("key {id} {k}")), "{out}");
 
     let before = std::fs::read(&key).unwrap();
-    let (code, _, err) = server(&["gen-key", k, "--group", &group]);
+    let (code, _, err) = server(&["gen-key", k, "--group", group]);
     assert_eq!(code, Some(73), "{err}");
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(std::fs::read(&key).unwrap(), before);
