@@ -237,7 +237,8 @@ impl Dispatcher {
                     return Some(AckOutcome::Refused);
                 }
                 Admit::Run => {
-                    let record = g.start(&key, &undo.run, undo.after);
+                    let run_as = cmd.run_as.as_deref().map(exec::RunAs::to_record);
+                    let record = g.start_as(&key, &undo.run, undo.after, run_as);
                     if let Err(e) = self.persist(&record).await {
                         g.abandon(&key);
                         tracing::error!(event = "failed", reason = "grant_persist", command = %cmd.name, ip = %ip, error = %e, "not run: its grant could not be recorded");
@@ -284,11 +285,14 @@ impl Dispatcher {
     /// re-running it forever could do more harm).
     async fn run_undo(&self, record: Record, reason: UndoReason, slot: OwnedSemaphorePermit) {
         let table = self.table();
-        // The undo runs as its command runs now: its timeout and user (root and
-        // default_timeout if the command is gone from the config).
+        // The undo runs as its command ran (the identity recorded with the grant, root when
+        // none), with the command's timeout now (default_timeout if it is gone from the config).
         let cmd = table.commands.by_name(&record.command);
         let timeout = cmd.map_or(table.default_timeout, |c| c.timeout);
-        let run_as = cmd.and_then(|c| c.run_as.clone());
+        let run_as = record
+            .run_as
+            .as_ref()
+            .map(|r| Arc::new(exec::RunAs::from_record(r)));
         tracing::info!(event = "undo", reason = reason.as_str(), command = %record.command, ip = %record.ip);
         let job = Job {
             kind: Kind::Undo,

@@ -65,6 +65,30 @@ pub struct RunAs {
     pub home: String,
 }
 
+impl RunAs {
+    /// The ids to keep in a grant record ([`crate::grants::RecordedRunAs`]).
+    pub fn to_record(&self) -> crate::grants::RecordedRunAs {
+        crate::grants::RecordedRunAs {
+            user: self.user.clone(),
+            uid: self.uid.as_raw(),
+            gid: self.gid.as_raw(),
+            groups: self.groups.iter().map(|g| g.as_raw()).collect(),
+            home: self.home.clone(),
+        }
+    }
+
+    /// The identity a grant record holds, to undo as exactly what ran.
+    pub fn from_record(r: &crate::grants::RecordedRunAs) -> Self {
+        Self {
+            user: r.user.clone(),
+            uid: Uid::from_raw(r.uid),
+            gid: Gid::from_raw(r.gid),
+            groups: r.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+            home: r.home.clone(),
+        }
+    }
+}
+
 /// Whether this run is a command or the undo of one (they log differently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

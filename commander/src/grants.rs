@@ -80,6 +80,24 @@ pub struct Record {
     pub since_unix_ms: u64,
     /// Wall-clock ms of the undo (`active` only; 0 while running).
     pub deadline_unix_ms: u64,
+    /// Who the command ran as (`user`/`group`), so its undo runs as the same identity even
+    /// when the command is gone from the config or its user changed; absent: root (also for
+    /// records written before commands had a `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RecordedRunAs>,
+}
+
+/// The identity a grant's command ran as, as ids (a user deleted or renamed since still
+/// undoes as the ids that ran), with the name and home for `USER`/`LOGNAME`/`HOME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedRunAs {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (initgroups(3) at config load), gid included.
+    pub groups: Vec<u32>,
+    pub home: String,
 }
 
 /// The persisted state of a grant; an undo in progress is stored as what it undoes.
@@ -215,8 +233,20 @@ impl Grants {
         }
     }
 
-    /// Start a grant whose run begins now; returns the record to persist before running.
+    /// Start a grant whose run begins now, as root; returns the record to persist before
+    /// running.
     pub fn start(&mut self, key: &GrantKey, undo: &str, undo_after: Duration) -> Record {
+        self.start_as(key, undo, undo_after, None)
+    }
+
+    /// [`Self::start`] for a command that runs as `run_as` (its undo will too).
+    pub fn start_as(
+        &mut self,
+        key: &GrantKey,
+        undo: &str,
+        undo_after: Duration,
+        run_as: Option<RecordedRunAs>,
+    ) -> Record {
         let record = Record {
             command: key.0.clone(),
             ip: key.1,
@@ -226,6 +256,7 @@ impl Grants {
             state: Stored::Running,
             since_unix_ms: now_unix_ms(),
             deadline_unix_ms: 0,
+            run_as,
         };
         self.insert(record.clone(), Phase::Running { revoke: false }, None);
         record
@@ -671,6 +702,7 @@ pub fn import_legacy(
             state: Stored::Active,
             since_unix_ms: now,
             deadline_unix_ms: e.due_unix_ms,
+            run_as: None,
         })?;
     }
     std::fs::remove_file(&path)
@@ -784,6 +816,7 @@ mod tests {
             state,
             since_unix_ms: 1,
             deadline_unix_ms: deadline,
+            run_as: None,
         }
     }
 

@@ -116,6 +116,35 @@ fn the_undo_runs_as_the_same_user() {
     );
 }
 
+/// The undo runs as its command ran, even once the command is gone from the config (a reload
+/// removed it): the identity is kept with the grant, never replaced by root.
+#[test]
+fn the_undo_of_a_removed_command_runs_as_the_user_that_ran() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        "open = { run = 'echo \"run uid=$(id -u)\"', undo = 'echo \"undo uid=$(id -u)\"', undo_after = '1h', user = 'nobody' }\nother = 'true'",
+    );
+    let d = env.start();
+    let mut s = env.connect();
+    send(&mut s, "open", "192.0.2.11");
+    let uid = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    d.wait_log(&["event=\"output\"", &format!("run uid={uid}")], 1);
+    d.wait_log(&["event=\"granted\""], 1);
+    env.write_config("", "other = 'true'");
+    let out = env.op(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = env.op(&["revoke", "open", "192.0.2.11"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_log(&["event=\"undone\"", "command=open"], 1);
+    d.wait_log(&["event=\"output\"", &format!("undo uid={uid}")], 1);
+    assert_eq!(d.log_count(&["undo uid=0"]), 0, "{}", d.log_text());
+}
+
 /// Both the daemon and `--check` refuse the config with exit 78 and one line naming the command
 /// and the field.
 #[test]
