@@ -387,7 +387,9 @@ impl Rig {
         let text = fs::read_to_string(self.root.join("commander.log")).unwrap_or_default();
         let needle = format!("command={command}");
         text.lines()
-            .filter(|l| crate::line_has(l, "event=executed") && crate::line_has(l, &needle))
+            .filter(|l| {
+                ruroco_tests::line_has(l, "event=executed") && ruroco_tests::line_has(l, &needle)
+            })
             .count() as u64
     }
 
