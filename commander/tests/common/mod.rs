@@ -386,6 +386,7 @@ pub fn line_has(line: &str, needle: &str) -> bool {
         let before = line[..i].chars().next_back();
         let after = line[i + needle.len()..].chars().next();
         // A needle ending in `=` asks only for the key.
-        before.is_none_or(|c| c == ' ') && (needle.ends_with('=') || after.is_none_or(|c| c == ' '))
+        let edge = |c: char| c == ' ' || c == '"';
+        before.is_none_or(edge) && (needle.ends_with('=') || after.is_none_or(edge))
     })
 }
