@@ -185,22 +185,22 @@ pub fn hint(reason: Reject) -> Option<&'static str> {
         }
         Reject::BadVersion => "the client speaks another protocol version: use matching releases",
         Reject::Future => {
-            "the counter is ahead of this server's clock by more than max_clock_skew: fix the clock of the client or of this server"
+            "the counter is ahead of the clock of this server by more than max_clock_skew: fix the clock of the client or of this server"
         }
         Reject::TooOld => {
-            "the counter is older than max_age: fix the client's clock, or run `ruroco-client reseed` on it"
+            "the counter is older than max_age: fix the clock of the client, or run `ruroco-client reseed` on it"
         }
         Reject::WrongDestination => {
-            "the client sent to an address not in `ips` of server.toml: add dst_ip to `ips` if it is this server's (e.g. the public address in front of a NAT), else fix the client's address"
+            "the client sent to an address not in `ips` of server.toml: add dst_ip to `ips` if it is an address of this server (e.g. the public address in front of a NAT), else fix the address the client sends to"
         }
         Reject::SourceMismatch => {
             "the client is behind a NAT or proxy: send with `--permissive`, or claim the public address with `-i`"
         }
         Reject::NotAClient => {
-            "the claimed client address is unspecified, broadcast or multicast: fix the client's `-i`"
+            "the claimed client address is unspecified, broadcast or multicast: fix `-i` of the client"
         }
         Reject::NotAllowed => {
-            "the command is not in this key's allow-list: add it to `[keys.<name>] commands` in server.toml, or use another key"
+            "the command is not in the allow-list of this key: add it to `[keys.<name>] commands` in server.toml, or use another key"
         }
         Reject::BadLength
         | Reject::UnknownKey
@@ -347,6 +347,11 @@ mod wrong_destination_tests {
     fn every_reason_a_key_holder_causes_has_a_hint() {
         for r in Reject::ALL {
             assert_eq!(hint(r).is_none(), r.is_hostile(), "{r}");
+            // Nothing logfmt would escape (quotes, backslashes, apostrophes).
+            assert!(
+                !hint(r).unwrap_or_default().contains(['\'', '"', '\\']),
+                "{r}"
+            );
         }
     }
 }

@@ -184,3 +184,47 @@ fn shutdown_waits_for_outstanding_acknowledgements() {
     assert_eq!(left.len(), 1, "{log}");
     assert!(left[0].contains("written=1") && left[0].contains("not_written=0"));
 }
+
+#[test]
+fn a_commander_that_is_down_is_logged_once_with_the_fix_and_the_late_frame_says_so() {
+    let (mut env, k) = server();
+    let sent = std::time::Instant::now();
+    env.send(&seal(&k, &pt("late")));
+    // Let the link fail several times (backoff 100 ms, 200 ms, 400 ms, 800 ms) and the frame
+    // wait more than the 1 s after which it is late.
+    env.wait_status("accepted", |s| get(s, "accepted") == 1);
+    if let Some(rest) = std::time::Duration::from_millis(1600).checked_sub(sent.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let stub = env.stub();
+    assert_eq!(stub.next_frame(), frame("late"));
+    env.wait_status("delivered", |s| get(s, "delivered") == 1);
+    let log = env.log();
+    let down = events(&log, "commander_down");
+    assert_eq!(
+        down.len(),
+        1,
+        "one line per outage, not per attempt:\n{log}"
+    );
+    assert!(
+        line_has(
+            &down[0],
+            "hint=\"start the commander: systemctl start ruroco-commander.socket\""
+        ),
+        "{log}"
+    );
+    let up = events(&log, "commander_up");
+    assert_eq!(up.len(), 1, "{log}");
+    assert!(
+        line_has(&up[0], "down_ms=") && line_has(&up[0], "attempts="),
+        "{log}"
+    );
+    let forwarded = events(&log, "forwarded");
+    assert_eq!(forwarded.len(), 1, "{log}");
+    assert!(
+        line_has(&forwarded[0], "level=warn")
+            && line_has(&forwarded[0], "late=true")
+            && line_has(&forwarded[0], "waited_ms="),
+        "{log}"
+    );
+}

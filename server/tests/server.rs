@@ -132,6 +132,17 @@ fn every_rejection_reason_is_counted_and_sends_no_frame() {
                 .then_some(())
         },
     );
+    // wrong_destination names the address the client sent to, and a key holder's mistake
+    // carries the fix.
+    let log = env.log();
+    let wrong = events(&log, "rejected")
+        .into_iter()
+        .find(|l| line_has(l, "reason=wrong_destination"))
+        .unwrap_or_else(|| panic!("no wrong_destination summary:\n{log}"));
+    assert!(
+        line_has(&wrong, "dst_ip=10.9.8.7") && line_has(&wrong, "hint="),
+        "{wrong}"
+    );
     env.signal(Signal::SIGTERM);
     env.wait_note("STOPPING=1");
     assert_eq!(env.wait_exit().code(), Some(0));
