@@ -71,6 +71,23 @@ fn matched(log: &Path, filter: &Path) -> Vec<IpAddr> {
         .collect()
 }
 
+/// How many lines of `log` had their date read from the stderr lines' `ts=` (fail2ban
+/// ignores a matched line without a date, outside `fail2ban-regex`).
+fn ts_dates(log: &Path, filter: &Path) -> u64 {
+    let o = Command::new("fail2ban-regex")
+        .arg("-v")
+        .arg(log)
+        .arg(filter)
+        .output()
+        .expect("run fail2ban-regex");
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.lines()
+        .find(|l| l.contains("] ^ts="))
+        .and_then(|l| l.split(['[', ']']).nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ts= date template in:\n{out}"))
+}
+
 /// The server's stderr log as it is now, and the same events the way fail2ban's systemd
 /// backend reads them from the journal (`<host> <SYSLOG_IDENTIFIER>[<pid>]: <MESSAGE>`, the
 /// MESSAGE being the event's message), in `journalctl -o short` form with a date.
@@ -224,6 +241,12 @@ fn the_filter_counts_forged_datagrams_and_never_a_real_clients_copies() {
         .then_some(())
     });
     let (stderr, journal) = snapshot(&c, from, dir.path(), "forged");
+    let lines = std::fs::read_to_string(&stderr).unwrap().lines().count() as u64;
+    assert_eq!(
+        ts_dates(&stderr, &filter),
+        lines,
+        "every stderr line has its date read"
+    );
     for (form, path) in [("stderr", &stderr), ("journal", &journal)] {
         let got = matched(path, &filter);
         assert_eq!(
