@@ -357,6 +357,14 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The server address an authenticated datagram names (`dst_ip`), for a `wrong_destination`
+/// log line; off the hot path.
+#[cold]
+#[inline(never)]
+fn destination(key: &ruroco_shared::Key, datagram: &[u8]) -> Option<IpAddr> {
+    protocol::open(key, datagram).ok().and_then(|p| p.dst_ip)
+}
+
 /// An accepted datagram waiting for its floor to be durable: (verdict, real source).
 type Waiting = (Accepted, IpAddr);
 
@@ -508,7 +516,7 @@ impl Engine {
             Ok(a) => self.commit.accept(a, source),
             Err(Reject::WrongDestination) => {
                 // Decrypted again, for the log only: the destination the client used.
-                let dst = protocol::open(&k.key, data).ok().and_then(|p| p.dst_ip);
+                let dst = destination(&k.key, data);
                 self.limiter.failed(source, mono_ns);
                 self.counters.reject(Reject::WrongDestination);
                 self.rejects
