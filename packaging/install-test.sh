@@ -352,33 +352,49 @@ ok "journal: RUROCO_EVENT=accepted/forwarded (with RUROCO_KEY_ID), executed (wit
 say "replay a captured datagram"
 # Capture the client's datagram on a side port (perl-base is in every Debian), then send the
 # very same bytes to the server twice. dst_ip holds only the address, so it is valid there.
-# shellcheck disable=SC2016 # perl code, expanded by perl
-inside perl -MIO::Socket::INET -e '
-    my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 34999, Proto => "udp")
-        or die "bind: $!";
-    defined $s->recv(my $buf, 2048) or die "recv: $!";
-    open my $f, ">", "/root/captured.bin" or die; binmode $f; print $f $buf; close $f or die;' &
-capture_pid=$!
-wait_for "the capture socket to listen" sh -c "nsenter -t $leader -a -- ss -Hnul 'sport = :34999' | grep -q 34999"
-client -a 127.0.0.1:34999 -c replayed 2>/dev/null || fail "ruroco-client send to the capture port"
-wait "$capture_pid" || fail "capturing the datagram"
-[ "$(inside stat -c %s /root/captured.bin)" = 94 ] || fail "captured datagram is not 94 bytes"
+capture() {
+    # shellcheck disable=SC2016 # perl code, expanded by perl
+    inside perl -MIO::Socket::INET -e '
+        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 34999, Proto => "udp")
+            or die "bind: $!";
+        defined $s->recv(my $buf, 2048) or die "recv: $!";
+        open my $f, ">", $ARGV[0] or die; binmode $f; print $f $buf; close $f or die;' "$1" &
+    capture_pid=$!
+    wait_for "the capture socket to listen" sh -c "nsenter -t $leader -a -- ss -Hnul 'sport = :34999' | grep -q 34999"
+    client -a 127.0.0.1:34999 -c replayed 2>/dev/null || fail "ruroco-client send to the capture port"
+    wait "$capture_pid" || fail "capturing the datagram"
+    [ "$(inside stat -c %s "$1")" = 94 ] || fail "captured datagram is not 94 bytes"
+}
 send_captured() {
     # shellcheck disable=SC2016 # perl code, expanded by perl
     inside perl -MIO::Socket::INET -e '
         my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 34020, Proto => "udp")
             or die "socket: $!";
-        open my $f, "<", "/root/captured.bin" or die; binmode $f; local $/; my $d = <$f>;
-        $s->send($d) == length $d or die "send: $!";'
+        open my $f, "<", $ARGV[0] or die; binmode $f; local $/; my $d = <$f>;
+        $s->send($d) == length $d or die "send: $!";' "$1"
 }
-send_captured
+capture /root/captured.bin
+send_captured /root/captured.bin
 wait_for "the captured datagram to run its command" out_has "replayed 127.0.0.1"
-send_captured
+# The same bytes again: a copy of an accepted datagram (what a network duplicate or the copy
+# for a dual-stack server's second address looks like) is a `duplicate`, not run again.
+send_captured /root/captured.bin
+wait_for "the copy to be counted in STATUS" status_has "duplicate=1"
+[ "$(out_count "replayed 127.0.0.1")" = 1 ] || fail "the copied datagram ran its command again"
+wait_for "a RUROCO_EVENT=duplicate line in the journal (summaries come every 10 s)" \
+    journal_has _SYSTEMD_UNIT=ruroco.service RUROCO_EVENT=duplicate RUROCO_REASON=duplicate
+# A datagram withheld (captured, never delivered) and sent after a newer one was accepted is
+# a `replay`.
+capture /root/withheld.bin
+client -a 127.0.0.1 -c record 2>/dev/null || fail "send record"
+record_runs() { [ "$(out_count "record 127.0.0.1")" = "$1" ]; }
+wait_for "the newer datagram to run" record_runs 2
+send_captured /root/withheld.bin
 wait_for "the replay to be counted in STATUS" status_has "replay=1"
-[ "$(out_count "replayed 127.0.0.1")" = 1 ] || fail "the replayed datagram ran its command again"
+[ "$(out_count "replayed 127.0.0.1")" = 1 ] || fail "the replayed datagram ran its command"
 wait_for "a RUROCO_REASON=replay line in the journal (summaries come every 10 s)" \
     journal_has _SYSTEMD_UNIT=ruroco.service RUROCO_EVENT=rejected RUROCO_REASON=replay
-ok "first copy ran once; the replay was rejected (STATUS replay=1) and logged (RUROCO_REASON=replay)"
+ok "first copy ran once; the copy is a duplicate (STATUS duplicate=1), the withheld one a replay (replay=1), both logged"
 if command -v fail2ban-regex >/dev/null && [ -f /etc/fail2ban/filter.d/common.conf ]; then
     # The filter includes fail2ban's common.conf from its own directory.
     mkdir -p "$work/f2b/filter.d"
@@ -386,8 +402,12 @@ if command -v fail2ban-regex >/dev/null && [ -f /etc/fail2ban/filter.d/common.co
     inside journalctl --no-pager -o short _SYSTEMD_UNIT=ruroco.service >"$work/server.log"
     f2b=$(fail2ban-regex "$work/server.log" "$work/f2b/filter.d/ruroco.conf" 2>&1 |
         sed -n 's/^Lines: .* \([0-9]*\) matched.*/\1/p')
-    [ "${f2b:-0}" -ge 1 ] || fail "the fail2ban filter matches no rejection line of the server's journal"
-    ok "the fail2ban filter matches $f2b rejection line(s) of the server's journal"
+    # The replay summary (and any other hostile one) counts; the duplicate does not.
+    hostile=$(grep -cE 'rejected (bad_length|unknown_key|rate_limited|bad_tag|replay) from ' "$work/server.log" || true)
+    grep -q 'duplicate from 127.0.0.1 count=' "$work/server.log" || fail "no duplicate line in the server's journal"
+    [ "${f2b:-0}" -ge 1 ] && [ "${f2b:-0}" = "$hostile" ] ||
+        fail "the fail2ban filter matches ${f2b:-0} lines of the server's journal, want the $hostile hostile ones (not the duplicate)"
+    ok "the fail2ban filter matches the replay line of the server's journal and not the duplicate"
 fi
 
 # --- commands that need the commander's capabilities ---------------------------------------------
@@ -599,7 +619,8 @@ new_pid=$(inside systemctl show -p MainPID --value ruroco.service)
 if [ "${new_pid:-0}" -le 0 ] || [ "$new_pid" = "$main_pid" ]; then
     fail "the upgrade path did not restart the running server"
 fi
-send_captured
+# The server's memory of recent datagrams went with the restart: the old copy is a replay.
+send_captured /root/captured.bin
 wait_for "the replay to be rejected after the reinstall restarted the server" status_has "replay=1"
 [ "$(out_count "replayed 127.0.0.1")" = 1 ] || fail "a replay ran its command after the restart"
 ok "reinstall: user kept once, config kept, units still enabled, server restarted, replay floor survived"

@@ -16,8 +16,10 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 # systemd: systemd-socket-activate; util-linux: setpriv; python3-minimal: /usr/bin/python3 for
-# a stub peer running as nobody; the rest serves the package install test.
-apt_pkgs=(systemd util-linux procps iproute2 ca-certificates python3-minimal acl)
+# a stub peer running as nobody; acl: setfacl for the trusted-path tests; fail2ban:
+# fail2ban-regex checks the shipped filter against the server's log (tests/tests/fail2ban.rs);
+# the rest serves the package install test.
+apt_pkgs=(systemd util-linux procps iproute2 ca-certificates python3-minimal acl fail2ban)
 [ "$quick" = 1 ] || apt_pkgs+=(debootstrap systemd-container lintian rpm)
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -28,6 +30,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# fail2ban is installed now: its test may not skip.
+export RUROCO_REQUIRE_FAIL2BAN=1
 getent passwd nobody >/dev/null || { echo "no user nobody on this machine" >&2; exit 1; }
 
 step "toolchain components"

@@ -117,7 +117,7 @@ echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c hello"
 wait_for 20 "hello to run" grep -qs "hello from 127.0.0.1" "$demo/commander.log"
 echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c open_demo   (a grant: undo after 5 min)"
 "$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/keys/demo.key" -c open_demo
-wait_for 20 "open_demo to be granted" grep -qs 'event="granted"' "$demo/commander.log"
+wait_for 20 "open_demo to be granted" grep -Eqs '(^| )event=granted( |$)' "$demo/commander.log"
 echo "==> ruroco-commander grants"
 "$demo/bin/ruroco-commander" --control "$demo/control/control.sock" grants
 echo "==> ruroco-commander revoke open_demo   (runs the undo now)"

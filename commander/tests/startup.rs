@@ -237,8 +237,8 @@ fn peer_running_as_nobody_is_refused() {
     assert!(out.contains("PROBE_CLOSED"), "{out}");
     d.wait_log(
         &[
-            "event=\"rejected\"",
-            "reason=\"peer_uid\"",
+            "event=rejected",
+            "reason=peer_uid",
             "uid=65534",
             "gid=65534",
             "pid=",

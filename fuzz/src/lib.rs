@@ -82,8 +82,8 @@ pub fn datagram(data: &[u8]) -> Outcome {
     assert!(accepted.counter > 0 && accepted.counter <= NOW_NS + SKEW_NS);
     assert_eq!(
         verdict::judge(key, None, data, source, NOW_NS, accepted.counter, &policy).err(),
-        Some(Reject::Replay),
-        "an accepted datagram must be a replay at its own counter"
+        Some(Reject::Duplicate),
+        "an accepted datagram must be a duplicate at its own counter"
     );
     let bytes = accepted.frame.to_bytes();
     assert_eq!(Frame::from_bytes(&bytes), Ok(accepted.frame));
@@ -134,6 +134,8 @@ pub fn plaintext(data: &[u8]) -> Outcome {
     // The rules written out again, independently, in SPEC order.
     let expected = if pt.version != protocol::VERSION {
         Err(Reject::BadVersion)
+    } else if pt.counter == floor && floor != 0 {
+        Err(Reject::Duplicate)
     } else if pt.counter <= floor {
         Err(Reject::Replay)
     } else if pt.counter > NOW_NS + SKEW_NS {

@@ -38,6 +38,12 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between two connection attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// While the commander stays unreachable, `commander_down` is logged at most once per this.
+pub const DOWN_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// A frame written to the commander this long after it was queued is logged as late.
+pub const LATE_AFTER: Duration = Duration::from_secs(1);
+/// What `commander_down` tells the operator to do.
+pub const DOWN_HINT: &str = "start the commander: systemctl start ruroco-commander.socket";
 /// A frame older than this is stale (e.g. a firewall opening asked for a minute ago): dropped
 /// instead of written, or written again after a reconnect.
 pub const MAX_QUEUE_AGE: Duration = Duration::from_secs(60);
@@ -253,6 +259,44 @@ pub struct Link {
     backoff: Duration,
     /// No connection attempt before this.
     retry_at: Option<Instant>,
+    outage: Outage,
+}
+
+/// The failed connection attempts of one outage, to log it once per `DOWN_LOG_INTERVAL`
+/// rather than once per attempt (every `BACKOFF_MAX` while frames wait).
+#[derive(Debug, Default)]
+struct Outage {
+    since: Option<Instant>,
+    logged: Option<Instant>,
+    attempts: u64,
+}
+
+impl Outage {
+    /// One failed attempt at `now`: `Some((down for, attempts))` when it is to be logged.
+    fn failed(&mut self, now: Instant) -> Option<(Duration, u64)> {
+        let since = *self.since.get_or_insert(now);
+        self.attempts += 1;
+        if self
+            .logged
+            .is_some_and(|t| now.duration_since(t) < DOWN_LOG_INTERVAL)
+        {
+            return None;
+        }
+        self.logged = Some(now);
+        Some((now.duration_since(since), self.attempts))
+    }
+
+    /// A connection succeeded at `now`: how long the outage lasted, and its failed attempts.
+    fn ended(&mut self, now: Instant) -> Option<(Duration, u64)> {
+        let since = self.since.take()?;
+        let attempts = std::mem::take(&mut self.attempts);
+        self.logged = None;
+        Some((now.duration_since(since), attempts))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The channel and the link that drains it towards the commander at `path`.
@@ -272,6 +316,7 @@ pub fn new(path: PathBuf, commander_uid: u32, counters: Arc<Counters>) -> (Sende
             buf: Vec::with_capacity(WRITE_BATCH * FRAME_LEN),
             backoff: BACKOFF_MIN,
             retry_at: None,
+            outage: Outage::default(),
         },
     )
 }
@@ -374,13 +419,39 @@ impl Link {
             tokio::time::sleep_until(at.into()).await;
         }
         match self.connect().await {
-            Ok(c) => self.conn = Some(c),
+            Ok(c) => {
+                if let Some((down, attempts)) = self.outage.ended(Instant::now()) {
+                    tracing::info!(
+                        event = "commander_up",
+                        down_ms = millis(down),
+                        attempts,
+                        "the commander is reachable again; waiting frames go now"
+                    );
+                }
+                self.conn = Some(c)
+            }
             Err(e) => {
-                match e {
-                    LinkError::WrongUid { .. } => {
-                        tracing::error!(event = "failed", reason = "commander_uid", "{e}")
+                if let Some((down, attempts)) = self.outage.failed(Instant::now()) {
+                    let waiting = self.out.pending.len();
+                    match e {
+                        LinkError::WrongUid { .. } => tracing::error!(
+                            event = "failed",
+                            reason = "commander_uid",
+                            down_ms = millis(down),
+                            attempts,
+                            waiting,
+                            "{e} (logged once a minute while it lasts)"
+                        ),
+                        _ => tracing::warn!(
+                            event = "commander_down",
+                            down_ms = millis(down),
+                            attempts,
+                            waiting,
+                            hint = DOWN_HINT,
+                            "{e}: {DOWN_HINT} (frames wait up to {} s; logged once a minute while it lasts)",
+                            MAX_QUEUE_AGE.as_secs()
+                        ),
                     }
-                    _ => tracing::warn!(event = "commander_down", "{e}"),
                 }
                 self.back_off();
             }
@@ -428,13 +499,28 @@ impl Link {
                 Counters::inc(&self.counters.forwarded);
                 "forwarded"
             };
-            tracing::info!(
-                event,
-                key_id = %item.key_id,
-                ip = %item.frame.ip,
-                command = %item.frame.cmd,
-                seq,
-            );
+            let waited = item.queued.elapsed();
+            if waited >= LATE_AFTER {
+                tracing::warn!(
+                    event,
+                    key_id = %item.key_id,
+                    ip = %item.frame.ip,
+                    command = %item.frame.cmd,
+                    seq,
+                    late = true,
+                    waited_ms = millis(waited),
+                    "late: written {} ms after it was accepted (the commander was unreachable); the command runs only now",
+                    millis(waited)
+                );
+            } else {
+                tracing::info!(
+                    event,
+                    key_id = %item.key_id,
+                    ip = %item.frame.ip,
+                    command = %item.frame.cmd,
+                    seq,
+                );
+            }
         }
         match result {
             Ok(Ok(())) => {}
@@ -567,6 +653,21 @@ impl Drop for Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_is_logged_once_per_interval_and_its_end_once() {
+        let t0 = Instant::now();
+        let mut o = Outage::default();
+        assert_eq!(o.failed(t0), Some((Duration::ZERO, 1)));
+        for i in 1..100u32 {
+            assert_eq!(o.failed(t0 + BACKOFF_MAX * i / 10), None);
+        }
+        let later = t0 + DOWN_LOG_INTERVAL;
+        assert_eq!(o.failed(later), Some((DOWN_LOG_INTERVAL, 101)));
+        assert_eq!(o.ended(later), Some((DOWN_LOG_INTERVAL, 101)));
+        assert_eq!(o.ended(later), None, "no outage, nothing to report");
+        assert_eq!(o.failed(later), Some((Duration::ZERO, 1)), "a new outage");
+    }
     use ruroco_shared::CmdHash;
     use std::net::IpAddr;
 

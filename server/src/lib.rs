@@ -22,7 +22,7 @@ pub mod ticker;
 
 use clap::{CommandFactory, Parser};
 use ruroco_shared::verdict::{self, Accepted};
-use ruroco_shared::{KeyId, Policy, Reject, ip, notify};
+use ruroco_shared::{KeyId, Policy, Reject, ip, notify, protocol};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -37,7 +37,7 @@ use crate::commander_link::Outgoing;
 use crate::config::Config;
 use crate::keys::KeySet;
 use crate::rate_limit::RateLimiter;
-use crate::replay::{Floors, ReplayError, ReplayState, Writer};
+use crate::replay::{Floors, Recent, ReplayError, ReplayState, Writer};
 use crate::status::{Counters, RejectLog};
 use crate::ticker::Ticker;
 
@@ -447,6 +447,14 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The server address an authenticated datagram names (`dst_ip`), for a `wrong_destination`
+/// log line; off the hot path.
+#[cold]
+#[inline(never)]
+fn destination(key: &ruroco_shared::Key, datagram: &[u8]) -> Option<IpAddr> {
+    protocol::open(key, datagram).ok().and_then(|p| p.dst_ip)
+}
+
 /// An accepted datagram waiting for its floor to be durable: (verdict, real source).
 type Waiting = (Accepted, IpAddr);
 
@@ -464,6 +472,8 @@ struct GroupCommit {
     pending: Vec<Waiting>,
     /// The highest counter per key in `pending`.
     pending_floors: Floors,
+    /// The last accepted datagrams, to report a late copy as `duplicate`, not `replay`.
+    recent: Recent,
 }
 
 /// The write on its way to disk and the frames it releases.
@@ -485,6 +495,7 @@ impl GroupCommit {
             in_flight: None,
             pending: Vec::with_capacity(receive::BATCH),
             pending_floors: BTreeMap::new(),
+            recent: Recent::default(),
         }
     }
 
@@ -502,6 +513,7 @@ impl GroupCommit {
 
     fn accept(&mut self, a: Accepted, source: IpAddr) {
         replay::raise(&mut self.pending_floors, a.key_id, a.counter);
+        self.recent.remember(a.key_id, a.counter);
         self.pending.push((a, source));
     }
 
@@ -580,16 +592,26 @@ impl Engine {
             return self.reject(Reject::RateLimited, source);
         }
         let floor = self.commit.floor(&id);
-        match verdict::judge(
+        let recent = &self.commit.recent;
+        match verdict::judge_recent(
             &k.key,
             k.allowed.as_deref(),
             data,
             source,
             now_ns,
             floor,
+            |counter| recent.contains(&id, counter),
             &self.policy,
         ) {
             Ok(a) => self.commit.accept(a, source),
+            Err(Reject::WrongDestination) => {
+                // Decrypted again, for the log only: the destination the client used.
+                let dst = destination(&k.key, data);
+                self.limiter.failed(source, mono_ns);
+                self.counters.reject(Reject::WrongDestination);
+                self.rejects
+                    .record_to(Reject::WrongDestination, source, dst);
+            }
             Err(r) => {
                 self.limiter.failed(source, mono_ns);
                 self.reject(r, source)
@@ -832,11 +854,19 @@ mod tests {
 
         let a = judge(gc.floor(&key.id())).unwrap();
         gc.accept(a, source);
-        assert_eq!(judge(gc.floor(&key.id())), Err(Reject::Replay), "pending");
+        assert_eq!(
+            judge(gc.floor(&key.id())),
+            Err(Reject::Duplicate),
+            "pending"
+        );
         gc.start(&writer);
         assert!(gc.in_flight.is_some() && gc.pending.is_empty());
         assert_eq!(gc.durable.floor(&key.id()), 0, "not durable yet");
-        assert_eq!(judge(gc.floor(&key.id())), Err(Reject::Replay), "in flight");
+        assert_eq!(
+            judge(gc.floor(&key.id())),
+            Err(Reject::Duplicate),
+            "in flight"
+        );
 
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -845,7 +875,11 @@ mod tests {
         assert!(result.is_ok() && batch.len() == 1);
         assert!(gc.in_flight.is_none());
         assert_eq!(gc.durable.floor(&key.id()), now_ns);
-        assert_eq!(judge(gc.floor(&key.id())), Err(Reject::Replay), "durable");
+        assert_eq!(
+            judge(gc.floor(&key.id())),
+            Err(Reject::Duplicate),
+            "durable"
+        );
         assert_eq!(
             ReplayState::load(d.path()).unwrap().floor(&key.id()),
             now_ns

@@ -244,7 +244,7 @@ const JOURNAL_FIELDS: &[Entry] = &[
     ),
     (
         "RUROCO_REASON",
-        "Why a datagram was rejected (bad_length, unknown_key, rate_limited, bad_tag, bad_version, replay, future, too_old, wrong_destination, source_mismatch, not_a_client, not_allowed) or a failure's cause (persist, reload, commander_uid, ...).",
+        "Why a datagram was rejected (bad_length, unknown_key, rate_limited, bad_tag, bad_version, replay, future, too_old, wrong_destination, source_mismatch, not_a_client, not_allowed; duplicate: a copy of a datagram already accepted, not run again and not counted by the fail2ban filter) or a failure's cause (persist, reload, commander_uid, ...).",
     ),
     ("RUROCO_SRC_IP", "The address a datagram came from."),
     (
@@ -264,6 +264,26 @@ const JOURNAL_FIELDS: &[Entry] = &[
         "In a rejection summary: how many datagrams, at most one summary per reason and source every 10 seconds.",
     ),
     ("RUROCO_ERROR", "The operating system's or parser's error."),
+    (
+        "RUROCO_DST_IP",
+        "In a wrong_destination summary: the address the client sent to, which is not in ips.",
+    ),
+    (
+        "RUROCO_HINT",
+        "On a rejection a key holder causes (wrong_destination, future, too_old, ...) and on commander_down: what fixes it.",
+    ),
+    (
+        "RUROCO_LATE, RUROCO_WAITED_MS",
+        "On a forwarded frame written a second or more after its datagram was accepted (the commander was down): how long it waited.",
+    ),
+    (
+        "RUROCO_DOWN_MS",
+        "On commander_down and commander_up: how long the commander has been (was) unreachable.",
+    ),
+    (
+        "RUROCO_FIELD",
+        "On restart_needed: the config field whose change needs a restart.",
+    ),
     (
         "MESSAGE, SYSLOG_IDENTIFIER, PRIORITY",
         "The journal's own fields: a one-line text, ruroco-server, the level.",
@@ -310,6 +330,14 @@ const EVENTS: &[Entry] = &[
     (
         "commander_down",
         "the commander's socket does not answer: start it (systemctl start ruroco-commander.socket); frames wait and are sent when it is back",
+    ),
+    (
+        "commander_up",
+        "the commander answers again after an outage (RUROCO_DOWN_MS); the frames that waited follow, logged late",
+    ),
+    (
+        "duplicate",
+        "a copy of a datagram already accepted (the second copy of a send to a dual-stack host, a network duplicate): not run again; the fail2ban filter does not count it",
     ),
     (
         "commander_reconnect",

@@ -14,7 +14,7 @@
 
 use ruroco_shared::KeyId;
 use ruroco_shared::fsutil::{read_bounded, write_atomic};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -125,6 +125,35 @@ impl ReplayState {
         for (id, counter) in floors {
             raise(&mut self.floors, id, counter);
         }
+    }
+}
+
+/// How many accepted datagrams [`Recent`] remembers.
+pub const RECENT_LEN: usize = 1024;
+
+/// The (key id, counter) of the last [`RECENT_LEN`] accepted datagrams, in memory only, to
+/// tell a late copy of an accepted datagram (`duplicate`: a send to another address of this
+/// server, or a network duplicate, arriving after a newer datagram of the same key) from an
+/// old datagram sent again (`replay`). It never decides acceptance: the floor does. Bounded:
+/// 24 bytes an entry; a lookup scans it, and runs only for authenticated datagrams at or
+/// below their key's floor.
+#[derive(Debug, Default)]
+pub struct Recent {
+    accepted: VecDeque<(KeyId, u128)>,
+}
+
+impl Recent {
+    /// Remember an accepted datagram, forgetting the oldest beyond [`RECENT_LEN`].
+    pub fn remember(&mut self, id: KeyId, counter: u128) {
+        if self.accepted.len() == RECENT_LEN {
+            self.accepted.pop_front();
+        }
+        self.accepted.push_back((id, counter));
+    }
+
+    /// Whether a datagram of `id` with `counter` is among the remembered ones.
+    pub fn contains(&self, id: &KeyId, counter: u128) -> bool {
+        self.accepted.iter().any(|(k, c)| k == id && *c == counter)
     }
 }
 
@@ -271,6 +300,21 @@ pub fn render(floors: &Floors) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_remembers_a_bounded_number_of_accepted_counters() {
+        let mut r = Recent::default();
+        let a = KeyId([1; 8]);
+        let b = KeyId([2; 8]);
+        r.remember(a, 10);
+        assert!(r.contains(&a, 10));
+        assert!(!r.contains(&b, 10) && !r.contains(&a, 11));
+        for c in 0..RECENT_LEN as u128 {
+            r.remember(b, 100 + c);
+        }
+        assert!(!r.contains(&a, 10), "the oldest is forgotten");
+        assert!(r.contains(&b, 100) && r.accepted.len() == RECENT_LEN);
+    }
 
     const A: KeyId = KeyId([1, 2, 3, 4, 5, 6, 7, 8]);
     const B: KeyId = KeyId([9; 8]);

@@ -69,9 +69,13 @@ impl Counters {
     }
 }
 
+/// One remembered source: its address, its count, and the last destination it used (for
+/// `wrong_destination`).
+type Slot = (IpAddr, u64, Option<IpAddr>);
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Pending {
-    sources: [Option<(IpAddr, u64)>; SUMMARY_SOURCES],
+    sources: [Option<Slot>; SUMMARY_SOURCES],
     /// Rejections from sources beyond the remembered ones.
     others: u64,
     /// Monotonic seconds of the last summary for this reason.
@@ -92,6 +96,9 @@ pub enum SummaryLine {
         reason: Reject,
         ip: IpAddr,
         count: u64,
+        /// The server address the datagram named (`dst_ip`), for `wrong_destination`; the
+        /// last one seen from this source in the interval.
+        dst: Option<IpAddr>,
     },
     Others {
         reason: Reject,
@@ -109,15 +116,21 @@ impl RejectLog {
 
     /// Remember one rejection (O(SUMMARY_SOURCES)).
     pub fn record(&mut self, reason: Reject, ip: IpAddr) {
+        self.record_to(reason, ip, None);
+    }
+
+    /// Remember one rejection of a datagram that named `dst` as the server's address.
+    pub fn record_to(&mut self, reason: Reject, ip: IpAddr, dst: Option<IpAddr>) {
         let p = &mut self.pending[reason.index()];
         for slot in p.sources.iter_mut() {
             match slot {
-                Some((seen, n)) if *seen == ip => {
+                Some((seen, n, last)) if *seen == ip => {
                     *n += 1;
+                    *last = dst.or(*last);
                     return;
                 }
                 None => {
-                    *slot = Some((ip, 1));
+                    *slot = Some((ip, 1, dst));
                     return;
                 }
                 Some(_) => {}
@@ -140,11 +153,12 @@ impl RejectLog {
             {
                 continue;
             }
-            for (ip, count) in p.sources.iter().flatten() {
+            for (ip, count, dst) in p.sources.iter().flatten() {
                 out.push(SummaryLine::Source {
                     reason: r,
                     ip: *ip,
                     count: *count,
+                    dst: *dst,
                 });
             }
             if p.others > 0 {
@@ -162,16 +176,85 @@ impl RejectLog {
     }
 }
 
-/// Emit summary lines as `rejected` events (the message text is what fail2ban matches).
+/// What an operator does about a rejection a key holder caused (`None` for the reasons the
+/// fail2ban filter counts: nothing to fix on this side).
+pub fn hint(reason: Reject) -> Option<&'static str> {
+    Some(match reason {
+        Reject::Duplicate => {
+            "a copy of a datagram already accepted (the client sends one to every address of this server, or the network duplicated it): it ran once, nothing to do"
+        }
+        Reject::BadVersion => "the client speaks another protocol version: use matching releases",
+        Reject::Future => {
+            "the counter is ahead of the clock of this server by more than max_clock_skew: fix the clock of the client or of this server"
+        }
+        Reject::TooOld => {
+            "the counter is older than max_age: fix the clock of the client, or run `ruroco-client reseed` on it"
+        }
+        Reject::WrongDestination => {
+            "the client sent to an address not in `ips` of server.toml: add dst_ip to `ips` if it is an address of this server (e.g. the public address in front of a NAT), else fix the address the client sends to"
+        }
+        Reject::SourceMismatch => {
+            "the client is behind a NAT or proxy: send with `--permissive`, or claim the public address with `-i`"
+        }
+        Reject::NotAClient => {
+            "the claimed client address is unspecified, broadcast or multicast: fix `-i` of the client"
+        }
+        Reject::NotAllowed => {
+            "the command is not in the allow-list of this key: add it to `[keys.<name>] commands` in server.toml, or use another key"
+        }
+        Reject::BadLength
+        | Reject::UnknownKey
+        | Reject::RateLimited
+        | Reject::BadTag
+        | Reject::Replay => return None,
+    })
+}
+
+/// Emit summary lines. The reasons the fail2ban filter counts ([`Reject::is_hostile`]) are
+/// `rejected` warnings whose message, `rejected <reason> from <ip> count=<n>`, is what the
+/// filter matches. The other reasons a key holder causes are `rejected` warnings of the
+/// same shape with a `hint` field (and `dst_ip` for `wrong_destination`, also in the
+/// message): the filter names the reasons it counts. `duplicate` is an `info` event
+/// `duplicate` (`duplicate from <ip> count=<n>: not run again`).
 pub fn log_summary(lines: &[SummaryLine]) {
     for l in lines {
         match l {
-            SummaryLine::Source { reason, ip, count } => tracing::warn!(
+            SummaryLine::Source {
+                reason: reason @ Reject::Duplicate,
+                ip,
+                count,
+                ..
+            } => tracing::info!(
+                event = "duplicate",
+                reason = %reason,
+                src_ip = %ip,
+                count = count,
+                hint = hint(*reason),
+                "duplicate from {ip} count={count}: not run again"
+            ),
+            SummaryLine::Source {
+                reason, ip, count, ..
+            } if reason.is_hostile() => tracing::warn!(
                 event = "rejected",
                 reason = %reason,
                 src_ip = %ip,
                 count = count,
                 "rejected {reason} from {ip} count={count}"
+            ),
+            SummaryLine::Source {
+                reason,
+                ip,
+                count,
+                dst,
+            } => tracing::warn!(
+                event = "rejected",
+                reason = %reason,
+                src_ip = %ip,
+                dst_ip = dst.map(tracing::field::display),
+                count = count,
+                hint = hint(*reason),
+                "rejected {reason} from {ip} count={count}{}",
+                dst.map(|d| format!(" dst_ip={d}")).unwrap_or_default()
             ),
             SummaryLine::Others { reason, count } => tracing::warn!(
                 event = "rejected",
@@ -198,7 +281,7 @@ mod tests {
             "received=1 accepted=0 forwarded=0 delivered=0 queue_dropped=0 persist_failed=0 \
              bad_length=0"
         ));
-        assert!(s.contains(" replay=1 "));
+        assert!(s.contains(" replay=1 duplicate=0 "));
         assert!(s.ends_with(" not_allowed=0"));
         assert_eq!(s.split(' ').count(), 6 + Reject::ALL.len());
     }
@@ -219,7 +302,8 @@ mod tests {
             SummaryLine::Source {
                 reason: Reject::BadTag,
                 ip: ip(0),
-                count: 3
+                count: 3,
+                dst: None
             }
         );
         assert_eq!(
@@ -233,5 +317,41 @@ mod tests {
         assert!(log.due(105).is_empty(), "one summary per 10 s");
         assert_eq!(log.due(110).len(), 1);
         assert!(log.due(200).is_empty(), "nothing pending, nothing logged");
+    }
+}
+
+#[cfg(test)]
+mod wrong_destination_tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn wrong_destination_carries_the_destination_the_client_used() {
+        let mut log = RejectLog::new(10);
+        let src = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        let dst = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+        log.record_to(Reject::WrongDestination, src, Some(dst));
+        log.record_to(Reject::WrongDestination, src, None);
+        assert_eq!(
+            log.due(0),
+            vec![SummaryLine::Source {
+                reason: Reject::WrongDestination,
+                ip: src,
+                count: 2,
+                dst: Some(dst)
+            }]
+        );
+    }
+
+    #[test]
+    fn every_reason_a_key_holder_causes_has_a_hint() {
+        for r in Reject::ALL {
+            assert_eq!(hint(r).is_none(), r.is_hostile(), "{r}");
+            // Nothing logfmt would escape (quotes, backslashes, apostrophes).
+            assert!(
+                !hint(r).unwrap_or_default().contains(['\'', '"', '\\']),
+                "{r}"
+            );
+        }
     }
 }

@@ -46,8 +46,8 @@ fn acknowledged_frames_are_counted_as_delivered() {
     let delivered = events(&log, "delivered");
     assert_eq!(delivered.len(), 3, "{log}");
     for (line, cmd) in delivered.iter().zip(["one", "two", "three"]) {
-        assert!(line.contains("INFO"), "{line}");
-        assert!(line.contains("outcome=\"done\""), "{line}");
+        assert!(line_has(line, "level=info"), "{line}");
+        assert!(line_has(line, "outcome=done"), "{line}");
         assert!(line.contains(&format!("key_id={}", k.id())), "{line}");
         assert!(line.contains("ip=127.0.0.1"), "{line}");
         assert!(
@@ -145,16 +145,16 @@ fn a_bad_acknowledgement_drops_the_connection_and_unacknowledged_frames_are_rese
     let protocol = events(&log, "commander_protocol");
     assert_eq!(protocol.len(), 2, "{log}");
     assert!(
-        protocol[0].contains("WARN") && protocol[0].contains("seq 9"),
+        line_has(&protocol[0], "level=warn") && protocol[0].contains("seq 9"),
         "{log}"
     );
     assert!(protocol[1].contains("outcome byte 238"), "{log}");
     assert_eq!(events(&log, "resent").len(), 2, "{log}");
     let delivered = events(&log, "delivered");
     assert_eq!(delivered.len(), 2, "{log}");
-    assert!(delivered[0].contains("INFO") && delivered[0].contains("outcome=\"done\""));
+    assert!(line_has(&delivered[0], "level=info") && line_has(&delivered[0], "outcome=done"));
     assert!(
-        delivered[1].contains("WARN") && delivered[1].contains("outcome=\"failed\""),
+        line_has(&delivered[1], "level=warn") && line_has(&delivered[1], "outcome=failed"),
         "{log}"
     );
 }
@@ -183,4 +183,48 @@ fn shutdown_waits_for_outstanding_acknowledgements() {
     let left = events(&log, "unacknowledged");
     assert_eq!(left.len(), 1, "{log}");
     assert!(left[0].contains("written=1") && left[0].contains("not_written=0"));
+}
+
+#[test]
+fn a_commander_that_is_down_is_logged_once_with_the_fix_and_the_late_frame_says_so() {
+    let (mut env, k) = server();
+    let sent = std::time::Instant::now();
+    env.send(&seal(&k, &pt("late")));
+    // Let the link fail several times (backoff 100 ms, 200 ms, 400 ms, 800 ms) and the frame
+    // wait more than the 1 s after which it is late.
+    env.wait_status("accepted", |s| get(s, "accepted") == 1);
+    if let Some(rest) = std::time::Duration::from_millis(1600).checked_sub(sent.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let stub = env.stub();
+    assert_eq!(stub.next_frame(), frame("late"));
+    env.wait_status("delivered", |s| get(s, "delivered") == 1);
+    let log = env.log();
+    let down = events(&log, "commander_down");
+    assert_eq!(
+        down.len(),
+        1,
+        "one line per outage, not per attempt:\n{log}"
+    );
+    assert!(
+        line_has(
+            &down[0],
+            "hint=\"start the commander: systemctl start ruroco-commander.socket\""
+        ),
+        "{log}"
+    );
+    let up = events(&log, "commander_up");
+    assert_eq!(up.len(), 1, "{log}");
+    assert!(
+        line_has(&up[0], "down_ms=") && line_has(&up[0], "attempts="),
+        "{log}"
+    );
+    let forwarded = events(&log, "forwarded");
+    assert_eq!(forwarded.len(), 1, "{log}");
+    assert!(
+        line_has(&forwarded[0], "level=warn")
+            && line_has(&forwarded[0], "late=true")
+            && line_has(&forwarded[0], "waited_ms="),
+        "{log}"
+    );
 }

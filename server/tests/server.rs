@@ -81,12 +81,17 @@ fn every_rejection_reason_is_counted_and_sends_no_frame() {
         env.wait_status(name, |s| get(s, name) >= 1);
     }
 
-    // Replay: the first copy is forwarded, the second counted.
+    // A copy: the first is forwarded, the second (the same counter) counted as a duplicate.
+    // Replay: a datagram withheld while a newer one was accepted is counted as a replay.
+    let withheld = seal(&b, &pt("withheld"));
     let d = seal(&b, &pt("replayed"));
     env.send(&d);
     assert_eq!(stub.next_frame().cmd, CmdHash::of_name("replayed"));
     env.send(&d);
-    env.wait_status("replay", |s| get(s, "replay") == 1);
+    env.wait_status("duplicate", |s| get(s, "duplicate") == 1);
+    env.send(&withheld);
+    let s = env.wait_status("replay", |s| get(s, "replay") == 1);
+    assert_eq!(get(&s, "duplicate"), 1);
 
     // Rate limit: 20 failed authentications use up the source's budget (0.001/s refill);
     // beyond it, its datagrams are checked only while the global bucket (1000) is more than
@@ -126,6 +131,17 @@ fn every_rejection_reason_is_counted_and_sends_no_frame() {
                 .contains("rejected rate_limited from 127.0.0.2 count=")
                 .then_some(())
         },
+    );
+    // wrong_destination names the address the client sent to, and a key holder's mistake
+    // carries the fix.
+    let log = env.log();
+    let wrong = events(&log, "rejected")
+        .into_iter()
+        .find(|l| line_has(l, "reason=wrong_destination"))
+        .unwrap_or_else(|| panic!("no wrong_destination summary:\n{log}"));
+    assert!(
+        line_has(&wrong, "dst_ip=10.9.8.7") && line_has(&wrong, "hint="),
+        "{wrong}"
     );
     env.signal(Signal::SIGTERM);
     env.wait_note("STOPPING=1");
@@ -169,7 +185,9 @@ fn reference_vectors_produce_exactly_the_expected_frames() {
         env.send(&hex(p["packet_hex"].as_str().unwrap()));
     }
     let n = packets.len() as u64;
-    let s = env.wait_status("every vector replayed", |s| get(s, "replay") == n);
+    // Each is a copy of an accepted datagram: a duplicate, never run twice.
+    let s = env.wait_status("every vector sent again", |s| get(s, "duplicate") == n);
+    assert_eq!(get(&s, "replay"), 0);
     assert_eq!(get(&s, "accepted"), n);
     assert_eq!(get(&s, "forwarded"), n);
     assert!(stub.frames.try_recv().is_err(), "a replay produced a frame");
@@ -190,7 +208,8 @@ fn replay_is_refused_across_clean_restart_and_sigkill() {
 
     env.start();
     env.send(&first);
-    env.wait_status("replay after restart", |s| get(s, "replay") == 1);
+    // The durable floor is `first`'s counter: a copy of the last accepted datagram.
+    env.wait_status("duplicate after restart", |s| get(s, "duplicate") == 1);
     let second = seal(&k, &pt("two"));
     env.send(&second);
     assert_eq!(stub.next_frame().cmd, CmdHash::of_name("two"));
@@ -201,7 +220,11 @@ fn replay_is_refused_across_clean_restart_and_sigkill() {
     env.start();
     env.send(&second);
     env.send(&first);
-    env.wait_status("both replays after SIGKILL", |s| get(s, "replay") == 2);
+    // `second` is at the floor (a copy); `first` is below it and not remembered across the
+    // restart: a replay. Neither runs.
+    env.wait_status("both refused after SIGKILL", |s| {
+        get(s, "duplicate") == 1 && get(s, "replay") == 1
+    });
     let state = std::fs::read_to_string(env.path("state/replay")).unwrap();
     assert!(
         state.starts_with(&format!("ruroco-replay 2\n{} ", k.id())) && state.ends_with("end 1\n"),

@@ -271,7 +271,7 @@ fn unwritable_state_dir_forwards_nothing_until_it_recovers() {
     env.send(&d);
     env.wait_status("persist_failed", |s| get(s, "persist_failed") == 1);
     assert!(
-        env.log().contains("event=\"failed\" reason=\"persist\""),
+        env.log().contains("event=failed reason=persist"),
         "{}",
         env.log()
     );
@@ -280,7 +280,7 @@ fn unwritable_state_dir_forwards_nothing_until_it_recovers() {
     env.send(&d);
     assert_eq!(stub.next_frame().cmd, CmdHash::of_name("blocked"));
     env.send(&d);
-    let s = env.wait_status("replay of the retried one", |s| get(s, "replay") == 1);
+    let s = env.wait_status("copy of the retried one", |s| get(s, "duplicate") == 1);
     assert_eq!(get(&s, "accepted"), 1);
     assert!(stub.frames.try_recv().is_err());
 }
@@ -405,7 +405,7 @@ fn descriptors_the_parent_left_open_are_closed_at_start() {
         "fd 7 of the parent is still open in the server: {fd7:?}"
     );
     assert!(
-        env.log().contains("closed_inherited_fds=[7"),
+        env.log().contains("closed_inherited_fds=\"[7"),
         "{}",
         env.log()
     );

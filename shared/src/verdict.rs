@@ -18,7 +18,14 @@ pub enum Reject {
     RateLimited,
     BadTag,
     BadVersion,
+    /// Authenticated, with a counter at or below the key's floor that was not accepted
+    /// recently: an old datagram sent again (a captured one, or a client whose counter went
+    /// back).
     Replay,
+    /// Authenticated, with the counter of a datagram this server accepted: a copy of it, as
+    /// a client makes when it sends one counter to several addresses of the server (SPEC §5),
+    /// or the network duplicated. Rejected like a replay (nothing runs twice), reported apart.
+    Duplicate,
     Future,
     TooOld,
     WrongDestination,
@@ -30,13 +37,14 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
         Reject::BadLength,
         Reject::UnknownKey,
         Reject::RateLimited,
         Reject::BadTag,
         Reject::BadVersion,
         Reject::Replay,
+        Reject::Duplicate,
         Reject::Future,
         Reject::TooOld,
         Reject::WrongDestination,
@@ -54,6 +62,7 @@ impl Reject {
             Reject::BadTag => "bad_tag",
             Reject::BadVersion => "bad_version",
             Reject::Replay => "replay",
+            Reject::Duplicate => "duplicate",
             Reject::Future => "future",
             Reject::TooOld => "too_old",
             Reject::WrongDestination => "wrong_destination",
@@ -65,6 +74,24 @@ impl Reject {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// Whether the datagram could only come from an unauthenticated sender or a replayed
+    /// capture: failed before authentication (`bad_length`, `unknown_key`, `rate_limited`,
+    /// `bad_tag`) or an old authenticated datagram (`replay`). These are the reasons the
+    /// shipped fail2ban filter counts. The others passed the tag, so a holder of the key sent
+    /// them: a copy of an accepted datagram (`duplicate`) or a client or server
+    /// misconfiguration (clock, `ips`, `--permissive`, allow-list, protocol version) that the
+    /// log line names; banning would lock out a real client.
+    pub fn is_hostile(self) -> bool {
+        matches!(
+            self,
+            Reject::BadLength
+                | Reject::UnknownKey
+                | Reject::RateLimited
+                | Reject::BadTag
+                | Reject::Replay
+        )
     }
 }
 
@@ -112,6 +139,8 @@ pub fn key_id(datagram: &[u8]) -> Result<KeyId, Reject> {
 /// not match in strict mode, then an address that cannot be a client's), allow-list.
 /// `floor` is the highest counter already accepted for this key (0 for none).
 /// `allowed` is the key's allow-list, `None` meaning every command.
+/// A counter at or below the floor is `Duplicate` when it equals a non-zero floor (the floor
+/// is an accepted counter), else `Replay`; see [`judge_recent`] to recognise older copies.
 pub fn judge(
     key: &Key,
     allowed: Option<&[CmdHash]>,
@@ -121,9 +150,41 @@ pub fn judge(
     floor: u128,
     policy: &Policy,
 ) -> Result<Accepted, Reject> {
+    judge_recent(
+        key,
+        allowed,
+        datagram,
+        source,
+        now_ns,
+        floor,
+        |_| false,
+        policy,
+    )
+}
+
+/// [`judge`], where `accepted(counter)` tells whether this key recently had a datagram with
+/// that counter accepted: a counter at or below the floor for which it is true is also a
+/// `Duplicate` (a copy that arrived after a newer datagram of the same key), not a `Replay`.
+/// It only changes the reason: such a datagram is rejected all the same.
+#[allow(clippy::too_many_arguments)]
+pub fn judge_recent(
+    key: &Key,
+    allowed: Option<&[CmdHash]>,
+    datagram: &[u8],
+    source: IpAddr,
+    now_ns: u128,
+    floor: u128,
+    accepted: impl Fn(u128) -> bool,
+    policy: &Policy,
+) -> Result<Accepted, Reject> {
     let pt = protocol::open(key, datagram)?;
     if pt.counter <= floor {
-        return Err(Reject::Replay);
+        let copy = (pt.counter == floor && floor != 0) || accepted(pt.counter);
+        return Err(if copy {
+            Reject::Duplicate
+        } else {
+            Reject::Replay
+        });
     }
     if pt.counter > now_ns.saturating_add(policy.max_clock_skew_ns) {
         return Err(Reject::Future);
@@ -218,7 +279,10 @@ mod tests {
 
     #[test]
     fn replay_and_clock_rules() {
-        assert_eq!(run(pt(), LOCAL, NOW, &policy(), None), Err(Reject::Replay));
+        assert_eq!(
+            run(pt(), LOCAL, NOW + 1, &policy(), None),
+            Err(Reject::Replay)
+        );
         assert!(run(pt(), LOCAL, NOW - 1, &policy(), None).is_ok());
         let mut p = pt();
         p.counter = NOW + 3601 * 1_000_000_000;
@@ -230,6 +294,40 @@ mod tests {
         assert_eq!(run(p, LOCAL, 0, &pol, None), Err(Reject::TooOld));
         p.counter = NOW - 59 * 1_000_000_000;
         assert!(run(p, LOCAL, 0, &pol, None).is_ok());
+    }
+
+    #[test]
+    fn a_copy_of_an_accepted_counter_is_a_duplicate_not_a_replay() {
+        // The floor is the last accepted counter: the same counter again is a copy (another
+        // address of this server, or a network duplicate).
+        assert_eq!(
+            run(pt(), LOCAL, NOW, &policy(), None),
+            Err(Reject::Duplicate)
+        );
+        // Whatever its destination: the copy to the server's other address.
+        let mut p = pt();
+        p.dst_ip = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(run(p, LOCAL, NOW, &policy(), None), Err(Reject::Duplicate));
+        // An older counter is a replay, unless it was accepted recently.
+        let d = seal(&key(), &pt(), [5; 12]);
+        let older = |seen: u128| {
+            judge_recent(
+                &key(),
+                None,
+                &d,
+                LOCAL,
+                NOW,
+                NOW + 9,
+                |c| c == seen,
+                &policy(),
+            )
+        };
+        assert_eq!(older(NOW), Err(Reject::Duplicate));
+        assert_eq!(older(NOW - 1), Err(Reject::Replay));
+        // A zero floor means "none accepted": counter 0 is not a copy of anything.
+        let mut p = pt();
+        p.counter = 0;
+        assert_eq!(run(p, LOCAL, 0, &policy(), None), Err(Reject::Replay));
     }
 
     #[test]

@@ -189,6 +189,27 @@ pub fn free_tcp_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Whether the logfmt log line `line` holds `needle`: a needle of `key=value` pairs must
+/// match whole pairs of the line (`event=undo` does not match `event=undone`; `key=` matches
+/// any value), any other needle is a substring (for text inside a quoted value).
+pub fn line_has(line: &str, needle: &str) -> bool {
+    if !needle.contains('=') {
+        return line.contains(needle);
+    }
+    line.match_indices(needle).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + needle.len()..].chars().next();
+        // A needle ending in `=` asks only for the key.
+        let edge = |c: char| c == ' ' || c == '"';
+        before.is_none_or(edge) && (needle.ends_with('=') || after.is_none_or(edge))
+    })
+}
+
+/// Whether any line of the logfmt `log` holds `needle` (see [`line_has`]).
+pub fn log_has(log: &str, needle: &str) -> bool {
+    log.lines().any(|l| line_has(l, needle))
+}
+
 /// Parse a `STATUS=` text of `key=value` words into numbers (non-numeric words are skipped).
 pub fn parse_status(text: &str) -> BTreeMap<String, u64> {
     text.split_whitespace()
@@ -383,12 +404,12 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Wait until the log contains `needle`.
+    /// Wait until a line of the log holds `needle` (see [`line_has`]).
     pub fn wait_log(&mut self, needle: &str) -> String {
         let until = Instant::now() + DEADLINE;
         loop {
             let text = self.log_text();
-            if text.contains(needle) {
+            if text.lines().any(|l| line_has(l, needle)) {
                 return text;
             }
             if Instant::now() > until {

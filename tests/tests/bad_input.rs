@@ -237,7 +237,7 @@ fn the_server_never_answers_anything() {
             ("received", 5),
             ("accepted", 1),
             ("forwarded", 1),
-            ("replay", 1),
+            ("duplicate", 1),
             ("unknown_key", 1),
             ("bad_length", 2),
         ],

@@ -243,7 +243,7 @@ fn junk_forged_from_the_clients_address_at_100_per_s_locks_nothing_out() {
 }
 
 /// A captured valid datagram replayed from one address as fast as the server takes it (it
-/// authenticates, then is a `replay`) while a client sends 20 datagrams 100 ms apart: the
+/// authenticates, then is a `duplicate`) while a client sends 20 datagrams 100 ms apart: the
 /// replaying address is charged like junk, goes over its budget and cannot take the half of
 /// the global budget kept for sources within theirs, so every valid datagram runs. The global
 /// cap is low (2000/s) so this machine's sender exceeds it many times over.
@@ -287,7 +287,7 @@ fn a_captured_datagram_replayed_from_one_address_cannot_take_the_reserve() {
         })
     };
     ruroco_tests::wait_for("the replays to start", ruroco_tests::DEADLINE, || {
-        (c.status_delta().get("replay").copied().unwrap_or(0) > 5_000).then_some(())
+        (c.status_delta().get("duplicate").copied().unwrap_or(0) > 5_000).then_some(())
     });
     let sock = UdpSocket::bind(SocketAddr::new(client, 0)).unwrap();
     let mut expected = vec![format!("hello {client}")];

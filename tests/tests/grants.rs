@@ -96,7 +96,7 @@ fn repeats_inside_the_window_run_once_and_undo_once() {
     let extended = c
         .commander_log()
         .lines()
-        .filter(|l| l.contains("event=\"extended\""))
+        .filter(|l| ruroco_tests::line_has(l, "event=extended"))
         .count();
     assert_eq!(extended, 2, "{}", c.commander_log());
     wait_lines(&c, &["open 127.0.0.1", "close 127.0.0.1"]);
@@ -190,7 +190,7 @@ fn a_request_during_a_graceful_stop_runs_after_the_restart() {
     send(&c, "slow");
     wait_lines(&c, &["slow"]);
     c.commander_mut().signal(Signal::SIGTERM);
-    c.commander_mut().wait_log("event=\"stopping\"");
+    c.commander_mut().wait_log("event=stopping");
     send(&c, "hello");
     c.wait_counter("forwarded", 2);
     release(&c);
@@ -204,7 +204,7 @@ fn a_request_during_a_graceful_stop_runs_after_the_restart() {
     assert_eq!(s.get("queue_dropped").copied().unwrap_or(0), 0, "{s:?}");
     c.assert_only_ran("k1", &["slow", "hello 127.0.0.1"], MARKER_SRC);
     assert!(
-        c.server_log().contains("event=\"resent\""),
+        ruroco_tests::log_has(&c.server_log(), "event=resent"),
         "{}",
         c.server_log()
     );

@@ -160,7 +160,8 @@ fn per_key_allow_list_refuses_a_command_the_key_may_not_run() {
 #[test]
 fn one_send_to_both_families_runs_once() {
     // The client's rule: every datagram of one send shares a counter, so a server reached
-    // over IPv4 and IPv6 runs the command once and rejects the second copy as a replay.
+    // over IPv4 and IPv6 runs the command once and rejects the second copy as a duplicate
+    // (not a replay: the fail2ban filter must not count it).
     let mut c = Chain::builder()
         .ips(&["127.0.0.1", "::1"])
         .activation(Activation::Socket(vec!["[::]".to_owned()]))
@@ -177,7 +178,7 @@ fn one_send_to_both_families_runs_once() {
             ("received", 2),
             ("accepted", 1),
             ("forwarded", 1),
-            ("replay", 1),
+            ("duplicate", 1),
         ],
         &[],
     );
@@ -237,7 +238,7 @@ fn reference_vectors_run_through_the_whole_chain() {
     }
     let n = packets.len() as u64;
     c.expect_status(&[("received", n), ("accepted", n), ("forwarded", n)], &[]);
-    // Every vector a second time: all replays.
+    // Every vector a second time: all copies of accepted datagrams (duplicates).
     for p in packets {
         let source: IpAddr = p["source"].as_str().unwrap().parse().unwrap();
         c.send_raw(source, &hex(p["packet_hex"].as_str().unwrap()));
@@ -247,7 +248,7 @@ fn reference_vectors_run_through_the_whole_chain() {
             ("received", 2 * n),
             ("accepted", n),
             ("forwarded", n),
-            ("replay", n),
+            ("duplicate", n),
         ],
         &[],
     );

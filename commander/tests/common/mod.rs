@@ -305,7 +305,7 @@ impl Daemon {
     pub fn log_count(&self, needles: &[&str]) -> usize {
         self.log_text()
             .lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .filter(|l| needles.iter().all(|n| line_has(l, n)))
             .count()
     }
 
@@ -395,4 +395,20 @@ pub fn members_of_group(pgid: i32) -> Vec<i32> {
         }
     }
     v
+}
+
+/// Whether the logfmt log line `line` holds `needle`: a `key=value` needle must be a whole
+/// pair of the line (`event=undo` does not match `event=undone`; `key=` matches any value),
+/// any other needle is a substring (for text inside a quoted value).
+pub fn line_has(line: &str, needle: &str) -> bool {
+    if !needle.contains('=') {
+        return line.contains(needle);
+    }
+    line.match_indices(needle).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + needle.len()..].chars().next();
+        // A needle ending in `=` asks only for the key.
+        let edge = |c: char| c == ' ' || c == '"';
+        before.is_none_or(edge) && (needle.ends_with('=') || after.is_none_or(edge))
+    })
 }

@@ -487,11 +487,27 @@ impl Drop for Env {
 
 /// The log lines of events named `event`.
 pub fn events(log: &str, event: &str) -> Vec<String> {
-    let needle = format!("event=\"{event}\"");
+    let needle = format!("event={event}");
     log.lines()
-        .filter(|l| l.contains(&needle))
+        .filter(|l| line_has(l, &needle))
         .map(str::to_owned)
         .collect()
+}
+
+/// Whether the logfmt log line `line` holds `needle`: a `key=value` needle must be a whole
+/// pair of the line (`event=undo` does not match `event=undone`; `key=` matches any value),
+/// any other needle is a substring (for text inside a quoted value).
+pub fn line_has(line: &str, needle: &str) -> bool {
+    if !needle.contains('=') {
+        return line.contains(needle);
+    }
+    line.match_indices(needle).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + needle.len()..].chars().next();
+        // A needle ending in `=` asks only for the key.
+        let edge = |c: char| c == ' ' || c == '"';
+        before.is_none_or(edge) && (needle.ends_with('=') || after.is_none_or(edge))
+    })
 }
 
 pub fn parse_status(s: &str) -> HashMap<String, u64> {

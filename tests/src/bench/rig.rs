@@ -385,11 +385,10 @@ impl Rig {
     /// Lines of the commander log that report a successful run of `command`.
     pub fn executed(&self, command: &str) -> u64 {
         let text = fs::read_to_string(self.root.join("commander.log")).unwrap_or_default();
-        let needle = format!("command={command} ");
+        let needle = format!("command={command}");
         text.lines()
             .filter(|l| {
-                (l.contains("event=executed") || l.contains("event=\"executed\""))
-                    && l.contains(&needle)
+                ruroco_tests::line_has(l, "event=executed") && ruroco_tests::line_has(l, &needle)
             })
             .count() as u64
     }

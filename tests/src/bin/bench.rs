@@ -983,7 +983,7 @@ fn run(args: &Args) -> R<()> {
         .map(|_| random_bytes(ruroco_shared::DATAGRAM_LEN - 1))
         .collect::<R<Vec<_>>>()?;
     let bad = bad_tag_payloads(&rig, 1024)?;
-    // Replays: one valid datagram, accepted once, then copies of it in every round.
+    // Replays: one valid datagram, accepted once, then copies of it (`duplicate`) in every round.
     let one = valid(&rig, "true");
     let acc0 = rig.status().get("accepted").copied().unwrap_or(0);
     UdpSocket::bind((FLOOD_SRC, 0))
@@ -994,7 +994,7 @@ fn run(args: &Args) -> R<()> {
         ("wrong length (93 B)", "bad_length", wrong, None),
         ("unknown key id", "unknown_key", unknown.clone(), Some(0.7)),
         ("known key id, bad tag", "bad_tag", bad, Some(0.5)),
-        ("replay of one valid datagram", "replay", vec![one], None),
+        ("replay of one valid datagram", "duplicate", vec![one], None),
     ];
     let mut ceil = Series::new("ceiling (bare recvmmsg loop)", None);
     let mut floods: Vec<Series> = kinds
