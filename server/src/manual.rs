@@ -549,19 +549,9 @@ mod tests {
     /// documented, and every documented event is logged somewhere.
     #[test]
     fn journal_events_are_the_events_logged() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files: Vec<_> = std::fs::read_dir(root.join("src"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.push(root.join("../shared/src/notify.rs"));
-        let logged: BTreeSet<String> = files
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "rs") && !p.ends_with("manual.rs"))
-            .flat_map(|p| {
-                ruroco_shared::manual::logged_events(&std::fs::read_to_string(p).unwrap())
-            })
-            .collect();
+        let logged =
+            ruroco_shared::manual::events_logged_by_crate(Path::new(env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
         let documented: BTreeSet<String> = EVENTS.iter().map(|(e, _)| (*e).to_owned()).collect();
         assert_eq!(logged, documented, "server/src/manual.rs EVENTS");
     }

@@ -95,6 +95,30 @@ pub fn logged_events(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// The events a daemon crate logs: [`logged_events`] over every `src/*.rs` of the crate at
+/// `manifest_dir` (its `CARGO_MANIFEST_DIR`) but its `manual.rs`, plus the shared sd_notify
+/// helper (`shared/src/notify.rs`), whose events the daemon's journal carries too.
+///
+/// # Errors
+/// A source file that cannot be read.
+pub fn events_logged_by_crate(
+    manifest_dir: &std::path::Path,
+) -> std::io::Result<std::collections::BTreeSet<String>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(manifest_dir.join("src"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("manual.rs") {
+            files.push(path);
+        }
+    }
+    files.push(manifest_dir.join("../shared/src/notify.rs"));
+    let mut events = std::collections::BTreeSet::new();
+    for path in files {
+        events.extend(logged_events(&std::fs::read_to_string(path)?));
+    }
+    Ok(events)
+}
+
 /// A deserializer that fails every request, remembering the fields of a struct request.
 struct Recorder;
 
