@@ -25,16 +25,6 @@ pub const WAYS: usize = 4;
 /// are checked only while the global bucket holds more than this.
 pub const RESERVE: f64 = 0.5;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    /// The source address (IPv4 mapped) or /64 prefix as 16 bytes; meaningful only when `used`.
-    key: u128,
-    tokens: f64,
-    /// Last refill, nanoseconds on the limiter's clock.
-    last_ns: u64,
-    used: bool,
-}
-
 /// A token bucket refilled continuously.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -71,10 +61,18 @@ fn refill(tokens: &mut f64, last_ns: &mut u64, now_ns: u64, rate: f64, burst: f6
     }
 }
 
-/// One fixed-capacity, set-associative table of per-key buckets.
+/// One fixed-capacity, set-associative table of per-key buckets, one array per field. Each
+/// array is allocated zeroed (`vec![0; n]` takes zeroed pages from the allocator), so a slot
+/// costs resident memory only once a source touched it: an idle server with 65,536 slots per
+/// table keeps almost none of their 3 MiB resident.
 #[derive(Debug)]
 struct Table {
-    slots: Box<[Slot]>,
+    /// The source address (IPv4 mapped) or /64 prefix as 16 bytes; meaningful only when `used`.
+    keys: Box<[u128]>,
+    tokens: Box<[f64]>,
+    /// Last refill, nanoseconds on the limiter's clock.
+    last_ns: Box<[u64]>,
+    used: Box<[bool]>,
     sets: usize,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -82,8 +80,12 @@ struct Table {
 impl Table {
     fn new(capacity: usize) -> Self {
         let sets = capacity.div_ceil(WAYS).max(1);
+        let n = sets * WAYS;
         Self {
-            slots: vec![Slot::default(); sets * WAYS].into_boxed_slice(),
+            keys: vec![0; n].into_boxed_slice(),
+            tokens: vec![0.0; n].into_boxed_slice(),
+            last_ns: vec![0; n].into_boxed_slice(),
+            used: vec![false; n].into_boxed_slice(),
             sets,
             // Keyed with per-process random keys, so a remote sender cannot aim many
             // sources at one set to evict a legitimate client.
@@ -91,41 +93,46 @@ impl Table {
         }
     }
 
-    /// The refilled slot of `key` (taking over the least recently seen slot of its set for a
-    /// new key, which starts with a full bucket).
-    fn slot(&mut self, key: u128, now_ns: u64, rate: f64, burst: f64) -> &mut Slot {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The refilled tokens of `key` (taking over the least recently seen slot of its set for
+    /// a new key, which starts with a full bucket).
+    fn tokens(&mut self, key: u128, now_ns: u64, rate: f64, burst: f64) -> &mut f64 {
         let set = (self.hasher.hash_one(key) % self.sets as u64) as usize;
         let start = set * WAYS;
-        let ways = &mut self.slots[start..start + WAYS];
-        let mut victim = 0;
+        let mut victim = start;
         let mut found = None;
-        for (i, s) in ways.iter().enumerate() {
-            if s.used && s.key == key {
+        for i in start..start + WAYS {
+            if self.used[i] && self.keys[i] == key {
                 found = Some(i);
                 break;
             }
-            let v = &ways[victim];
-            if !s.used || (v.used && s.last_ns < v.last_ns) {
+            if !self.used[i] || (self.used[victim] && self.last_ns[i] < self.last_ns[victim]) {
                 victim = i;
             }
         }
-        let idx = match found {
+        let i = match found {
             Some(i) => i,
             None => {
-                ways[victim] = Slot {
-                    key,
-                    tokens: burst,
-                    last_ns: now_ns,
-                    used: true,
-                };
+                self.keys[victim] = key;
+                self.tokens[victim] = burst;
+                self.last_ns[victim] = now_ns;
+                self.used[victim] = true;
                 victim
             }
         };
-        let s = &mut ways[idx];
-        refill(&mut s.tokens, &mut s.last_ns, now_ns, rate, burst);
+        refill(
+            &mut self.tokens[i],
+            &mut self.last_ns[i],
+            now_ns,
+            rate,
+            burst,
+        );
         // Touch even when empty, so an active source stays "recently seen".
-        s.last_ns = s.last_ns.max(now_ns);
-        s
+        self.last_ns[i] = self.last_ns[i].max(now_ns);
+        &mut self.tokens[i]
     }
 }
 
@@ -180,15 +187,15 @@ impl RateLimiter {
 
     /// Number of address slots (fixed for the limiter's life; the /64 table is as large).
     pub fn capacity(&self) -> usize {
-        self.addresses.slots.len()
+        self.addresses.len()
     }
 
     /// Is `ip` within its own budget (and its /64's) at `now_ns`?
     fn within_budget(&mut self, ip: IpAddr, now_ns: u64) -> bool {
         let (rate, burst) = (self.per_source, self.burst);
         let (addr, prefix) = keys(ip);
-        let own = self.addresses.slot(addr, now_ns, rate, burst).tokens >= 1.0;
-        let net = prefix.is_none_or(|p| self.prefixes.slot(p, now_ns, rate, burst).tokens >= 1.0);
+        let own = *self.addresses.tokens(addr, now_ns, rate, burst) >= 1.0;
+        let net = prefix.is_none_or(|p| *self.prefixes.tokens(p, now_ns, rate, burst) >= 1.0);
         own && net
     }
 
@@ -208,11 +215,11 @@ impl RateLimiter {
     pub fn failed(&mut self, ip: IpAddr, now_ns: u64) {
         let (rate, burst) = (self.per_source, self.burst);
         let (addr, prefix) = keys(ip);
-        let s = self.addresses.slot(addr, now_ns, rate, burst);
-        s.tokens = (s.tokens - 1.0).max(0.0);
+        let t = self.addresses.tokens(addr, now_ns, rate, burst);
+        *t = (*t - 1.0).max(0.0);
         if let Some(p) = prefix {
-            let s = self.prefixes.slot(p, now_ns, rate, burst);
-            s.tokens = (s.tokens - 1.0).max(0.0);
+            let t = self.prefixes.tokens(p, now_ns, rate, burst);
+            *t = (*t - 1.0).max(0.0);
         }
     }
 }
