@@ -26,7 +26,9 @@ fn records(env: &Env) -> Vec<toml::Value> {
     };
     dir.flatten()
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| toml::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap())
+        // A record removed between the listing and the read (an undo finishing) is gone.
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| toml::from_str(&text).unwrap())
         .collect()
 }
 
