@@ -157,6 +157,15 @@ pub fn run() -> Result<(), Error> {
         source: e.into(),
     })?;
     logging::init("ruroco-commander");
+    if std::process::id() == 1 {
+        // Orphaned processes of commands are reparented to PID 1, which must reap them; the
+        // commander reaps only its own children, so their zombies would stay and keep a timed-
+        // out command's process group non-empty for the whole grace.
+        tracing::warn!(
+            event = "pid1",
+            "running as PID 1: exited processes that commands left behind are not reaped; run under an init (systemd, or `docker run --init`)"
+        );
+    }
     let cfg = Config::load(&args.config)?;
     let (server_uid, socket_gid) = preflight(&cfg)?;
     let taken = match socket::activated()? {

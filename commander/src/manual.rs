@@ -360,6 +360,10 @@ const EVENTS: &[Entry] = &[
     ),
     ("reloaded", "SIGHUP: the commands were re-read"),
     (
+        "pid1",
+        "the commander is PID 1 (a container without an init): orphaned processes of commands are not reaped, and their zombies keep a timed-out group alive until its grace ends",
+    ),
+    (
         "restart_needed",
         "SIGHUP: a field that changes only on a restart was changed (RUROCO_FIELD names it); the running value stays",
     ),
