@@ -274,7 +274,7 @@ const JOURNAL_FIELDS: &[Entry] = &[
     ),
     (
         "RUROCO_LATE, RUROCO_WAITED_MS",
-        "On a forwarded frame written a second or more after its datagram was accepted (the commander was down): how long it waited.",
+        "On forwarded and resent (not an event of its own): RUROCO_LATE=true when the frame was written a second or more after its datagram was accepted (the commander was down), RUROCO_WAITED_MS how long it waited.",
     ),
     (
         "RUROCO_DOWN_MS",
@@ -298,6 +298,14 @@ const EVENTS: &[Entry] = &[
     (
         "accepted",
         "a datagram was valid; its counter is being persisted",
+    ),
+    (
+        "forwarded",
+        "a frame was written to the commander for the first time (RUROCO_KEY_ID, RUROCO_IP, RUROCO_COMMAND, its seq on the connection); at warn with RUROCO_LATE and RUROCO_WAITED_MS when written a second or more after it was accepted",
+    ),
+    (
+        "resent",
+        "a frame the commander had not acknowledged when the connection ended, written again on the next connection (not counted as forwarded again; RUROCO_LATE as for forwarded)",
     ),
     (
         "delivered",
@@ -333,7 +341,7 @@ const EVENTS: &[Entry] = &[
     ),
     (
         "commander_up",
-        "the commander answers again after an outage (RUROCO_DOWN_MS); the frames that waited follow, logged late",
+        "the commander answers again after an outage (RUROCO_DOWN_MS); the frames that waited follow, logged as forwarded or resent with RUROCO_LATE",
     ),
     (
         "duplicate",
