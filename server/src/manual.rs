@@ -217,11 +217,11 @@ const ENVIRONMENT: &[Entry] = &[
 const FILES: &[Entry] = &[
     (
         "/etc/ruroco/server.toml",
-        "The configuration (see CONFIGURATION); --config PATH reads another file.",
+        "The configuration (see CONFIGURATION); --config PATH reads another file. Owned by root, not writable by group or others, no extended ACL, readable by the server's user: root:ruroco 0640 as packaged.",
     ),
     (
         "/etc/ruroco/keys/NAME.key",
-        "One key each: one line of base64 (key id and AES-256 key). Must not be writable by group or others nor readable by others: root:ruroco 0640, as ruroco-server gen-key writes it. The same file goes to the client.",
+        "One key each: one line of base64 (key id and AES-256 key). Owned by root or the server's user, no group write and no access at all for others (mode 0640 or stricter), no extended ACL (setfacl -b removes one), readable by the server's user: root:ruroco 0640, as ruroco-server gen-key writes it. keys_dir itself is owned by root, not writable by group or others, without an extended ACL (root:ruroco 0750). Every directory above each must be searchable by the server's user. The same file goes to the client.",
     ),
     (
         "/var/lib/ruroco/",
@@ -551,6 +551,26 @@ mod tests {
         .collect();
         let documented: BTreeSet<i32> = EXIT_STATUS.iter().map(|(c, _)| i32::from(*c)).collect();
         assert_eq!(codes, documented);
+    }
+
+    /// FILES states the key file rule KEY_RULE applies: its mode, owners and the ACL check.
+    #[test]
+    fn the_key_file_rule_is_the_one_checked() {
+        let rule = crate::keys::KEY_RULE;
+        let mode = format!("{:04o}", 0o666 & !rule.forbidden);
+        assert!(matches!(
+            rule.owner,
+            ruroco_shared::trust::Owner::RootOrUser
+        ));
+        let (_, text) = FILES.iter().find(|(n, _)| n.ends_with(".key")).unwrap();
+        for needle in [mode.as_str(), "ACL", "root or the server's user", "others"] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let (_, text) = FILES
+            .iter()
+            .find(|(n, _)| n.ends_with("server.toml"))
+            .unwrap();
+        assert!(text.contains("ACL") && text.contains("root"), "{text}");
     }
 
     /// Every `event = "..."` in the server's log calls (and the shared sd_notify helper) is
