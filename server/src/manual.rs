@@ -176,7 +176,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
     (77, "the privilege drop failed or could not be verified"),
     (
         78,
-        "configuration error: server.toml, a key file, the keys directory or the replay state is invalid or unsafe, the user does not exist or is root, or systemd passed more than one socket; the message names the file or field and the fix. --reload: the reload failed (the reason is printed)",
+        "configuration error: server.toml, a key file, the keys directory or the replay state is invalid or unsafe, the user does not exist or is root, or systemd passed more than one socket; the message names the file or field and the fix. --reload: the reload failed (the reason is printed), also when server.toml is not TOML and no reload record is found where the state directory is assumed to be ($STATE_DIRECTORY, else the default)",
     ),
 ];
 
