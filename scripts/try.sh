@@ -58,6 +58,10 @@ chown root:nogroup "$demo/keys" "$demo/keys/demo.key"
 chmod 0750 "$demo/keys"
 chmod 0640 "$demo/keys/demo.key"
 chown nobody:nogroup "$demo/state"
+# The client keeps its own copy, 0600 and owned by whoever runs it (here: you), as on a real
+# client; the server's 0640 root:nogroup file would draw the client's "readable by its group"
+# warning.
+install -m 0600 -o "$(id -u)" -g "$(id -g)" "$demo/keys/demo.key" "$demo/client.key"
 chmod 0700 "$demo/state" "$demo/commander-state"
 
 cat > "$demo/commander.toml" <<TOML
@@ -112,11 +116,11 @@ pids+=($!)
 udp_listening() { grep -q "0100007F:$port_hex " /proc/net/udp; }
 wait_for 20 "the UDP socket" udp_listening
 
-echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c hello"
-"$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/keys/demo.key" -c hello
+echo "==> ruroco-client send -a 127.0.0.1:$port -k client.key -c hello"
+"$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/client.key" -c hello
 wait_for 20 "hello to run" grep -qs "hello from 127.0.0.1" "$demo/commander.log"
-echo "==> ruroco-client send -a 127.0.0.1:$port -k demo.key -c open_demo   (a grant: undo after 5 min)"
-"$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/keys/demo.key" -c open_demo
+echo "==> ruroco-client send -a 127.0.0.1:$port -k client.key -c open_demo   (a grant: undo after 5 min)"
+"$demo/bin/ruroco-client" --state-dir "$demo/client" send -a "127.0.0.1:$port" -k "$demo/client.key" -c open_demo
 wait_for 20 "open_demo to be granted" grep -Eqs '(^| )event=granted( |$)' "$demo/commander.log"
 echo "==> ruroco-commander grants"
 "$demo/bin/ruroco-commander" --control "$demo/control/control.sock" grants
@@ -130,7 +134,8 @@ grep -h "hello from" "$demo/commander.log" | sed 's/^/  commander: /' | head -3
 sed 's/^/  firewall.log: /' "$demo/firewall.log"
 echo
 echo "--- server log (structured)"
-sed 's/^/  /' "$demo/server.log"
+# Only the server's logfmt lines: systemd-socket-activate writes its own lines to the same file.
+sed -n 's/^ts=/  ts=/p' "$demo/server.log"
 echo
 echo "--- commander log (structured)"
 sed 's/^/  /' "$demo/commander.log"

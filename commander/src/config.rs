@@ -553,8 +553,10 @@ queue = 64
 default_timeout = "30s"
 [commands]
 hello = "echo hello from $RUROCO_IP"
-open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "10s",
-             undo = "nft delete element inet ruroco ssh { $RUROCO_IP }", undo_after = "5m" }
+maintenance = { run = "systemctl start maintenance.service", undo = "systemctl stop maintenance.service", undo_after = "5m" }
+[commands.open_ssh]
+run = 'set=clients4; case $RUROCO_IP in *:*) set=clients6;; esac; nft "add element inet ruroco $set { $RUROCO_IP }; delete element inet ruroco $set { $RUROCO_IP }; add element inet ruroco $set { $RUROCO_IP timeout 5m }"'
+timeout = "10s"
 "#;
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
@@ -570,11 +572,14 @@ open_ssh = { run = "nft add element inet ruroco ssh { $RUROCO_IP }", timeout = "
         assert_eq!(hello.undo, None);
         let ssh = c.commands.by_name("open_ssh").unwrap();
         assert_eq!(ssh.timeout, Duration::from_secs(10));
-        assert_eq!(ssh.undo.as_ref().unwrap().after, Duration::from_secs(300));
+        assert_eq!(ssh.undo, None);
+        let grant = c.commands.by_name("maintenance").unwrap();
+        assert_eq!(grant.undo.as_ref().unwrap().after, Duration::from_secs(300));
         assert_eq!(
             c.commands.sorted(),
             vec![
                 ("hello", CmdHash::of_name("hello")),
+                ("maintenance", CmdHash::of_name("maintenance")),
                 ("open_ssh", CmdHash::of_name("open_ssh"))
             ]
         );

@@ -170,7 +170,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
     ),
     (
         78,
-        "configuration error: commander.toml is invalid, unsafe (not root's, or writable by group or others) or names an unknown user or group; the socket's or state's directory is unsafe; systemd passed more than one socket; reload: the reload failed (the reason is printed)",
+        "configuration error: commander.toml is invalid, unsafe (not owned by root, any group or other access — read included — instead of 0600 or stricter, or an extended ACL) or names an unknown user or group; the socket's or state's directory is unsafe; systemd passed more than one socket; reload: the reload failed (the reason is printed)",
     ),
 ];
 
@@ -204,14 +204,14 @@ const ENVIRONMENT: &[Entry] = &[
     ),
     (
         "PATH, RUROCO_IP, RUROCO_COMMAND",
-        "The whole environment of a command and its undo: a fixed PATH, the client's address and the command's name.",
+        "The whole environment of a command and its undo: a fixed PATH, the client's address and the command's name; a command with user also gets that user's HOME, USER and LOGNAME. Nothing else is passed on.",
     ),
 ];
 
 const FILES: &[Entry] = &[
     (
         "/etc/ruroco/commander.toml",
-        "The configuration (see CONFIGURATION); --config PATH reads another file. It holds the shell text of every command: owned by root, not writable by group or others (the package installs it 0600).",
+        "The configuration (see CONFIGURATION); --config PATH reads another file. It holds the shell text of every command, so it is root's alone: owned by root, mode 0600 or stricter (no group or other access, read included) and no extended ACL (setfacl -b removes one); the package installs it 0600. Anything else is refused (exit 78) with the fix, e.g. chown root:root and chmod 0600.",
     ),
     (
         "/run/ruroco/commander.sock",
@@ -519,6 +519,49 @@ mod tests {
                     "not in packaging/commander.toml: #{line}"
                 );
             }
+        }
+    }
+
+    /// Every variable `exec.rs` sets in a command's environment is named in ENVIRONMENT.
+    #[test]
+    fn the_commands_environment_is_what_exec_sets() {
+        let exec = include_str!("exec.rs");
+        let set: BTreeSet<&str> = exec
+            .split(".env(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(set.contains("RUROCO_IP") && set.contains("HOME"), "{set:?}");
+        let (names, text) = ENVIRONMENT
+            .iter()
+            .find(|(n, _)| n.contains("RUROCO_IP"))
+            .unwrap();
+        for var in set {
+            assert!(
+                names.contains(var) || text.contains(var),
+                "ENVIRONMENT does not name {var}, which exec.rs sets"
+            );
+        }
+    }
+
+    /// FILES and the exit status 78 state the mode CONFIG_RULE demands and its ACL check.
+    #[test]
+    fn the_config_file_rule_is_the_one_checked() {
+        let mode = format!("{:04o}", 0o666 & !crate::config::CONFIG_RULE.forbidden);
+        let (_, files) = FILES
+            .iter()
+            .find(|(n, _)| n.ends_with("commander.toml"))
+            .unwrap();
+        let (_, exit78) = EXIT_STATUS.iter().find(|(c, _)| *c == 78).unwrap();
+        for text in [files, exit78] {
+            assert!(
+                text.contains(&mode) && text.contains("ACL"),
+                "{mode}: {text}"
+            );
+            assert!(
+                text.contains("read"),
+                "group/other read is refused too: {text}"
+            );
         }
     }
 

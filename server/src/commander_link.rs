@@ -492,34 +492,42 @@ impl Link {
             let Some((item, resent, seq)) = self.out.written() else {
                 break;
             };
-            // `forwarded` counts a frame's first write only.
-            let event = if resent {
-                "resent"
-            } else {
+            // `forwarded` counts a frame's first write only. Each event is a literal in its own
+            // log call so the manual's test (`journal_events_are_the_events_logged`) sees it.
+            if !resent {
                 Counters::inc(&self.counters.forwarded);
-                "forwarded"
-            };
+            }
             let waited = item.queued.elapsed();
+            let (key_id, ip, command) = (&item.key_id, item.frame.ip, &item.frame.cmd);
             if waited >= LATE_AFTER {
-                tracing::warn!(
-                    event,
-                    key_id = %item.key_id,
-                    ip = %item.frame.ip,
-                    command = %item.frame.cmd,
-                    seq,
-                    late = true,
-                    waited_ms = millis(waited),
-                    "late: written {} ms after it was accepted (the commander was unreachable); the command runs only now",
-                    millis(waited)
-                );
+                let ms = millis(waited);
+                if resent {
+                    tracing::warn!(
+                        event = "resent",
+                        key_id = %key_id,
+                        ip = %ip,
+                        command = %command,
+                        seq,
+                        late = true,
+                        waited_ms = ms,
+                        "late: written {ms} ms after it was accepted (the commander was unreachable); the command runs only now"
+                    );
+                } else {
+                    tracing::warn!(
+                        event = "forwarded",
+                        key_id = %key_id,
+                        ip = %ip,
+                        command = %command,
+                        seq,
+                        late = true,
+                        waited_ms = ms,
+                        "late: written {ms} ms after it was accepted (the commander was unreachable); the command runs only now"
+                    );
+                }
+            } else if resent {
+                tracing::info!(event = "resent", key_id = %key_id, ip = %ip, command = %command, seq);
             } else {
-                tracing::info!(
-                    event,
-                    key_id = %item.key_id,
-                    ip = %item.frame.ip,
-                    command = %item.frame.cmd,
-                    seq,
-                );
+                tracing::info!(event = "forwarded", key_id = %key_id, ip = %ip, command = %command, seq);
             }
         }
         match result {

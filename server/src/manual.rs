@@ -176,7 +176,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
     (77, "the privilege drop failed or could not be verified"),
     (
         78,
-        "configuration error: server.toml, a key file, the keys directory or the replay state is invalid or unsafe, the user does not exist or is root, or systemd passed more than one socket; the message names the file or field and the fix. --reload: the reload failed (the reason is printed)",
+        "configuration error: server.toml, a key file, the keys directory or the replay state is invalid or unsafe, the user does not exist or is root, or systemd passed more than one socket; the message names the file or field and the fix. --reload: the reload failed (the reason is printed), also when server.toml is not TOML and no reload record is found where the state directory is assumed to be ($STATE_DIRECTORY, else the default)",
     ),
 ];
 
@@ -217,11 +217,11 @@ const ENVIRONMENT: &[Entry] = &[
 const FILES: &[Entry] = &[
     (
         "/etc/ruroco/server.toml",
-        "The configuration (see CONFIGURATION); --config PATH reads another file.",
+        "The configuration (see CONFIGURATION); --config PATH reads another file. Owned by root, not writable by group or others, no extended ACL, readable by the server's user: root:ruroco 0640 as packaged.",
     ),
     (
         "/etc/ruroco/keys/NAME.key",
-        "One key each: one line of base64 (key id and AES-256 key). Must not be writable by group or others nor readable by others: root:ruroco 0640, as ruroco-server gen-key writes it. The same file goes to the client.",
+        "One key each: one line of base64 (key id and AES-256 key). Owned by root or the server's user, no group write and no access at all for others (mode 0640 or stricter), no extended ACL (setfacl -b removes one), readable by the server's user: root:ruroco 0640, as ruroco-server gen-key writes it. keys_dir itself is owned by root, not writable by group or others, without an extended ACL (root:ruroco 0750). Every directory above each must be searchable by the server's user. The same file goes to the client.",
     ),
     (
         "/var/lib/ruroco/",
@@ -274,7 +274,7 @@ const JOURNAL_FIELDS: &[Entry] = &[
     ),
     (
         "RUROCO_LATE, RUROCO_WAITED_MS",
-        "On a forwarded frame written a second or more after its datagram was accepted (the commander was down): how long it waited.",
+        "On forwarded and resent (not an event of its own): RUROCO_LATE=true when the frame was written a second or more after its datagram was accepted (the commander was down), RUROCO_WAITED_MS how long it waited.",
     ),
     (
         "RUROCO_DOWN_MS",
@@ -298,6 +298,14 @@ const EVENTS: &[Entry] = &[
     (
         "accepted",
         "a datagram was valid; its counter is being persisted",
+    ),
+    (
+        "forwarded",
+        "a frame was written to the commander for the first time (RUROCO_KEY_ID, RUROCO_IP, RUROCO_COMMAND, its seq on the connection); at warn with RUROCO_LATE and RUROCO_WAITED_MS when written a second or more after it was accepted",
+    ),
+    (
+        "resent",
+        "a frame the commander had not acknowledged when the connection ended, written again on the next connection (not counted as forwarded again; RUROCO_LATE as for forwarded)",
     ),
     (
         "delivered",
@@ -333,7 +341,7 @@ const EVENTS: &[Entry] = &[
     ),
     (
         "commander_up",
-        "the commander answers again after an outage (RUROCO_DOWN_MS); the frames that waited follow, logged late",
+        "the commander answers again after an outage (RUROCO_DOWN_MS); the frames that waited follow, logged as forwarded or resent with RUROCO_LATE",
     ),
     (
         "duplicate",
@@ -543,6 +551,26 @@ mod tests {
         .collect();
         let documented: BTreeSet<i32> = EXIT_STATUS.iter().map(|(c, _)| i32::from(*c)).collect();
         assert_eq!(codes, documented);
+    }
+
+    /// FILES states the key file rule KEY_RULE applies: its mode, owners and the ACL check.
+    #[test]
+    fn the_key_file_rule_is_the_one_checked() {
+        let rule = crate::keys::KEY_RULE;
+        let mode = format!("{:04o}", 0o666 & !rule.forbidden);
+        assert!(matches!(
+            rule.owner,
+            ruroco_shared::trust::Owner::RootOrUser
+        ));
+        let (_, text) = FILES.iter().find(|(n, _)| n.ends_with(".key")).unwrap();
+        for needle in [mode.as_str(), "ACL", "root or the server's user", "others"] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let (_, text) = FILES
+            .iter()
+            .find(|(n, _)| n.ends_with("server.toml"))
+            .unwrap();
+        assert!(text.contains("ACL") && text.contains("root"), "{text}");
     }
 
     /// Every `event = "..."` in the server's log calls (and the shared sd_notify helper) is

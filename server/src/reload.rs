@@ -169,6 +169,24 @@ pub enum ReloadError {
         "{0}: no reload record: cannot tell whether the server reloaded (is state_dir in the config right, and the server running this version?); see journalctl -u ruroco"
     )]
     NoRecord(PathBuf),
+    /// The config is not TOML, so its `state_dir` is unknown, and the directory assumed
+    /// instead holds no record. The reload failed all the same: the server reads that file.
+    #[error(
+        "reload failed: {config} cannot be read or parsed as TOML ({error}), so its state_dir is unknown and {assumed} ({source_of}) was assumed, where there is no reload record; the server reads the same file, so its reload failed too: fix the file (ruroco-server --check shows what is wrong) and reload again",
+        assumed = assumed.display(),
+        config = config.display(),
+        error = error.split_whitespace().collect::<Vec<_>>().join(" ")
+    )]
+    Unparsable {
+        /// The config file (`--config`).
+        config: PathBuf,
+        /// The state directory assumed: `$STATE_DIRECTORY`, else the default.
+        assumed: PathBuf,
+        /// Where the assumption comes from: "$STATE_DIRECTORY" or "the default".
+        source_of: &'static str,
+        /// The TOML parser's error.
+        error: String,
+    },
     #[error("ruroco-server (pid {0}) exited during the reload; see journalctl -u ruroco")]
     Exited(i32),
     #[error(
@@ -179,46 +197,85 @@ pub enum ReloadError {
 }
 
 impl ReloadError {
-    /// sysexits: 78 (EX_CONFIG) for a failed reload, 69 (EX_UNAVAILABLE) otherwise.
+    /// sysexits: 78 (EX_CONFIG) for a failed reload (also one of a config that is not TOML),
+    /// 69 (EX_UNAVAILABLE) otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ReloadError::Failed(_) => 78,
+            ReloadError::Failed(_) | ReloadError::Unparsable { .. } => 78,
             _ => 69,
         }
     }
 }
 
+/// Where [`state_dir_of`] found the state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    pub path: PathBuf,
+    /// `Some((TOML error, "$STATE_DIRECTORY" or "the default"))` when the config is not TOML
+    /// and `path` is only assumed.
+    pub assumed: Option<(String, &'static str)>,
+}
+
 /// The state directory of the running server, from the config at `path`. A config that no
 /// longer loads (a reload of it will fail) is read for `state_dir` alone; one that is not
 /// TOML at all gives the directory systemd passes in `$STATE_DIRECTORY` (`StateDirectory=`,
-/// systemd.exec(5)), else the default. So the outcome of that failure can still be reported.
-pub fn state_dir_of(path: &Path) -> PathBuf {
+/// systemd.exec(5)), else the default, marked as assumed with the parse error. So the
+/// outcome of that failure can still be reported.
+pub fn state_dir_of(path: &Path) -> StateDir {
+    let found = |path: PathBuf| StateDir {
+        path,
+        assumed: None,
+    };
     if let Ok(c) = Config::load(path) {
-        return c.state_dir;
+        return found(c.state_dir);
     }
-    let text = ruroco_shared::fsutil::read_bounded(path, config::CONFIG_MAX_LEN).ok();
-    if let Some(t) = text.and_then(|t| t.parse::<toml::Table>().ok()) {
-        return t
-            .get("state_dir")
-            .and_then(toml::Value::as_str)
-            .map_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR), PathBuf::from);
+    let error = match ruroco_shared::fsutil::read_bounded(path, config::CONFIG_MAX_LEN) {
+        Ok(text) => match text.parse::<toml::Table>() {
+            Ok(t) => {
+                return found(
+                    t.get("state_dir")
+                        .and_then(toml::Value::as_str)
+                        .map_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR), PathBuf::from),
+                );
+            }
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    match std::env::var_os("STATE_DIRECTORY").and_then(|v| {
+        let first = std::env::split_paths(&v).next()?;
+        (!first.as_os_str().is_empty()).then_some(first)
+    }) {
+        Some(dir) => StateDir {
+            path: dir,
+            assumed: Some((error, "$STATE_DIRECTORY")),
+        },
+        None => StateDir {
+            path: PathBuf::from(config::DEFAULT_STATE_DIR),
+            assumed: Some((error, "the default")),
+        },
     }
-    std::env::var_os("STATE_DIRECTORY")
-        .and_then(|v| {
-            let first = std::env::split_paths(&v).next()?;
-            (!first.as_os_str().is_empty()).then_some(first)
-        })
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR))
 }
 
 /// `ruroco-server --reload PID`: send SIGHUP to `pid` and wait until the server records the
 /// outcome of a reload that began after the signal. `Ok` carries the server's message.
 pub fn request(config_path: &Path, pid: i32) -> Result<String, ReloadError> {
-    let state_dir = state_dir_of(config_path);
+    let StateDir {
+        path: state_dir,
+        assumed,
+    } = state_dir_of(config_path);
     if read(&state_dir).is_none() {
         // Still signal: a reload that cannot be reported must still drop removed keys.
         let _ = kill(Pid::from_raw(pid), Signal::SIGHUP);
-        return Err(ReloadError::NoRecord(state_dir.join(OUTCOME_FILE)));
+        return Err(match assumed {
+            Some((error, source_of)) => ReloadError::Unparsable {
+                config: config_path.to_owned(),
+                assumed: state_dir,
+                source_of,
+                error,
+            },
+            None => ReloadError::NoRecord(state_dir.join(OUTCOME_FILE)),
+        });
     }
     let sent = monotonic_ns();
     kill(Pid::from_raw(pid), Signal::SIGHUP)
@@ -309,8 +366,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("server.toml");
         std::fs::write(&p, "ips = []\nstate_dir = \"/srv/state\"\n").unwrap();
-        assert_eq!(state_dir_of(&p), Path::new("/srv/state"));
+        assert_eq!(state_dir_of(&p).path, Path::new("/srv/state"));
+        assert_eq!(state_dir_of(&p).assumed, None);
         std::fs::write(&p, "ips = [\n").unwrap();
-        assert_eq!(state_dir_of(&p), Path::new(config::DEFAULT_STATE_DIR));
+        let got = state_dir_of(&p);
+        if std::env::var_os("STATE_DIRECTORY").is_none() {
+            assert_eq!(got.path, Path::new(config::DEFAULT_STATE_DIR));
+        }
+        assert!(got.assumed.is_some(), "{got:?}");
     }
 }

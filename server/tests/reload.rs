@@ -145,6 +145,33 @@ fn a_config_that_no_longer_parses_keeps_the_settings_but_still_drops_removed_key
         stub.next_frame().cmd,
         ruroco_shared::CmdHash::of_name("still")
     );
+
+    // Not TOML, state_dir not the default and no $STATE_DIRECTORY: the default is assumed and
+    // holds no record, yet the reload failed for sure (the server reads the same file). The
+    // message says so, with the TOML error, and the exit is 78 (was 69, "no reload record").
+    let default_record = std::path::Path::new("/var/lib/ruroco/reload");
+    if default_record.exists() {
+        eprintln!("skipped the no-$STATE_DIRECTORY case: {default_record:?} exists");
+        return;
+    }
+    let out = std::process::Command::new(server_bin())
+        .arg("--config")
+        .arg(env.path("server.toml"))
+        .arg("--reload")
+        .arg(env.pid().to_string())
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("reload failed")
+            && err.contains("server.toml")
+            && err.contains("parsed as TOML")
+            && err.contains("/var/lib/ruroco (the default) was assumed")
+            && err.contains("this is not toml"),
+        "{err}"
+    );
 }
 
 #[test]

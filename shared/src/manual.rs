@@ -84,15 +84,60 @@ pub fn serde_fields<'de, T: Deserialize<'de>>() -> Option<&'static [&'static str
 }
 
 /// The values of the `event` field (`event = "NAME"`) the log calls in Rust source `text` set,
-/// i.e. the `RUROCO_EVENT` values they write.
-pub fn logged_events(text: &str) -> std::collections::BTreeSet<String> {
-    const NEEDLE: &str = "event = \"";
-    text.match_indices(NEEDLE)
-        .filter_map(|(i, _)| {
-            let rest = &text[i + NEEDLE.len()..];
-            rest.find('"').map(|end| rest[..end].to_owned())
-        })
-        .collect()
+/// i.e. the `RUROCO_EVENT` values they write. Lines whose first non-blank characters are `//`
+/// (comments, doc comments) are skipped.
+///
+/// # Errors
+/// Any other use of the identifier `event` as a field (`event = name`, `event = %x`, the
+/// shorthand `event,` or `event)`, `%event`, `?event`): an event set from a variable hides its
+/// values from this scan, so the manual's event list could miss them. The error names the line
+/// (1-based) and says to write each event as a string literal.
+pub fn logged_events(text: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    let mut events = std::collections::BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        let bytes = line.as_bytes();
+        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        for (i, _) in line.match_indices("event") {
+            let before = i.checked_sub(1).map(|j| bytes[j]);
+            let after = &line[i + "event".len()..];
+            if before.is_some_and(|b| ident(b) || b == b'.' || b == b'"')
+                || after.bytes().next().is_some_and(ident)
+            {
+                continue; // part of another word, a method, or inside a string
+            }
+            let rest = after.trim_start();
+            let sigil = before.is_some_and(|b| b == b'%' || b == b'?');
+            let variable = if let Some(value) = rest.strip_prefix('=') {
+                if value.starts_with('=') {
+                    continue; // `event == x`, a comparison
+                }
+                let value = value.trim_start();
+                match value
+                    .strip_prefix('"')
+                    .and_then(|v| v.find('"').map(|e| &v[..e]))
+                {
+                    Some(name) if !sigil => {
+                        events.insert(name.to_owned());
+                        false
+                    }
+                    _ => true,
+                }
+            } else {
+                sigil || rest.starts_with(',') || rest.starts_with(')')
+            };
+            if variable {
+                return Err(format!(
+                    "line {}: `{}` sets the event from a variable; write each event as a string literal (`event = \"NAME\"`) so the manual's event list can be checked",
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    Ok(events)
 }
 
 /// The events a daemon crate logs: [`logged_events`] over every `src/*.rs` of the crate at
@@ -100,7 +145,8 @@ pub fn logged_events(text: &str) -> std::collections::BTreeSet<String> {
 /// helper (`shared/src/notify.rs`), whose events the daemon's journal carries too.
 ///
 /// # Errors
-/// A source file that cannot be read.
+/// A source file that cannot be read, or one that sets `event` from a variable (see
+/// [`logged_events`]); the error names the file and line.
 pub fn events_logged_by_crate(
     manifest_dir: &std::path::Path,
 ) -> std::io::Result<std::collections::BTreeSet<String>> {
@@ -114,7 +160,9 @@ pub fn events_logged_by_crate(
     files.push(manifest_dir.join("../shared/src/notify.rs"));
     let mut events = std::collections::BTreeSet::new();
     for path in files {
-        events.extend(logged_events(&std::fs::read_to_string(path)?));
+        let found = logged_events(&std::fs::read_to_string(&path)?)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        events.extend(found);
     }
     Ok(events)
 }
@@ -189,7 +237,24 @@ mod tests {
     #[test]
     fn finds_event_names() {
         let src = "tracing::info!(event = \"started\", x = 1);\nwarn!(event = \"failed\", reason = \"r\")";
-        let got: Vec<String> = logged_events(src).into_iter().collect();
+        let got: Vec<String> = logged_events(src).unwrap().into_iter().collect();
         assert_eq!(got, ["failed", "started"]);
+    }
+
+    #[test]
+    fn refuses_an_event_set_from_a_variable() {
+        for src in [
+            "let event = if r { \"a\" } else { \"b\" };\ninfo!(\n    event,\n    seq,\n);",
+            "info!(event = name, x = 1);",
+            "info!(event = %name);",
+            "info!(%event, x = 1);",
+            "info!(x = 1, event)",
+        ] {
+            let err = logged_events(src).unwrap_err();
+            assert!(err.contains("string literal"), "{src}: {err}");
+        }
+        // Not a field: comments, other words, comparisons, struct fields.
+        let src = "/// logs `event=\"x\"`\nif event == y {}\nlet events = 1;\nS { event: 1 }\nself.event.x;";
+        assert!(logged_events(src).unwrap().is_empty());
     }
 }

@@ -28,16 +28,46 @@ fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
     blocks
 }
 
+/// Every `*.md` file of the repository (hidden directories, `target` and `node_modules`
+/// skipped), sorted.
 fn markdown_files() -> Vec<PathBuf> {
-    let mut files = vec![repo().join("README.md"), repo().join("packaging/README.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    walk(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo(), &mut files);
+    files.sort();
     files
+}
+
+#[test]
+fn every_markdown_file_is_checked() {
+    let files = markdown_files();
+    for known in [
+        "README.md",
+        "SECURITY.md",
+        "CHANGELOG.md",
+        "docs/grants.md",
+        "packaging/README.md",
+        "server/README.md",
+        "commander/README.md",
+        "client/README.md",
+    ] {
+        let path = repo().join(known);
+        if path.exists() {
+            assert!(files.contains(&path), "{known} is not checked: {files:?}");
+        }
+    }
 }
 
 fn toml_1_0_parse(text: &str, what: &str) {
@@ -79,7 +109,7 @@ fn every_toml_block_of_the_docs_is_valid_toml() {
         }
     }
     assert!(
-        seen >= 2,
+        seen >= 3,
         "found only {seen} ```toml blocks: is the extraction broken?"
     );
 }
