@@ -70,7 +70,7 @@ fn a_command_runs_as_its_user_with_its_groups_and_root_stays_the_default() {
     let mut s = env.connect();
     for name in ["as_root", "as_nobody", "as_nobody_in_group"] {
         send(&mut s, name, "192.0.2.9");
-        d.wait_log(&["event=executed", &format!("command={name} ")], 1);
+        d.wait_log(&["event=executed", &format!("command={name}")], 1);
     }
     d.wait_log(&["event=output", "root uid=0 gid=0 home=unset"], 1);
     d.wait_log(
