@@ -251,7 +251,7 @@ pub enum TrustError {
     /// changeable by someone else (who could rename the path away and plant another).
     #[error("{what} {path}: the directory {dir} above it {problem}: {fix}")]
     Ancestor {
-        what: String,
+        what: &'static str,
         path: PathBuf,
         dir: PathBuf,
         problem: String,
@@ -466,7 +466,7 @@ impl Rule {
             let d = dir.display();
             let mode = m.mode() & 0o7777;
             let refuse = |problem: String, fix: String| TrustError::Ancestor {
-                what: self.what.to_owned(),
+                what: self.what,
                 path: path.to_owned(),
                 dir: dir.to_owned(),
                 problem,
