@@ -452,3 +452,21 @@ fn gen_key_refuses_a_directory_with_a_default_acl() {
     );
     assert!(!k.exists(), "no key left behind");
 }
+
+/// A commander socket the server user may not connect to (appearing after the start): the
+/// log names the permission problem, never "start the commander" (which runs).
+#[test]
+fn a_connect_refused_for_permission_logs_a_permission_hint() {
+    let (mut env, k) = env_with_key();
+    env.start();
+    let _l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
+    set_mode(&env.commander_socket, 0o600);
+    env.send(&seal(&k, &pt("hello")));
+    let down = wait_for("commander_down", || {
+        events(&env.log(), "commander_down").into_iter().next()
+    });
+    assert!(down.contains("may not connect"), "{down}");
+    assert!(down.contains("mode 0600"), "{down}");
+    assert!(down.contains("socket_group"), "{down}");
+    assert!(!down.contains("start the commander"), "{down}");
+}
