@@ -431,8 +431,8 @@ impl Config {
         })
     }
 
-    /// Read the file, refuse it unless it passes [`CONFIG_RULE`] (root-owned, mode 0600 or
-    /// stricter, no extended ACL), then parse. The checks are made on the opened file, so a
+    /// Read the file, refuse it unless it passes [`CONFIG_RULE`] (not a symlink, root-owned,
+    /// mode 0600 or stricter, no extended ACL, safe directories above it), then parse. The checks are made on the opened file, so a
     /// swap after the check cannot slip through.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         use std::io::Read;
@@ -441,6 +441,13 @@ impl Config {
             path: p.clone(),
             source,
         };
+        // By path first when it exists: no symlink, and the directories above (a missing file
+        // gets the read error below).
+        if std::fs::symlink_metadata(path).is_ok() {
+            CONFIG_RULE
+                .check_path(path, &Who::current())
+                .map_err(ConfigError::Trust)?;
+        }
         let file = std::fs::File::open(path).map_err(read_err)?;
         CONFIG_RULE
             .check_file(path, &file, &Who::current())

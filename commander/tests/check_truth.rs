@@ -185,3 +185,15 @@ fn a_server_user_outside_the_socket_group_is_refused() {
         ],
     );
 }
+
+/// A symlinked commander.toml is refused as such (its fix never chmods the link's target).
+#[test]
+fn a_symlinked_config_is_refused() {
+    let env = Env::new();
+    env.write_config("", HELLO);
+    let real = env.path("real.toml");
+    std::fs::rename(env.config(), &real).unwrap();
+    std::os::unix::fs::symlink(&real, env.config()).unwrap();
+    let c = env.config().display().to_string();
+    refused_alike(&env, &[&c, "is a symlink"]);
+}

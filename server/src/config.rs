@@ -220,6 +220,11 @@ impl Config {
             path: path.to_owned(),
             source,
         };
+        // By path first when it exists (no symlink, the directories above), so a reload
+        // reaches the verdict of the start; a missing file gets the read error below.
+        if std::fs::symlink_metadata(path).is_ok() {
+            CONFIG_RULE.check_path(path, &Who::current())?;
+        }
         let file = std::fs::File::open(path).map_err(read_err)?;
         CONFIG_RULE.check_file(path, &file, &Who::current())?;
         let mut text = String::new();
