@@ -54,6 +54,16 @@ pub const STATE_DIR_RULE: Rule = Rule {
     fix_access: "chown root:root {path} && chmod 0700 {path}",
     create: None,
 };
+/// `<state_dir>/grants`, the grant records: root's alone to change, as `state_dir`.
+pub const GRANTS_DIR_RULE: Rule = Rule {
+    what: "grants directory",
+    kind: Kind::Dir,
+    owner: Owner::Root,
+    forbidden: 0o022,
+    need: Access::MODIFY_DIR,
+    fix_access: "chown root:root {path} && chmod 0700 {path}",
+    create: None,
+};
 /// Upper bounds that keep a typo from turning into unbounded concurrency or memory.
 const MAX_MAX_PARALLEL: usize = 1024;
 const MAX_QUEUE: usize = 65536;
@@ -78,6 +88,14 @@ pub enum ConfigError {
     UnknownUser { path: String, user: String },
     #[error("config {path}: socket_group {group:?} does not exist: create it or fix socket_group")]
     UnknownGroup { path: String, group: String },
+    #[error(
+        "config {path}: server_user {user:?} is not a member of socket_group {group:?}, so the server could not connect to the socket: add it (usermod -aG {group} {user}) or change socket_group or server_user"
+    )]
+    Unreachable {
+        path: String,
+        user: String,
+        group: String,
+    },
 }
 
 /// One configured command, with its limits and optional undo.
@@ -413,8 +431,8 @@ impl Config {
         })
     }
 
-    /// Read the file, refuse it unless it passes [`CONFIG_RULE`] (root-owned, mode 0600 or
-    /// stricter, no extended ACL), then parse. The checks are made on the opened file, so a
+    /// Read the file, refuse it unless it passes [`CONFIG_RULE`] (not a symlink, root-owned,
+    /// mode 0600 or stricter, no extended ACL, safe directories above it), then parse. The checks are made on the opened file, so a
     /// swap after the check cannot slip through.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         use std::io::Read;
@@ -423,6 +441,13 @@ impl Config {
             path: p.clone(),
             source,
         };
+        // By path first when it exists: no symlink, and the directories above (a missing file
+        // gets the read error below).
+        if std::fs::symlink_metadata(path).is_ok() {
+            CONFIG_RULE
+                .check_path(path, &Who::current())
+                .map_err(ConfigError::Trust)?;
+        }
         let file = std::fs::File::open(path).map_err(read_err)?;
         CONFIG_RULE
             .check_file(path, &file, &Who::current())
@@ -441,16 +466,35 @@ impl Config {
     }
 
     /// Everything the commander checks before it starts, in `--check` and at start alike:
-    /// `server_user` and `socket_group` exist, and `state_dir`, when it exists already (the
-    /// commander creates it otherwise), passes [`STATE_DIR_RULE`]. Returns the server's uid
-    /// and the socket group's gid.
+    /// `server_user` and `socket_group` exist, `server_user` can connect to the socket (it is
+    /// root, a member of `socket_group` by getgrouplist(3), or the owner of an existing socket
+    /// file), and `state_dir` and its `grants/`, when they exist already (the commander creates
+    /// them otherwise), pass [`STATE_DIR_RULE`] and [`GRANTS_DIR_RULE`]. Returns the server's
+    /// uid and the socket group's gid.
     pub fn preflight(&self) -> Result<(u32, u32), ConfigError> {
         let uid = self.server_uid()?;
         let gid = self.socket_gid()?;
-        if self.state_dir.exists() {
-            STATE_DIR_RULE
-                .check_path(&self.state_dir, &Who::current())
-                .map_err(ConfigError::Trust)?;
+        if uid != 0 {
+            let server = Who::user(&self.server_user, "server_user").map_err(ConfigError::Trust)?;
+            let owns_socket = std::fs::symlink_metadata(&self.socket)
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid);
+            if !server.in_group(gid) && !owns_socket {
+                return Err(ConfigError::Unreachable {
+                    path: self.path.display().to_string(),
+                    user: self.server_user.clone(),
+                    group: self.socket_group.clone(),
+                });
+            }
+        }
+        let grants = self.state_dir.join(crate::grants::GRANTS_DIR);
+        for (rule, dir) in [
+            (&STATE_DIR_RULE, &self.state_dir),
+            (&GRANTS_DIR_RULE, &grants),
+        ] {
+            if dir.symlink_metadata().is_ok() {
+                rule.check_path(dir, &Who::current())
+                    .map_err(ConfigError::Trust)?;
+            }
         }
         Ok((uid, gid))
     }

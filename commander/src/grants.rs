@@ -52,6 +52,8 @@ pub enum GrantError {
         "state_dir {path} must be a root-owned directory without group/other write access: chown root {path} && chmod 0700 {path}"
     )]
     UnsafeDir { path: String },
+    #[error("{0}")]
+    Untrusted(ruroco_shared::trust::TrustError),
     #[error(
         "{path} holds more than {MAX_GRANTS_HARD} grant records: not written by ruroco-commander; move the directory aside after undoing what it lists"
     )]
@@ -475,8 +477,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Create `state_dir` (0700) and its `grants/` if missing, check both are root-owned and
-    /// not group/other-writable.
+    /// Create `state_dir` (0700) and its `grants/` if missing, then check both with
+    /// [`crate::config::STATE_DIR_RULE`] and [`crate::config::GRANTS_DIR_RULE`].
     pub fn open(state_dir: &Path) -> Result<Self, GrantError> {
         let dir = state_dir.join(GRANTS_DIR);
         for d in [state_dir, dir.as_path()] {
@@ -491,13 +493,15 @@ impl Store {
                         source,
                     })?;
             }
-            let meta = std::fs::symlink_metadata(d).map_err(|source| GrantError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-                return Err(GrantError::UnsafeDir { path: p });
-            }
+            // The rules `--check` applies too (owner, mode, extended ACLs, the directories
+            // above), so both reach one verdict.
+            let rule = if d == state_dir {
+                &crate::config::STATE_DIR_RULE
+            } else {
+                &crate::config::GRANTS_DIR_RULE
+            };
+            rule.check_path(d, &ruroco_shared::trust::Who::current())
+                .map_err(GrantError::Untrusted)?;
         }
         Ok(Self { dir })
     }

@@ -114,7 +114,7 @@ impl Error {
             Error::Config(_) | Error::ReloadFailed(_) => 78,
             Error::NoMatch => 1,
             Error::Grants(GrantError::Corrupt { .. } | GrantError::TooMany { .. }) => 65,
-            Error::Grants(GrantError::UnsafeDir { .. })
+            Error::Grants(GrantError::UnsafeDir { .. } | GrantError::Untrusted(_))
             | Error::Socket(
                 SocketError::UnsafeDir { .. } | SocketError::Untrusted(_) | SocketError::TooMany(_),
             ) => 78,

@@ -137,3 +137,63 @@ fn a_clean_config_passes_check() {
         "hello a7b6eda801e5347d\n"
     );
 }
+
+fn grants_dir(env: &Env) -> std::path::PathBuf {
+    let g = env.state_dir().join("grants");
+    std::fs::create_dir_all(&g).unwrap();
+    std::fs::set_permissions(env.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o700)).unwrap();
+    g
+}
+
+/// `<state_dir>/grants` gets the rule the start applies: others may change it, another user
+/// owns it, or it carries an ACL (the fix is `setfacl -b`, not a chmod that leaves the ACL).
+#[test]
+fn a_grants_directory_the_start_refuses_is_refused_by_check() {
+    let env = Env::new();
+    env.write_config("", HELLO);
+    let g = grants_dir(&env);
+    let d = g.display().to_string();
+    std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused_alike(&env, &[&d, &format!("chmod 0755 {d}")]);
+    std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&g, Some(1), Some(1)).unwrap();
+    refused_alike(&env, &[&d, &format!("mv {d} {d}.untrusted")]);
+    std::os::unix::fs::chown(&g, Some(0), Some(0)).unwrap();
+    setfacl(&["-m", "u:nobody:rwx,m::r-x"], &g);
+    refused_alike(&env, &[&format!("setfacl -b {d}")]);
+    setfacl(&["-b"], &g);
+    let o = env.run_binary(&["--check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// A server_user outside socket_group could never connect: refused, naming both fields.
+#[test]
+fn a_server_user_outside_the_socket_group_is_refused() {
+    let env = Env::new();
+    env.write_config("", HELLO);
+    let text = std::fs::read_to_string(env.config())
+        .unwrap()
+        .replace("server_user = \"root\"", "server_user = \"nobody\"");
+    std::fs::write(env.config(), text).unwrap();
+    refused_alike(
+        &env,
+        &[
+            "server_user \"nobody\"",
+            "socket_group \"root\"",
+            "usermod -aG root nobody",
+        ],
+    );
+}
+
+/// A symlinked commander.toml is refused as such (its fix never chmods the link's target).
+#[test]
+fn a_symlinked_config_is_refused() {
+    let env = Env::new();
+    env.write_config("", HELLO);
+    let real = env.path("real.toml");
+    std::fs::rename(env.config(), &real).unwrap();
+    std::os::unix::fs::symlink(&real, env.config()).unwrap();
+    let c = env.config().display().to_string();
+    refused_alike(&env, &[&c, "is a symlink"]);
+}

@@ -59,6 +59,32 @@ pub struct Outgoing {
     pub queued: Instant,
 }
 
+/// Errno values of a refused connect(2) (unix(7): write permission on the socket file and
+/// search permission on its directories are needed).
+mod libc_errno {
+    pub const EPERM: i32 = nix::errno::Errno::EPERM as i32;
+    pub const EACCES: i32 = nix::errno::Errno::EACCES as i32;
+}
+
+/// What to do when this process may not connect to the commander's socket at `path`: its
+/// owner and mode as seen now, and the commander's `socket_group`.
+fn permission_hint(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let seen = match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "owner uid {} gid {}, mode {:04o}",
+            m.uid(),
+            m.gid(),
+            m.mode() & 0o7777
+        ),
+        Err(e) => format!("cannot inspect it: {e}"),
+    };
+    format!(
+        "the commander runs but this user may not connect to {} ({seen}): make the commander's socket_group (commander.toml) a group of this user and restart it, or check the directories above the socket (ruroco-server --check)",
+        path.display()
+    )
+}
+
 /// The sending half: the receive loop queues frames with `try_send` and never waits.
 pub type Sender = mpsc::Sender<Outgoing>;
 
@@ -442,6 +468,25 @@ impl Link {
                             waiting,
                             "{e} (logged once a minute while it lasts)"
                         ),
+                        LinkError::Connect {
+                            ref path,
+                            ref source,
+                        } if matches!(
+                            source.raw_os_error(),
+                            Some(libc_errno::EACCES | libc_errno::EPERM)
+                        ) =>
+                        {
+                            let hint = permission_hint(path);
+                            tracing::warn!(
+                                event = "commander_down",
+                                down_ms = millis(down),
+                                attempts,
+                                waiting,
+                                hint = %hint,
+                                "{e}: {hint} (frames wait up to {} s; logged once a minute while it lasts)",
+                                MAX_QUEUE_AGE.as_secs()
+                            )
+                        }
                         _ => tracing::warn!(
                             event = "commander_down",
                             down_ms = millis(down),

@@ -55,11 +55,33 @@ pub const KEYS_DIR_RULE: Rule = Rule {
 pub const STATE_DIR_RULE: Rule = Rule {
     what: "state_dir",
     kind: Kind::Dir,
-    owner: Owner::Any,
+    owner: Owner::RootOrUser,
     forbidden: 0o022,
     need: Access::MODIFY_DIR,
     fix_access: "chown {user}:{group} {path} && chmod 0700 {path}",
     create: Some("install -d -m 0700 -o {user} -g {group} {path}"),
+};
+/// A file the server reads and replaces inside `state_dir` (`replay`, the replay floors, and
+/// `reload`, the reload record), when it exists: the server user's to read and write.
+pub const STATE_FILE_RULE: Rule = Rule {
+    what: "state file",
+    kind: Kind::File,
+    owner: Owner::RootOrUser,
+    forbidden: 0o022,
+    need: Access::READ_WRITE,
+    fix_access: "chown {user}:{group} {path} && chmod 0600 {path}",
+    create: None,
+};
+/// `commander_socket`, when it exists: the server user connects to it, which needs write
+/// permission on the socket file (unix(7)).
+pub const COMMANDER_SOCKET_RULE: Rule = Rule {
+    what: "commander_socket",
+    kind: Kind::Socket,
+    owner: Owner::Any,
+    forbidden: 0,
+    need: Access::WRITE,
+    fix_access: "let the commander's socket_group (commander.toml) be a group of {user}, or make {user} its server_user, and restart the commander",
+    create: None,
 };
 /// The directory of `commander_socket`: the server user must reach the socket through it.
 pub const SOCKET_DIR_RULE: Rule = Rule {
@@ -198,6 +220,11 @@ impl Config {
             path: path.to_owned(),
             source,
         };
+        // By path first when it exists (no symlink, the directories above), so a reload
+        // reaches the verdict of the start; a missing file gets the read error below.
+        if std::fs::symlink_metadata(path).is_ok() {
+            CONFIG_RULE.check_path(path, &Who::current())?;
+        }
         let file = std::fs::File::open(path).map_err(read_err)?;
         CONFIG_RULE.check_file(path, &file, &Who::current())?;
         let mut text = String::new();
@@ -226,14 +253,24 @@ impl Config {
     }
 
     /// Check every path the server trusts except the key files (see `keys::KeySet::load_for`)
-    /// as `who` will see it: the config file at `path`, `keys_dir`, `state_dir` and the
+    /// as `who` will see it: the config file at `path`, `keys_dir`, `state_dir` (and the files
+    /// `replay` and `reload` in it, when they exist: [`STATE_FILE_RULE`]) and the
     /// directory of `commander_socket` (which may not exist yet: the commander creates it).
     pub fn check_paths(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
         CONFIG_RULE.check_path(path, who)?;
         KEYS_DIR_RULE.check_path(&self.keys_dir, who)?;
         STATE_DIR_RULE.check_path(&self.state_dir, who)?;
+        for name in [crate::replay::STATE_FILE, crate::reload::OUTCOME_FILE] {
+            let file = self.state_dir.join(name);
+            if file.symlink_metadata().is_ok() {
+                STATE_FILE_RULE.check_path(&file, who)?;
+            }
+        }
         if let Some(dir) = self.commander_socket.parent().filter(|d| d.exists()) {
             SOCKET_DIR_RULE.check_path(dir, who)?;
+        }
+        if self.commander_socket.symlink_metadata().is_ok() {
+            COMMANDER_SOCKET_RULE.check_path(&self.commander_socket, who)?;
         }
         Ok(())
     }
@@ -277,16 +314,19 @@ impl Config {
                 "must name an unprivileged user (e.g. \"ruroco\"), never root",
             ));
         }
-        if self.max_clock_skew.0.is_zero() {
+        if self.max_clock_skew.0 < std::time::Duration::from_secs(1) {
             return Err(invalid(
                 "max_clock_skew",
-                "must be longer than zero (0s rejects every datagram): leave it out for the default \"1h\"",
+                "must be at least 1s (timestamps are compared in seconds; 0s rejects every datagram): leave it out for the default \"1h\"",
             ));
         }
-        if self.max_age.is_some_and(|d| d.0.is_zero()) {
+        if self
+            .max_age
+            .is_some_and(|d| d.0 < std::time::Duration::from_secs(1))
+        {
             return Err(invalid(
                 "max_age",
-                "must be longer than zero (0s rejects every datagram): e.g. \"10m\", or leave it out",
+                "must be at least 1s (ages are counted in seconds; 0s rejects every datagram): e.g. \"10m\", or leave it out",
             ));
         }
         let rl = &self.rate_limit;

@@ -35,6 +35,10 @@ pub enum GenKeyError {
         "key file {path}: cannot create: {source} (does the directory exist and may you write to it?)"
     )]
     Create { path: PathBuf, source: io::Error },
+    #[error(
+        "key file {path}: inherited an extended POSIX ACL from the default ACL of {dir}, which the server refuses: the file was removed; remove the default ACL with `setfacl -k {dir}` (or all ACLs with `setfacl -b {dir}`) and run gen-key again"
+    )]
+    Acl { path: PathBuf, dir: PathBuf },
     #[error("key file {path}: cannot write: {source} (the file was removed)")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -45,7 +49,7 @@ impl GenKeyError {
         match self {
             GenKeyError::NoGroup(_) => 67,
             GenKeyError::Generate(_) => 70,
-            GenKeyError::Exists(_) | GenKeyError::Create { .. } => 73,
+            GenKeyError::Exists(_) | GenKeyError::Create { .. } | GenKeyError::Acl { .. } => 73,
             GenKeyError::Lookup { .. } | GenKeyError::Write { .. } => 74,
         }
     }
@@ -81,6 +85,19 @@ pub fn gen_key(path: &Path, group: &str) -> Result<KeyId, GenKeyError> {
                 }
             }
         })?;
+    // A default ACL on the directory gives the new file an access ACL (acl(5)); the server
+    // would refuse the key, so refuse it here before writing the key into it.
+    if !matches!(ruroco_shared::trust::acl_of_file(&file), Ok(None)) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(GenKeyError::Acl {
+            path: path.to_owned(),
+            dir: match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(d) => d.to_owned(),
+                None => PathBuf::from("."),
+            },
+        });
+    }
     write_key(file, &key, gid, path).map_err(|source| {
         let _ = std::fs::remove_file(path);
         GenKeyError::Write {

@@ -41,6 +41,9 @@ pub struct LoadedKey {
 #[derive(Debug, Default)]
 pub struct KeySet {
     by_id: HashMap<KeyId, LoadedKey>,
+    /// `*.key` entries that are neither a regular file nor a symlink (a directory, a FIFO…):
+    /// skipped; `--check` prints and the start logs a warning naming each.
+    pub skipped: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +96,10 @@ impl KeySet {
     ) -> Result<Self, KeysError> {
         crate::config::KEYS_DIR_RULE.check_path(dir, who)?;
         let mut by_id: HashMap<KeyId, LoadedKey> = HashMap::new();
+        let mut skipped = Vec::new();
         for path in key_files(dir)? {
-            let Some(loaded) = load_file(path, sections, who)? else {
+            let Some(loaded) = load_file(path.clone(), sections, who)? else {
+                skipped.push(path);
                 continue;
             };
             if let Some(prev) = by_id.get(&loaded.key.id()) {
@@ -117,7 +122,7 @@ impl KeySet {
                 });
             }
         }
-        Ok(Self { by_id })
+        Ok(Self { by_id, skipped })
     }
 
     /// After a reload that failed: the keys of `previous` that still stand on their own. A key
@@ -154,6 +159,7 @@ impl KeySet {
                 .into_iter()
                 .filter_map(|(id, k)| Some((id, k?)))
                 .collect(),
+            skipped: Vec::new(),
         }
     }
 
@@ -202,7 +208,8 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeysError> {
 }
 
 /// One key file with its checks ([`KEY_RULE`] as `who` sees it) and allow-list; `Ok(None)`
-/// when `path` is not a regular file (it is skipped).
+/// when `path` is neither a regular file nor a symlink (it is skipped). A symlink is refused
+/// by [`KEY_RULE`].
 fn load_file(
     path: PathBuf,
     sections: &BTreeMap<String, KeyConfig>,
@@ -212,7 +219,10 @@ fn load_file(
         path: path.clone(),
         source,
     };
-    if !std::fs::metadata(&path).map_err(stat_err)?.is_file() {
+    let ft = std::fs::symlink_metadata(&path)
+        .map_err(stat_err)?
+        .file_type();
+    if !ft.is_file() && !ft.is_symlink() {
         return Ok(None);
     }
     // Checked by path first (so a file `who` cannot open gets its fix), then again on the

@@ -206,6 +206,12 @@ fn check(path: &Path) -> i32 {
             return e.exit_code();
         }
     };
+    for p in &keys.skipped {
+        eprintln!(
+            "warning: {}: not a regular file: skipped (move it out of keys_dir)",
+            p.display()
+        );
+    }
     for k in keys.sorted() {
         let cmds = k
             .allowed_names
@@ -243,6 +249,9 @@ fn check(path: &Path) -> i32 {
 /// Start-up steps 1–2, then the runtime for the rest.
 fn serve(config_path: &Path, closed: Vec<i32>) -> Result<(), ServerError> {
     let (cfg, keys) = preflight(config_path)?;
+    for p in &keys.skipped {
+        tracing::warn!(event = "key_skipped", path = %p.display(), detail = "not a regular file: skipped; move it out of keys_dir");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

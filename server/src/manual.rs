@@ -320,6 +320,10 @@ const EVENTS: &[Entry] = &[
         "something did not work (RUROCO_REASON says what): the start, a reload, persisting the replay state, a frame the commander never took",
     ),
     (
+        "key_skipped",
+        "a *.key entry in keys_dir is not a regular file (a directory, a FIFO): skipped; move it out",
+    ),
+    (
         "reloaded",
         "SIGHUP: the config and keys were reloaded (what changed is in the fields)",
     ),
@@ -337,7 +341,7 @@ const EVENTS: &[Entry] = &[
     ),
     (
         "commander_down",
-        "the commander's socket does not answer: start it (systemctl start ruroco-commander.socket); frames wait and are sent when it is back",
+        "the commander's socket does not answer: start it (systemctl start ruroco-commander.socket), or, when the connect is refused for permission (RUROCO_HINT shows the socket's owner and mode), make the commander's socket_group a group of the server user; frames wait and are sent when it is back",
     ),
     (
         "commander_up",

@@ -168,10 +168,17 @@ fn a_keys_dir_others_may_write_is_refused() {
     set_mode(&d, 0o777);
     let d = d.display().to_string();
     refused_alike(&env, &["keys_dir", &format!("chmod 0755 {d}")]);
-    // Owned by someone else than root: refused too.
+    // Owned by someone else than root: refused too, and not adopted (it may hold their keys).
     set_mode(&env.path("keys"), 0o755);
     chown(env.path("keys"), Some(DAEMON), None).unwrap();
-    refused_alike(&env, &["keys_dir", "owned by daemon", "chown root:nogroup"]);
+    refused_alike(
+        &env,
+        &[
+            "keys_dir",
+            "owned by daemon",
+            &format!("mv {d} {d}.untrusted"),
+        ],
+    );
 }
 
 #[test]
@@ -286,4 +293,180 @@ fn a_missing_state_dir_is_refused_with_the_command_that_creates_it() {
             &format!("install -d -m 0700 -o nobody -g nogroup {s}"),
         ],
     );
+}
+
+fn no_slash(p: &Path) -> String {
+    p.display().to_string().trim_end_matches('/').to_owned()
+}
+
+/// The replay floors and the reload record in `state_dir`, when they exist, are files the
+/// server reads and replaces as its user: one it cannot use fails the start, so `--check`
+/// refuses it too, with the `chown`.
+#[test]
+fn a_state_file_the_server_user_cannot_use_is_refused() {
+    let (env, _) = env_with_key();
+    for name in ["replay", "reload"] {
+        let f = env.path(&format!("state/{name}"));
+        std::fs::write(&f, "").unwrap();
+        set_mode(&f, 0o600);
+        let s = f.display().to_string();
+        refused_alike(&env, &[&s, &format!("chown nobody:nogroup {s}")]);
+        std::fs::remove_file(&f).unwrap();
+    }
+}
+
+/// A directory above a trusted path with an access ACL is refused (ACLs are not
+/// interpreted), naming the directory and `setfacl -b`.
+#[test]
+fn an_ancestor_with_an_acl_is_refused() {
+    let (mut env, _) = env_with_key();
+    let a = env.path("a");
+    std::fs::create_dir_all(a.join("run")).unwrap();
+    set_mode(&a, 0o755);
+    set_mode(&a.join("run"), 0o755);
+    setfacl(&["-m", "u:nobody:---"], &a);
+    env.commander_socket = a.join("run/commander.sock");
+    let d = a.display().to_string();
+    refused_alike(&env, &["above it", &format!("`setfacl -b {d}`")]);
+}
+
+/// An ancestor the server user may search only through its group gets `chmod g+x`.
+#[test]
+fn an_ancestor_the_server_user_cannot_search_names_it_and_the_right_class() {
+    let (mut env, _) = env_with_key();
+    let g = env.path("g");
+    std::fs::create_dir_all(g.join("run")).unwrap();
+    chown(&g, Some(0), Some(NOBODY)).unwrap();
+    set_mode(&g, 0o701);
+    set_mode(&g.join("run"), 0o755);
+    env.commander_socket = g.join("run/commander.sock");
+    let d = g.display().to_string();
+    refused_alike(&env, &[&d, &format!("chmod g+x {d}")]);
+}
+
+/// A directory above a trusted path that others may write (not sticky) lets them rename the
+/// path away and plant another.
+#[test]
+fn an_ancestor_others_may_write_is_refused() {
+    let (env, _) = env_with_key();
+    set_mode(&env.path(""), 0o777);
+    let d = no_slash(&env.path(""));
+    refused_alike(&env, &[&d, &format!("chmod go-w {d}")]);
+}
+
+/// The printed fix must work when run: 0604 -> "chmod 0600" would lock the server user out.
+#[test]
+fn a_key_others_may_read_gets_a_fix_that_keeps_it_readable() {
+    let (env, _) = env_with_key();
+    let k = env.path("keys/k.key");
+    chown(&k, Some(0), Some(0)).unwrap();
+    set_mode(&k, 0o604);
+    let k = k.display().to_string();
+    refused_alike(
+        &env,
+        &[&format!("chown root:nogroup {k} && chmod 0640 {k}")],
+    );
+}
+
+/// A symlinked key is refused as such, never told to `chmod` the link (its target).
+#[test]
+fn a_symlinked_key_is_refused_without_a_chmod() {
+    let (env, _) = env_with_key();
+    let p = env.path("keys/p.key");
+    std::os::unix::fs::symlink("/etc/passwd", &p).unwrap();
+    let line = check_refuses(&env, &[&p.display().to_string(), "is a symlink"]);
+    assert!(!line.contains("chmod"), "{line}");
+    start_refuses(&env, &line);
+}
+
+/// A file with an ACL and a bad mode gets `setfacl -b` first (it changes the mode shown).
+#[test]
+fn the_acl_is_named_before_the_mode() {
+    let (env, _) = env_with_key();
+    let k = env.path("keys/k.key");
+    setfacl(&["-m", "u:daemon:rw"], &k);
+    let k = k.display().to_string();
+    refused_alike(&env, &[&format!("setfacl -b {k}")]);
+}
+
+/// A state_dir another user owns is not adopted with chown: it is moved away and made anew.
+#[test]
+fn a_state_dir_another_user_owns_is_moved_away_not_adopted() {
+    let (env, _) = env_with_key();
+    chown(env.path("state"), Some(DAEMON), Some(DAEMON)).unwrap();
+    let s = env.path("state").display().to_string();
+    let line = check_refuses(&env, &[&format!("mv {s} {s}.untrusted")]);
+    assert!(!line.contains("chown"), "{line}");
+    start_refuses(&env, &line);
+}
+
+/// An existing commander socket the server user may not connect to is refused.
+#[test]
+fn a_commander_socket_the_server_user_cannot_connect_to_is_refused() {
+    let (env, _) = env_with_key();
+    let _l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
+    set_mode(&env.commander_socket, 0o600);
+    let s = env.commander_socket.display().to_string();
+    refused_alike(&env, &[&s, "nobody", "socket_group"]);
+}
+
+/// Durations under a second are refused (they were printed as 0s).
+#[test]
+fn sub_second_durations_are_refused() {
+    for field in ["max_age", "max_clock_skew"] {
+        let (mut env, _) = env_with_key();
+        env.extra_config = format!("{field} = \"1ms\"\n");
+        refused_alike(&env, &[&format!("`{field}`"), "1s"]);
+    }
+}
+
+/// A FIFO or a directory named `*.key` is not silently skipped.
+#[test]
+fn a_key_that_is_not_a_file_is_named_in_a_warning() {
+    let (env, _) = env_with_key();
+    let d = env.path("keys/dir.key");
+    std::fs::create_dir(&d).unwrap();
+    env.write_config();
+    let (code, _, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("warning: {}", d.display())), "{err}");
+}
+
+/// gen-key into a directory with a default ACL would write a key the server refuses.
+#[test]
+fn gen_key_refuses_a_directory_with_a_default_acl() {
+    let env = Env::new();
+    let d = env.path("acl-keys");
+    std::fs::create_dir(&d).unwrap();
+    setfacl(&["-d", "-m", "u:daemon:r"], &d);
+    let k = d.join("a.key");
+    let o = Command::new(env!("CARGO_BIN_EXE_ruroco-server"))
+        .args(["gen-key", &k.display().to_string(), "--group", "nogroup"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("setfacl -k {}", d.display())),
+        "{err}"
+    );
+    assert!(!k.exists(), "no key left behind");
+}
+
+/// A commander socket the server user may not connect to (appearing after the start): the
+/// log names the permission problem, never "start the commander" (which runs).
+#[test]
+fn a_connect_refused_for_permission_logs_a_permission_hint() {
+    let (mut env, k) = env_with_key();
+    env.start();
+    let _l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
+    set_mode(&env.commander_socket, 0o600);
+    env.send(&seal(&k, &pt("hello")));
+    let down = wait_for("commander_down", || {
+        events(&env.log(), "commander_down").into_iter().next()
+    });
+    assert!(down.contains("may not connect"), "{down}");
+    assert!(down.contains("mode 0600"), "{down}");
+    assert!(down.contains("socket_group"), "{down}");
+    assert!(!down.contains("start the commander"), "{down}");
 }

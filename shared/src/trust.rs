@@ -27,6 +27,8 @@ impl Access {
     pub const READ: Access = Access(4);
     pub const WRITE: Access = Access(2);
     pub const SEARCH: Access = Access(1);
+    /// Read and write a file.
+    pub const READ_WRITE: Access = Access(6);
     /// Read the entries of a directory and open them.
     pub const LIST: Access = Access(5);
     /// Create, replace and remove entries in a directory.
@@ -103,6 +105,11 @@ impl Who {
         })
     }
 
+    /// Whether `gid` is this user's primary group or one of its supplementary groups.
+    pub fn in_group(&self, gid: u32) -> bool {
+        gid == self.gid || self.groups.contains(&gid)
+    }
+
     /// The name of this user's primary group (the gid as text when it has none).
     pub fn group_name(&self) -> String {
         group_name(self.gid)
@@ -112,13 +119,18 @@ impl Who {
     /// owner class if the uid owns it, else the group class if one of the groups owns it, else
     /// the other class. Root may read and write anything and search any directory.
     pub fn allows(&self, meta: &Metadata, want: Access) -> bool {
+        self.allows_mode(meta.uid(), meta.gid(), meta.mode(), meta.is_file(), want)
+    }
+
+    /// As [`Who::allows`], for a file owned by `uid`:`gid` with `mode` (`is_file`: a regular
+    /// file, where root needs an execute bit to execute).
+    pub fn allows_mode(&self, uid: u32, gid: u32, mode: u32, is_file: bool, want: Access) -> bool {
         if self.uid == 0 {
-            return !meta.is_file() || want.0 & 1 == 0 || meta.mode() & 0o111 != 0;
+            return !is_file || want.0 & 1 == 0 || mode & 0o111 != 0;
         }
-        let mode = meta.mode();
-        let class = if meta.uid() == self.uid {
+        let class = if uid == self.uid {
             (mode >> 6) & 7
-        } else if meta.gid() == self.gid || self.groups.contains(&meta.gid()) {
+        } else if self.in_group(gid) {
             (mode >> 3) & 7
         } else {
             mode & 7
@@ -141,11 +153,13 @@ fn group_name(gid: u32) -> String {
         .map_or_else(|| gid.to_string(), |g| g.name)
 }
 
-/// A regular file or a directory.
+/// The type a trusted path must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     File,
     Dir,
+    /// A Unix socket file (connecting needs write permission on it, unix(7)).
+    Socket,
 }
 
 /// Who may own a trusted path.
@@ -205,14 +219,18 @@ pub enum TrustError {
         expected: String,
         fix: String,
     },
-    #[error("{what} {path}: mode {mode:04o} {problem}: chmod {fixed:04o} {path}")]
+    /// `fix`: `chmod` to the mode without the forbidden bits, or the rule's chown+chmod when
+    /// that mode would lock the user out.
+    #[error("{what} {path}: mode {mode:04o} {problem}: {fix}")]
     Mode {
         what: String,
         path: PathBuf,
         mode: u32,
-        fixed: u32,
         problem: &'static str,
+        fix: String,
     },
+    #[error("{what} {path}: is a symlink: replace it with the file itself")]
+    Symlink { what: String, path: PathBuf },
     #[error(
         "{what} {path}: carries an extended POSIX ACL ({xattr}), which can grant access the mode bits do not show: remove it with `setfacl -b {path}`"
     )]
@@ -229,15 +247,15 @@ pub enum TrustError {
         detail: String,
         fix: String,
     },
-    #[error(
-        "{what} {path}: user {user} cannot search the directory {dir} above it (mode {mode:04o}): chmod o+x {dir}"
-    )]
+    /// A directory above the path: not searchable by the user, carrying an access ACL, or
+    /// changeable by someone else (who could rename the path away and plant another).
+    #[error("{what} {path}: the directory {dir} above it {problem}: {fix}")]
     Ancestor {
-        what: String,
+        what: &'static str,
         path: PathBuf,
-        user: String,
         dir: PathBuf,
-        mode: u32,
+        problem: String,
+        fix: String,
     },
     #[error(
         "config field `{field}`: user {name:?} does not exist: create it (the package's sysusers.d does) or change `{field}`"
@@ -274,10 +292,10 @@ fn acl_probe(get: impl Fn(&str) -> rustix::io::Result<usize>) -> io::Result<Opti
 }
 
 impl Rule {
-    /// Check `path` (symlinks followed) and every directory above it for `who`; on success
-    /// return its metadata.
+    /// Check `path` (a symlink is refused; directories above it are resolved) and every
+    /// directory above it for `who`; on success return its metadata.
     pub fn check_path(&self, path: &Path, who: &Who) -> Result<Metadata, TrustError> {
-        let meta = match fs::metadata(path) {
+        let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(TrustError::Missing {
@@ -322,15 +340,33 @@ impl Rule {
         who: &Who,
     ) -> Result<(), TrustError> {
         let what = self.what.to_owned();
+        if meta.file_type().is_symlink() {
+            return Err(TrustError::Symlink {
+                what,
+                path: path.to_owned(),
+            });
+        }
         let (ok, expected) = match self.kind {
             Kind::File => (meta.is_file(), "regular file"),
             Kind::Dir => (meta.is_dir(), "directory"),
+            Kind::Socket => (
+                std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
+                "Unix socket",
+            ),
         };
         if !ok {
             return Err(TrustError::Type {
                 what,
                 path: path.to_owned(),
                 expected,
+            });
+        }
+        // The ACL first: its fix (`setfacl -b`) can change the mode bits shown (the mask).
+        if let Some(xattr) = acl {
+            return Err(TrustError::Acl {
+                what,
+                path: path.to_owned(),
+                xattr,
             });
         }
         let owner_ok = match self.owner {
@@ -347,7 +383,20 @@ impl Rule {
                     Owner::RootOrUser if who.uid != 0 => format!("root or {}", who.name),
                     _ => "root".to_owned(),
                 },
-                fix: self.fix(path, who),
+                fix: if self.kind == Kind::Dir && meta.uid() != who.uid {
+                    // Another user's directory may hold whatever they put there: adopting it
+                    // with chown would trust that; start from a fresh one.
+                    let again = match self.create {
+                        Some(create) => self.fill(create, path, who),
+                        None => "create it again as root".to_owned(),
+                    };
+                    format!(
+                        "another user's directory may hold files they planted: move it away (mv {p} {p}.untrusted) and {again}",
+                        p = path.display()
+                    )
+                } else {
+                    self.fix(path, who)
+                },
             });
         }
         let mode = meta.mode() & 0o7777;
@@ -360,19 +409,20 @@ impl Rule {
             } else {
                 "grants more than it may"
             };
+            let fixed = mode & !self.forbidden;
+            let fix = if who.allows_mode(meta.uid(), meta.gid(), fixed, meta.is_file(), self.need) {
+                format!("chmod {fixed:04o} {}", path.display())
+            } else {
+                // Clearing the bits alone would lock the user out (e.g. 0604 -> 0600 for a
+                // group reader): give the rule's owner, group and mode instead.
+                self.fix(path, who)
+            };
             return Err(TrustError::Mode {
                 what,
                 path: path.to_owned(),
                 mode,
-                fixed: mode & !self.forbidden,
                 problem,
-            });
-        }
-        if let Some(xattr) = acl {
-            return Err(TrustError::Acl {
-                what,
-                path: path.to_owned(),
-                xattr,
+                fix,
             });
         }
         if !who.allows(meta, self.need) {
@@ -403,19 +453,76 @@ impl Rule {
             .replace("{group}", &who.group_name())
     }
 
-    /// Every directory above `path` (symlinks resolved) must be searchable by `who`.
+    /// Every directory above `path` (symlinks resolved) must: carry no extended access ACL
+    /// (refused, not interpreted, as on the path itself), be owned by root (or by `who` when
+    /// the rule lets `who` own the path), not be writable by group or others unless it is
+    /// sticky (like /tmp, mode 1777: nobody may then rename another's entry), and be
+    /// searchable by `who`. Otherwise someone could rename the path away and plant another,
+    /// or the user could not reach it.
     pub fn check_ancestors(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
         let real = fs::canonicalize(path).map_err(|e| self.stat_err(path, &e))?;
         for dir in real.ancestors().skip(1) {
             let m = fs::metadata(dir).map_err(|e| self.stat_err(dir, &e))?;
+            let d = dir.display();
+            let mode = m.mode() & 0o7777;
+            let refuse = |problem: String, fix: String| TrustError::Ancestor {
+                what: self.what,
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+                problem,
+                fix,
+            };
+            let access_acl = acl_probe(|name| {
+                if name == ACL_ACCESS_XATTR {
+                    rustix::fs::getxattr(dir, name, &mut [0u8; 0][..])
+                } else {
+                    Err(rustix::io::Errno::NODATA)
+                }
+            })
+            .map_err(|e| self.stat_err(dir, &e))?;
+            if access_acl.is_some() {
+                return Err(refuse(
+                    format!(
+                        "carries an extended POSIX ACL ({ACL_ACCESS_XATTR}), which can grant or deny access the mode bits do not show"
+                    ),
+                    format!("remove it with `setfacl -b {d}`"),
+                ));
+            }
+            let owner_ok = m.uid() == 0 || (self.owner != Owner::Root && m.uid() == who.uid);
+            if !owner_ok {
+                return Err(refuse(
+                    format!(
+                        "is owned by {}, who could rename the path away and plant another",
+                        user_name(m.uid())
+                    ),
+                    format!("chown root {d}, or move the path to a directory root owns"),
+                ));
+            }
+            if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+                return Err(refuse(
+                    format!(
+                        "has mode {mode:04o}: others than its owner may rename the path away and plant another"
+                    ),
+                    format!("chmod go-w {d} (or chmod +t {d})"),
+                ));
+            }
             if !who.allows(&m, Access::SEARCH) {
-                return Err(TrustError::Ancestor {
-                    what: self.what.to_owned(),
-                    path: path.to_owned(),
-                    user: who.name.clone(),
-                    dir: dir.to_owned(),
-                    mode: m.mode() & 0o7777,
-                });
+                let class = if m.uid() == who.uid {
+                    "u"
+                } else if who.in_group(m.gid()) {
+                    "g"
+                } else {
+                    "o"
+                };
+                return Err(refuse(
+                    format!(
+                        "cannot be searched by user {} (owner {}:{}, mode {mode:04o})",
+                        who.name,
+                        user_name(m.uid()),
+                        group_name(m.gid())
+                    ),
+                    format!("chmod {class}+x {d}"),
+                ));
             }
         }
         Ok(())

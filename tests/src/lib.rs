@@ -500,6 +500,7 @@ pub struct ChainBuilder {
     ips: Vec<String>,
     activation: Activation,
     server_user: String,
+    socket_group: String,
     server_extra: Vec<String>,
     rate_limit: Vec<String>,
     commander_extra: Vec<String>,
@@ -534,6 +535,7 @@ impl ChainBuilder {
             ips: vec!["127.0.0.1".to_owned()],
             activation: Activation::Socket(vec!["127.0.0.1".to_owned()]),
             server_user: "nobody".to_owned(),
+            socket_group: "nogroup".to_owned(),
             server_extra: Vec::new(),
             rate_limit: vec![
                 "per_source = 100000.0".to_owned(),
@@ -588,6 +590,13 @@ impl ChainBuilder {
 
     pub fn activation(mut self, a: Activation) -> Self {
         self.activation = a;
+        self
+    }
+
+    /// The commander's `socket_group` (default nogroup; the commander refuses one
+    /// `server_user` is not a member of).
+    pub fn socket_group(mut self, group: &str) -> Self {
+        self.socket_group = group.to_owned();
         self
     }
 
@@ -810,10 +819,11 @@ impl Chain {
     pub fn write_commander_config(&self) {
         let c = &self.cfg;
         let mut t = format!(
-            "server_user = \"{}\"\nsocket = \"{}\"\nsocket_group = \"nogroup\"\nstate_dir = \"{}\"\n\
+            "server_user = \"{}\"\nsocket = \"{}\"\nsocket_group = \"{}\"\nstate_dir = \"{}\"\n\
              control_socket = \"{}\"\n",
             c.server_user,
             self.socket.display(),
+            c.socket_group,
             self.cstate_dir.display(),
             self.control_socket().display(),
         );

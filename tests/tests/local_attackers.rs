@@ -94,9 +94,17 @@ fn probe_fake_commander() {
 
 #[test]
 fn nobody_is_refused_by_the_commander() {
-    // The server runs as `daemon` here so that nobody (uid 65534) is an outsider; the socket
-    // group is nogroup so nobody *can* connect and the commander's peer check is what stops it.
-    let mut c = Chain::builder().server_user("daemon").start();
+    // The server runs as `daemon` here so that nobody (uid 65534) is an outsider. The socket
+    // group is daemon's own (the commander refuses a server_user outside socket_group); the
+    // socket is then opened to others by hand so nobody *can* connect and the commander's peer
+    // check is what stops it.
+    let mut c = Chain::builder()
+        .server_user("daemon")
+        .socket_group("daemon")
+        .without_server()
+        .start();
+    ruroco_tests::chmod(&c.socket, 0o666);
+    c.start_server();
     let report = c.root.join("probe-report");
     let report_dir = c.root.join("probe");
     std::fs::create_dir(&report_dir).unwrap();
