@@ -206,6 +206,16 @@ fn check(path: &Path) -> i32 {
             return e.exit_code();
         }
     };
+    // The replay floors as the start reads them: an empty, truncated or unparsable file
+    // refuses the start, so it refuses `--check` too.
+    let floors = match ReplayState::load(&c.state_dir) {
+        Ok(r) => r.len(),
+        Err(e) => {
+            let e = ServerError::from(e);
+            eprintln!("{e}");
+            return e.exit_code();
+        }
+    };
     for p in &keys.skipped {
         eprintln!(
             "warning: {}: not a regular file: skipped (move it out of keys_dir)",
@@ -228,7 +238,7 @@ fn check(path: &Path) -> i32 {
     println!("ips={}", ips.join(","));
     println!("listen={}", c.listen);
     println!("keys_dir={}", c.keys_dir.display());
-    println!("state_dir={}", c.state_dir.display());
+    println!("state_dir={} replay_floors={floors}", c.state_dir.display());
     println!("commander_socket={}", c.commander_socket.display());
     println!("user={}", c.user);
     println!("commander_uid={}", c.commander_uid);

@@ -315,6 +315,19 @@ fn a_state_file_the_server_user_cannot_use_is_refused() {
     }
 }
 
+/// A replay file the start would refuse (empty, as a truncated write or a `touch` leaves it)
+/// is refused by `--check` too, with the start's message.
+#[test]
+fn an_empty_replay_file_is_refused_alike() {
+    let (env, _) = env_with_key();
+    let f = env.path("state/replay");
+    std::fs::write(&f, "").unwrap();
+    set_mode(&f, 0o600);
+    chown(&f, Some(65534), Some(65534)).unwrap();
+    let s = f.display().to_string();
+    refused_alike(&env, &[&s, "it is empty"]);
+}
+
 /// A directory above a trusted path with an access ACL is refused (ACLs are not
 /// interpreted), naming the directory and `setfacl -b`.
 #[test]
