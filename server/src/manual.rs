@@ -158,7 +158,7 @@ const EXIT_STATUS: &[ExitStatus] = &[
     (64, "usage: unknown argument"),
     (
         69,
-        "--reload: no outcome (the server is not running, exited, or recorded nothing within 60 s)",
+        "--reload: no outcome (the server is not running, exited, or recorded nothing within 60 s), or the pid is not a ruroco-server (nothing is signalled)",
     ),
     (
         67,

@@ -189,6 +189,12 @@ pub enum ReloadError {
     },
     #[error("ruroco-server (pid {0}) exited during the reload; see journalctl -u ruroco")]
     Exited(i32),
+    /// The process is not a `ruroco-server` (`/proc/PID/comm`), or there is none: nothing is
+    /// signalled.
+    #[error(
+        "pid {pid} is {what}, not ruroco-server: nothing signalled (the server's pid: systemctl show -p MainPID ruroco)"
+    )]
+    NotServer { pid: i32, what: String },
     #[error(
         "ruroco-server (pid {pid}) recorded no outcome within {}s after SIGHUP; see journalctl -u ruroco",
         WAIT.as_secs()
@@ -260,6 +266,22 @@ pub fn state_dir_of(path: &Path) -> StateDir {
 /// `ruroco-server --reload PID`: send SIGHUP to `pid` and wait until the server records the
 /// outcome of a reload that began after the signal. `Ok` carries the server's message.
 pub fn request(config_path: &Path, pid: i32) -> Result<String, ReloadError> {
+    // SIGHUP ends most processes: signal only a ruroco-server (its comm(5) name).
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) if comm.trim_end() == "ruroco-server" => {}
+        Ok(comm) => {
+            return Err(ReloadError::NotServer {
+                pid,
+                what: format!("`{}`", comm.trim_end()),
+            });
+        }
+        Err(_) => {
+            return Err(ReloadError::NotServer {
+                pid,
+                what: "no process this user can see".to_owned(),
+            });
+        }
+    }
     let StateDir {
         path: state_dir,
         assumed,

@@ -337,3 +337,23 @@ fn plain_sighup_fails_closed_too_and_reload_without_a_server_fails() {
     let (code, _, err) = env.run_once(&["--reload", "999999999"]);
     assert_eq!(code, Some(69), "{err}");
 }
+
+/// `--reload` signals only a ruroco-server: given another process's pid it refuses (69) and
+/// that process lives on (SIGHUP would have ended it).
+#[test]
+fn reload_signals_nothing_but_a_ruroco_server() {
+    let env = Env::new();
+    let mut other = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let (code, _, err) = env.run_once(&["--reload", &other.id().to_string()]);
+    assert_eq!(code, Some(69), "{err}");
+    assert!(err.contains("is `sleep`, not ruroco-server"), "{err}");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process was signalled"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
