@@ -540,21 +540,7 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // Killed, then reaped by init (or still a zombie): not running any more.
-        let running = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
-                .is_some_and(|state| state != 'Z' && state != 'X')
-        };
-        let start = std::time::Instant::now();
-        while running() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "leftover {pid} still runs"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_not_running(pid);
     }
 
     #[test]
