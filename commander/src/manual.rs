@@ -186,14 +186,8 @@ const SIGNALS: &[Entry] = &[
 ];
 
 const ENVIRONMENT: &[Entry] = &[
-    (
-        "RUROCO_LOG",
-        "Log level: error, warn, info (the default), debug or trace.",
-    ),
-    (
-        "JOURNAL_STREAM",
-        "Set by systemd: when it names the file standard error is, events go to the journal with their fields (see JOURNAL FIELDS), else as key=value lines to standard error.",
-    ),
+    ruroco_shared::manual::RUROCO_LOG,
+    ruroco_shared::manual::JOURNAL_STREAM,
     (
         "NOTIFY_SOCKET",
         "Set by systemd (Type=notify): READY=1, STATUS= with the commands and grants, RELOADING=1, STOPPING=1.",

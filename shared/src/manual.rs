@@ -46,6 +46,19 @@ pub struct Table {
 /// A named item of a man page section (a signal, a variable, a file, a journal field).
 pub type Entry = (&'static str, &'static str);
 
+/// `RUROCO_LOG` as `logging::init` reads it, for both daemons' ENVIRONMENT section.
+pub const RUROCO_LOG: Entry = (
+    "RUROCO_LOG",
+    "Log level: error, warn, info (the default), debug or trace.",
+);
+
+/// `JOURNAL_STREAM` as `logging::init` reads it (sd_journal_stream_fd(3)), for both daemons'
+/// ENVIRONMENT section.
+pub const JOURNAL_STREAM: Entry = (
+    "JOURNAL_STREAM",
+    "Set by systemd: when it names the file standard error is, events go to the journal with their fields (see JOURNAL FIELDS), else as key=value lines to standard error.",
+);
+
 /// An exit status and when it happens (sysexits.h values).
 pub type ExitStatus = (u8, &'static str);
 
