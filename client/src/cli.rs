@@ -332,7 +332,7 @@ fn parse_delay(s: &str) -> Result<u64, String> {
 }
 
 fn parse_wait_timeout(s: &str) -> Result<Duration, String> {
-    let d = ruroco_shared::duration::parse(s).map_err(|e| e.to_string())?;
+    let d = ruroco_kit::duration::parse(s).map_err(|e| e.to_string())?;
     if d.is_zero() || d > crate::config::MAX_WAIT_TIMEOUT {
         return Err(format!(
             "must be more than 0 and at most {}s",

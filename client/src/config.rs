@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ruroco_shared::duration::HumanDuration;
+use ruroco_kit::duration::HumanDuration;
 
 use crate::send::{self, AddrSpec, Family, Target};
 

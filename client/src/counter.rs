@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ruroco_shared::fsutil;
+use ruroco_kit::fsutil;
 
 /// Name of the counter file inside the state directory.
 pub const COUNTER_FILE: &str = "counter";

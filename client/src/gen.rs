@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use ruroco_shared::fsutil;
-use ruroco_shared::{Key, KeyError, KeyId};
+use ruroco_kit::fsutil;
+use ruroco_proto::{Key, KeyError, KeyId};
 
 /// Mode of a key file the client writes.
 const KEY_FILE_MODE: u32 = 0o600;
@@ -75,17 +75,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.key");
         let id = gen_to_file(&p, false).unwrap();
-        let k = Key::load(&p).unwrap();
+        let k = ruroco_kit::key_file::load(&p).unwrap();
         assert_eq!(k.id(), id);
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
         assert!(matches!(gen_to_file(&p, false), Err(GenError::Exists(_))));
-        assert_eq!(Key::load(&p).unwrap().id(), id);
+        assert_eq!(ruroco_kit::key_file::load(&p).unwrap().id(), id);
         let id2 = gen_to_file(&p, true).unwrap();
         assert_ne!(id, id2);
-        assert_eq!(Key::load(&p).unwrap().id(), id2);
+        assert_eq!(ruroco_kit::key_file::load(&p).unwrap().id(), id2);
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use ruroco_shared::Key;
-use ruroco_shared::key::KeyFileError;
+use ruroco_kit::key_file::KeyFileError;
+use ruroco_proto::Key;
 
 pub use cli::command;
 use cli::{Cli, Cmd, GenArgs, ListArgs, SendArgs};
@@ -298,7 +298,7 @@ fn run_send(state_dir: Option<&Path>, config: Option<&Path>, a: &SendArgs) -> Re
     {
         eprintln!("ruroco-client: {warning}");
     }
-    let key = Key::read_from(key_file, &key_path)?;
+    let key = ruroco_kit::key_file::read_from(key_file, &key_path)?;
     let family = r.family.value.unwrap_or(Family::Any);
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for t in &r.address.value {

@@ -9,9 +9,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ruroco_shared::fsutil;
-use ruroco_shared::protocol::{self, VERSION};
-use ruroco_shared::{CmdHash, Key, Plaintext};
+use ruroco_kit::fsutil;
+use ruroco_proto::protocol::{self, VERSION};
+use ruroco_proto::{CmdHash, Key, Plaintext};
 
 /// The server's port when HOST has none.
 pub const DEFAULT_PORT: u16 = 34020;

@@ -8,7 +8,7 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use ruroco_shared::Key;
+use ruroco_proto::Key;
 
 fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
     let err = stderr(out);
@@ -30,7 +30,7 @@ fn gen_to_file_0600_refuses_overwrite_force_replaces() {
     assert!(out.status.success(), "{}", stderr(&out));
     let mode = std::fs::metadata(&p).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let key = Key::load(&p).unwrap();
+    let key = ruroco_kit::key_file::load(&p).unwrap();
     assert!(
         stderr(&out).contains(&format!("key id {}", key.id())),
         "{}",
@@ -52,7 +52,7 @@ fn gen_to_file_0600_refuses_overwrite_force_replaces() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let again = Key::load(&p).unwrap();
+    let again = ruroco_kit::key_file::load(&p).unwrap();
     assert_ne!(again.id(), key.id());
     let mode = std::fs::metadata(&p).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
 
-use ruroco_shared::CmdHash;
+use ruroco_proto::CmdHash;
 
 /// `ctx` plus `$XDG_CONFIG_HOME/ruroco/client.toml` holding `toml`; the key is copied next to it.
 struct Profiles {

@@ -11,7 +11,7 @@ use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
-use ruroco_shared::CmdHash;
+use ruroco_proto::CmdHash;
 
 #[test]
 fn ipv4_default_command_strict_fields() {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ruroco_shared::CmdHash;
-use ruroco_shared::duration::HumanDuration;
-use ruroco_shared::trust::{Access, Kind, Owner, Rule, TrustError, Who};
+use ruroco_kit::duration::HumanDuration;
+use ruroco_kit::trust::{Access, Kind, Owner, Rule, TrustError, Who};
+use ruroco_proto::CmdHash;
 
 use crate::exec::RunAs;
 use crate::grants::{MAX_COMMAND_NAME_BYTES, MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ruroco_shared::peer::peer_cred;
+use ruroco_kit::peer::peer_cred;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -120,7 +120,7 @@ async fn handle(mut stream: UnixStream, dispatcher: Arc<Dispatcher>, reloader: A
         (Some(refusal), _) => refusal,
         (None, Ok(Request::List {})) => Response::Grants(dispatcher.list().await),
         (None, Ok(Request::Revoke { command, ip })) => {
-            let ip = ip.map(ruroco_shared::ip::canonical);
+            let ip = ip.map(ruroco_proto::ip::canonical);
             Response::Grants(dispatcher.revoke(command.as_deref(), ip).await)
         }
         (None, Ok(Request::Reload {})) => Response::Reloaded(reloader.reload().await),

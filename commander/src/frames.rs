@@ -8,9 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ruroco_shared::frame::FrameError;
-use ruroco_shared::peer::{PeerCred, peer_cred};
-use ruroco_shared::{Ack, AckOutcome, CmdHash, FRAME_LEN, Frame};
+use ruroco_kit::peer::{PeerCred, peer_cred};
+use ruroco_proto::frame::FrameError;
+use ruroco_proto::{Ack, AckOutcome, CmdHash, FRAME_LEN, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;

@@ -11,7 +11,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ruroco_shared::{CmdHash, fsutil};
+use ruroco_kit::fsutil;
+use ruroco_proto::CmdHash;
 use serde::{Deserialize, Serialize};
 
 /// Directory of grant records inside `state_dir`.
@@ -53,7 +54,7 @@ pub enum GrantError {
     )]
     UnsafeDir { path: String },
     #[error("{0}")]
-    Untrusted(ruroco_shared::trust::TrustError),
+    Untrusted(ruroco_kit::trust::TrustError),
     #[error(
         "{path} holds more than {MAX_GRANTS_HARD} grant records: not written by ruroco-commander; move the directory aside after undoing what it lists"
     )]
@@ -500,7 +501,7 @@ impl Store {
             } else {
                 &crate::config::GRANTS_DIR_RULE
             };
-            rule.check_path(d, &ruroco_shared::trust::Who::current())
+            rule.check_path(d, &ruroco_kit::trust::Who::current())
                 .map_err(GrantError::Untrusted)?;
         }
         Ok(Self { dir })
@@ -585,7 +586,7 @@ impl Store {
             }
             let mut r: Record =
                 toml::from_str(&text).map_err(|e| corrupt(e.to_string().replace('\n', " ")))?;
-            r.ip = ruroco_shared::ip::canonical(r.ip);
+            r.ip = ruroco_proto::ip::canonical(r.ip);
             if path != self.path_of(&r.command, r.ip) {
                 return Err(corrupt(
                     "file name does not match its command and ip".to_owned(),
@@ -694,7 +695,7 @@ pub fn import_legacy(
         });
     }
     for e in file.undo {
-        let ip = ruroco_shared::ip::canonical(e.ip);
+        let ip = ruroco_proto::ip::canonical(e.ip);
         // Without a known undo_after, the old deadline itself bounds how long it stays open.
         let after = undo_after_of(&e.command).map_or(e.due_unix_ms.saturating_sub(now), millis);
         store.write(&Record {

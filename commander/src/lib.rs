@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use ruroco_shared::{logging, notify};
+use ruroco_kit::{logging, notify};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
@@ -150,7 +150,7 @@ pub fn run() -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
-    let closed = ruroco_shared::fds::close_inherited();
+    let closed = ruroco_kit::fds::close_inherited();
     // No core dumps or ptrace by other uids of a process that holds the commands.
     nix::sys::prctl::set_dumpable(false).map_err(|e| Error::Os {
         what: "prctl(PR_SET_DUMPABLE, 0)",
@@ -423,7 +423,7 @@ fn control_socket_of(path: &std::path::Path) -> PathBuf {
     if let Ok(c) = Config::load(path) {
         return c.control_socket;
     }
-    let text = ruroco_shared::fsutil::read_bounded(path, config::MAX_CONFIG_BYTES).ok();
+    let text = ruroco_kit::fsutil::read_bounded(path, config::MAX_CONFIG_BYTES).ok();
     if let Some(t) = text.and_then(|t| t.parse::<toml::Table>().ok()) {
         return t
             .get("control_socket")

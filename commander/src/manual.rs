@@ -4,7 +4,7 @@
 //! documented defaults equal to the code's, the exit statuses equal to `Error::exit_code`, and
 //! the events equal to the `event = "..."` of the log call sites. It must never hold logic.
 
-use ruroco_shared::manual::{Entry, ExitStatus, Field, FieldDefault, Manual, Table};
+use ruroco_kit::manual::{Entry, ExitStatus, Field, FieldDefault, Manual, Table};
 
 const TOP: &[Field] = &[
     Field {
@@ -186,8 +186,8 @@ const SIGNALS: &[Entry] = &[
 ];
 
 const ENVIRONMENT: &[Entry] = &[
-    ruroco_shared::manual::RUROCO_LOG,
-    ruroco_shared::manual::JOURNAL_STREAM,
+    ruroco_kit::manual::RUROCO_LOG,
+    ruroco_kit::manual::JOURNAL_STREAM,
     (
         "NOTIFY_SOCKET",
         "Set by systemd (Type=notify): READY=1, STATUS= with the commands and grants, RELOADING=1, STOPPING=1.",
@@ -421,7 +421,7 @@ pub const MANUAL: Manual = Manual {
 mod tests {
     use super::*;
     use crate::config::{CommandTable, Config, RawConfig};
-    use ruroco_shared::manual::serde_fields;
+    use ruroco_kit::manual::serde_fields;
     use std::collections::BTreeSet;
     use std::path::Path;
 
@@ -606,7 +606,7 @@ mod tests {
     #[test]
     fn journal_events_are_the_events_logged() {
         let logged =
-            ruroco_shared::manual::events_logged_by_crate(Path::new(env!("CARGO_MANIFEST_DIR")))
+            ruroco_kit::manual::events_logged_by_crate(Path::new(env!("CARGO_MANIFEST_DIR")))
                 .unwrap();
         let documented: BTreeSet<String> = EVENTS.iter().map(|(e, _)| (*e).to_owned()).collect();
         assert_eq!(logged, documented, "commander/src/manual.rs EVENTS");

@@ -47,13 +47,13 @@ impl Reloader {
     /// Re-read the config file and apply it; see the module docs. Logs the outcome, shows a
     /// failure (or a pending restart) in `STATUS=` until the next reload, and returns it.
     pub async fn reload(&self) -> Outcome {
-        ruroco_shared::notify::reloading();
+        ruroco_kit::notify::reloading();
         let mut running = self.running.lock().await;
         let outcome = match Config::load(&self.path) {
             Ok(new) => self.apply(&mut running, new).await,
             Err(e) => self.fail_closed(&mut running, &e).await,
         };
-        ruroco_shared::notify::ready();
+        ruroco_kit::notify::ready();
         outcome
     }
 
@@ -190,7 +190,7 @@ pub fn salvage(running: &Config, path: &Path, error: &ConfigError) -> Commands {
     ) {
         return Commands::default();
     }
-    let Some(entries) = ruroco_shared::fsutil::read_bounded(path, crate::config::MAX_CONFIG_BYTES)
+    let Some(entries) = ruroco_kit::fsutil::read_bounded(path, crate::config::MAX_CONFIG_BYTES)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
         .and_then(|mut t| match t.remove("commands") {

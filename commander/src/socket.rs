@@ -32,7 +32,7 @@ pub enum SocketError {
     )]
     UnsafeDir { path: String },
     #[error("socket directory: {0}")]
-    Untrusted(#[from] ruroco_shared::trust::TrustError),
+    Untrusted(#[from] ruroco_kit::trust::TrustError),
     #[error("socket {path}: {what}: {source}")]
     Io {
         path: String,
@@ -102,12 +102,12 @@ pub fn create_control(path: &Path) -> Result<Taken, SocketError> {
 }
 
 /// A socket's directory: root's alone to change, no extended ACL.
-const DIR_RULE: ruroco_shared::trust::Rule = ruroco_shared::trust::Rule {
+const DIR_RULE: ruroco_kit::trust::Rule = ruroco_kit::trust::Rule {
     what: "socket directory",
-    kind: ruroco_shared::trust::Kind::Dir,
-    owner: ruroco_shared::trust::Owner::Root,
+    kind: ruroco_kit::trust::Kind::Dir,
+    owner: ruroco_kit::trust::Owner::Root,
     forbidden: 0o022,
-    need: ruroco_shared::trust::Access::SEARCH,
+    need: ruroco_kit::trust::Access::SEARCH,
     fix_access: "chown root:root {path} && chmod 0755 {path}",
     create: None,
 };
@@ -152,7 +152,7 @@ pub fn check_dir(path: &Path) -> Result<(), SocketError> {
         _ => {}
     }
     // Then the same rule through the trust checks, for what the mode bits do not show (ACLs).
-    DIR_RULE.check_path(parent, &ruroco_shared::trust::Who::current())?;
+    DIR_RULE.check_path(parent, &ruroco_kit::trust::Who::current())?;
     // The directories above are checked there too (owner, no write for others unless
     // sticky, no ACL): one another user may write could have the directory renamed and
     // replaced.

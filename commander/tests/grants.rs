@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::*;
 use nix::sys::signal::Signal;
-use ruroco_shared::{Ack, AckOutcome};
+use ruroco_proto::{Ack, AckOutcome};
 
 fn open_close(after: &str) -> String {
     format!(
@@ -53,7 +53,7 @@ fn plant(env: &Env, boot: &str, state: &str, deadline_unix_ms: u64) {
     std::fs::set_permissions(env.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::set_permissions(env.grants_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let ip = "198.51.100.1";
-    let name = format!("{}_{ip}", ruroco_shared::CmdHash::of_name("open"));
+    let name = format!("{}_{ip}", ruroco_proto::CmdHash::of_name("open"));
     std::fs::write(
         env.grants_dir().join(name),
         format!(

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use ruroco_shared::AckOutcome;
+use ruroco_proto::AckOutcome;
 use std::os::unix::fs::PermissionsExt;
 
 /// Send `name` for 192.0.2.1 on a fresh connection; its acknowledgement's outcome.

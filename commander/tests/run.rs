@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use ruroco_shared::{Ack, AckOutcome};
+use ruroco_proto::{Ack, AckOutcome};
 use std::io::Read;
 
 const RECORD: &str = r#"echo "$RUROCO_IP $RUROCO_COMMAND" >> $DIR/out"#;

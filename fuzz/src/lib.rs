@@ -9,12 +9,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use ruroco_shared::frame::{FRAME_LEN, Frame};
-use ruroco_shared::ids::CmdHash;
-use ruroco_shared::ip;
-use ruroco_shared::key::Key;
-use ruroco_shared::protocol::{self, DATAGRAM_LEN, PLAINTEXT_LEN, Plaintext};
-use ruroco_shared::verdict::{self, Policy, Reject};
+use ruroco_proto::frame::{FRAME_LEN, Frame};
+use ruroco_proto::ids::CmdHash;
+use ruroco_proto::ip;
+use ruroco_proto::key::Key;
+use ruroco_proto::protocol::{self, DATAGRAM_LEN, PLAINTEXT_LEN, Plaintext};
+use ruroco_proto::verdict::{self, Policy, Reject};
 
 /// What a target made of one input: accepted, or rejected with a reason.
 pub type Outcome = Result<(), String>;
@@ -35,8 +35,8 @@ pub const TARGETS: [(&str, Check); 7] = [
 
 /// The reference keys (public test data) that made the datagram seeds.
 const KEY_FILES: [&str; 2] = [
-    include_str!("../../shared/tests/vectors/k1.key"),
-    include_str!("../../shared/tests/vectors/k2.key"),
+    include_str!("../../shared/proto/tests/vectors/k1.key"),
+    include_str!("../../shared/proto/tests/vectors/k2.key"),
 ];
 
 /// A fixed "now" shortly after the reference datagrams were made, so runs are repeatable.

@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
-use ruroco_shared::protocol::{Plaintext, seal};
-use ruroco_shared::{CmdHash, Key};
+use ruroco_proto::CmdHash;
+use ruroco_proto::protocol::{Plaintext, seal};
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -29,7 +29,7 @@ fn main() {
     let key = args
         .get(4)
         .filter(|s| !s.is_empty())
-        .map(|p| Key::load(p.as_ref()).unwrap());
+        .map(|p| ruroco_kit::key_file::load(p.as_ref()).unwrap());
     let sources: u32 = args.get(5).map_or(1, |s| s.parse().unwrap());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -4,9 +4,9 @@
 //! operation and reconnect with backoff. It must never block the receive loop, never send a
 //! frame to a peer whose uid is not `commander_uid`, and never queue without bound.
 
-use ruroco_shared::frame::AckError;
-use ruroco_shared::peer::peer_cred;
-use ruroco_shared::{ACK_LEN, Ack, AckOutcome, FRAME_LEN, Frame, KeyId};
+use ruroco_kit::peer::peer_cred;
+use ruroco_proto::frame::AckError;
+use ruroco_proto::{ACK_LEN, Ack, AckOutcome, FRAME_LEN, Frame, KeyId};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -721,7 +721,7 @@ mod tests {
         assert_eq!(o.ended(later), None, "no outage, nothing to report");
         assert_eq!(o.failed(later), Some((Duration::ZERO, 1)), "a new outage");
     }
-    use ruroco_shared::CmdHash;
+    use ruroco_proto::CmdHash;
     use std::net::IpAddr;
 
     fn item(n: u8, queued: Instant) -> Outgoing {

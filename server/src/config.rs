@@ -1,8 +1,8 @@
 //! The server config file (`server.toml`): parsing, named defaults and validation.
 //! It must never read key material or touch the network; it only describes what to load.
 
-use ruroco_shared::duration::HumanDuration;
-use ruroco_shared::trust::{Access, Kind, Owner, Rule, TrustError, Who};
+use ruroco_kit::duration::HumanDuration;
+use ruroco_kit::trust::{Access, Kind, Owner, Rule, TrustError, Who};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -369,12 +369,12 @@ impl Config {
     }
 
     /// The acceptance rules `shared::verdict::judge` applies.
-    pub fn policy(&self) -> ruroco_shared::Policy {
-        ruroco_shared::Policy {
+    pub fn policy(&self) -> ruroco_proto::Policy {
+        ruroco_proto::Policy {
             ips: self
                 .ips
                 .iter()
-                .map(|ip| ruroco_shared::ip::canonical(*ip))
+                .map(|ip| ruroco_proto::ip::canonical(*ip))
                 .collect(),
             max_clock_skew_ns: self.max_clock_skew.0.as_nanos(),
             max_age_ns: self.max_age.map(|d| d.0.as_nanos()),

@@ -1,5 +1,5 @@
 //! `ruroco-server gen-key PATH`: write a new key file the server accepts, so a server needs no
-//! client package to get a key. The key comes from `ruroco_shared::Key::generate` (the same
+//! client package to get a key. The key comes from `ruroco_proto::Key::generate` (the same
 //! code as `ruroco-client gen`); the file is owned by the caller (root) and the server's group,
 //! mode 0640, the ownership the keys directory's files need (ruroco-server(8), FILES).
 //! It must never overwrite a file nor leave a half-written key behind.
@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ruroco_shared::{Key, KeyError, KeyId};
+use ruroco_proto::{Key, KeyError, KeyId};
 
 /// Mode of a key file `gen-key` writes: the owner (root) reads and writes, the server's group
 /// reads, others nothing (what `fsutil::check_secret_mode` accepts).
@@ -87,7 +87,7 @@ pub fn gen_key(path: &Path, group: &str) -> Result<KeyId, GenKeyError> {
         })?;
     // A default ACL on the directory gives the new file an access ACL (acl(5)); the server
     // would refuse the key, so refuse it here before writing the key into it.
-    if !matches!(ruroco_shared::trust::acl_of_file(&file), Ok(None)) {
+    if !matches!(ruroco_kit::trust::acl_of_file(&file), Ok(None)) {
         drop(file);
         let _ = std::fs::remove_file(path);
         return Err(GenKeyError::Acl {
@@ -115,8 +115,8 @@ fn write_key(mut file: File, key: &Key, gid: u32, path: &Path) -> io::Result<()>
     file.set_permissions(Permissions::from_mode(KEY_FILE_MODE))?;
     file.sync_all()?;
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => ruroco_shared::fsutil::sync_dir(dir),
-        None => ruroco_shared::fsutil::sync_dir(Path::new(".")),
+        Some(dir) => ruroco_kit::fsutil::sync_dir(dir),
+        None => ruroco_kit::fsutil::sync_dir(Path::new(".")),
     }
 }
 

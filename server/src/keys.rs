@@ -2,9 +2,9 @@
 //! duplicate ids, and the per-key allow-lists mapped to command hashes.
 //! It must never log or print key material: only key ids and file names leave this module.
 
-use ruroco_shared::key::KeyFileError;
-use ruroco_shared::trust::{Access, Kind, Owner, Rule, TrustError, Who};
-use ruroco_shared::{CmdHash, Key, KeyId};
+use ruroco_kit::key_file::KeyFileError;
+use ruroco_kit::trust::{Access, Kind, Owner, Rule, TrustError, Who};
+use ruroco_proto::{CmdHash, Key, KeyId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -233,7 +233,7 @@ fn load_file(
         source,
     })?;
     KEY_RULE.check_file(&path, &file, who)?;
-    let key = Key::read_from(file, &path)?;
+    let key = ruroco_kit::key_file::read_from(file, &path)?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -21,8 +21,9 @@ pub mod status;
 pub mod ticker;
 
 use clap::{CommandFactory, Parser};
-use ruroco_shared::verdict::{self, Accepted};
-use ruroco_shared::{KeyId, Policy, Reject, ip, notify, protocol};
+use ruroco_kit::notify;
+use ruroco_proto::verdict::{self, Accepted};
+use ruroco_proto::{KeyId, Policy, Reject, ip, protocol};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -106,7 +107,7 @@ pub enum ServerError {
     #[error(transparent)]
     Keys(#[from] keys::KeysError),
     #[error(transparent)]
-    Trust(#[from] ruroco_shared::trust::TrustError),
+    Trust(#[from] ruroco_kit::trust::TrustError),
     #[error(transparent)]
     Replay(#[from] replay::ReplayError),
     #[error(transparent)]
@@ -176,8 +177,8 @@ pub fn run() -> i32 {
     // First, before anything is opened (the journald socket of the logger included): nothing
     // the parent left open stays (a second UDP socket would escape the seccomp pin on the one
     // the server receives on).
-    let closed = ruroco_shared::fds::close_inherited();
-    ruroco_shared::logging::init("ruroco-server");
+    let closed = ruroco_kit::fds::close_inherited();
+    ruroco_kit::logging::init("ruroco-server");
     match serve(&args.config, closed) {
         Ok(()) => 0,
         Err(e) => {
@@ -470,7 +471,7 @@ impl std::fmt::Debug for Engine {
 /// log line; off the hot path.
 #[cold]
 #[inline(never)]
-fn destination(key: &ruroco_shared::Key, datagram: &[u8]) -> Option<IpAddr> {
+fn destination(key: &ruroco_proto::Key, datagram: &[u8]) -> Option<IpAddr> {
     protocol::open(key, datagram).ok().and_then(|p| p.dst_ip)
 }
 
@@ -836,8 +837,8 @@ fn key_changes(old: &KeySet, new: &KeySet) -> (Vec<String>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ruroco_shared::protocol::{Plaintext, VERSION, seal_random};
-    use ruroco_shared::{CmdHash, Key};
+    use ruroco_proto::protocol::{Plaintext, VERSION, seal_random};
+    use ruroco_proto::{CmdHash, Key};
 
     #[test]
     fn a_replay_of_an_in_flight_datagram_is_rejected() {

@@ -4,7 +4,7 @@
 //! documented defaults equal to the code's, the exit statuses equal to `exit_code`, and the
 //! events equal to the `event = "..."` of the log call sites. It must never hold logic.
 
-use ruroco_shared::manual::{Entry, ExitStatus, Field, FieldDefault, Manual, Table};
+use ruroco_kit::manual::{Entry, ExitStatus, Field, FieldDefault, Manual, Table};
 
 const TOP: &[Field] = &[
     Field {
@@ -192,8 +192,8 @@ const SIGNALS: &[Entry] = &[
 ];
 
 const ENVIRONMENT: &[Entry] = &[
-    ruroco_shared::manual::RUROCO_LOG,
-    ruroco_shared::manual::JOURNAL_STREAM,
+    ruroco_kit::manual::RUROCO_LOG,
+    ruroco_kit::manual::JOURNAL_STREAM,
     (
         "NOTIFY_SOCKET",
         "Set by systemd (Type=notify): READY=1 once the server receives, STATUS= with the counters, STOPPING=1 and RELOADING=1.",
@@ -431,7 +431,7 @@ pub const MANUAL: Manual = Manual {
 mod tests {
     use super::*;
     use crate::config::{Config, KeyConfig, RateLimitConfig};
-    use ruroco_shared::manual::serde_fields;
+    use ruroco_kit::manual::serde_fields;
     use std::collections::BTreeSet;
     use std::path::Path;
 
@@ -506,7 +506,7 @@ mod tests {
             .iter()
             .find(|(f, _)| *f == "RUROCO_REASON")
             .unwrap();
-        for r in ruroco_shared::Reject::ALL {
+        for r in ruroco_proto::Reject::ALL {
             assert!(
                 text.contains(r.as_str()),
                 "RUROCO_REASON lacks {}",
@@ -539,7 +539,7 @@ mod tests {
                 source: io(),
             }
             .exit_code(),
-            genkey::GenKeyError::Generate(ruroco_shared::KeyError::Random("r".into())).exit_code(),
+            genkey::GenKeyError::Generate(ruroco_proto::KeyError::Random("r".into())).exit_code(),
             crate::reload::ReloadError::Failed("f".into()).exit_code(),
             crate::reload::ReloadError::Exited(1).exit_code(),
             0,
@@ -556,10 +556,7 @@ mod tests {
     fn the_key_file_rule_is_the_one_checked() {
         let rule = crate::keys::KEY_RULE;
         let mode = format!("{:04o}", 0o666 & !rule.forbidden);
-        assert!(matches!(
-            rule.owner,
-            ruroco_shared::trust::Owner::RootOrUser
-        ));
+        assert!(matches!(rule.owner, ruroco_kit::trust::Owner::RootOrUser));
         let (_, text) = FILES.iter().find(|(n, _)| n.ends_with(".key")).unwrap();
         for needle in [mode.as_str(), "ACL", "root or the server's user", "others"] {
             assert!(text.contains(needle), "{needle}: {text}");
@@ -576,7 +573,7 @@ mod tests {
     #[test]
     fn journal_events_are_the_events_logged() {
         let logged =
-            ruroco_shared::manual::events_logged_by_crate(Path::new(env!("CARGO_MANIFEST_DIR")))
+            ruroco_kit::manual::events_logged_by_crate(Path::new(env!("CARGO_MANIFEST_DIR")))
                 .unwrap();
         let documented: BTreeSet<String> = EVENTS.iter().map(|(e, _)| (*e).to_owned()).collect();
         assert_eq!(logged, documented, "server/src/manual.rs EVENTS");

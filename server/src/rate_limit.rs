@@ -138,7 +138,7 @@ impl Table {
 
 /// The keys a source is counted under: its address, and for IPv6 (not IPv4-mapped) its /64.
 fn keys(ip: IpAddr) -> (u128, Option<u128>) {
-    let addr = u128::from_be_bytes(ruroco_shared::ip::encode(Some(ip.to_canonical())));
+    let addr = u128::from_be_bytes(ruroco_proto::ip::encode(Some(ip.to_canonical())));
     match ip.to_canonical() {
         IpAddr::V4(_) => (addr, None),
         IpAddr::V6(_) => (addr, Some(addr & !u128::from(u64::MAX))),

@@ -4,7 +4,7 @@
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvfrom, recvmmsg};
-use ruroco_shared::DATAGRAM_LEN;
+use ruroco_proto::DATAGRAM_LEN;
 use std::io::IoSliceMut;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;

@@ -145,13 +145,12 @@ pub fn monotonic_ns() -> u64 {
 /// Replace `<state_dir>/reload` with `outcome` (write-temp, fsync, rename).
 pub fn record(state_dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
     let text = toml::to_string(outcome).map_err(std::io::Error::other)?;
-    ruroco_shared::fsutil::write_atomic(&state_dir.join(OUTCOME_FILE), text.as_bytes(), 0o600)
+    ruroco_kit::fsutil::write_atomic(&state_dir.join(OUTCOME_FILE), text.as_bytes(), 0o600)
 }
 
 /// Read `<state_dir>/reload`; `None` when it is missing or not a record.
 pub fn read(state_dir: &Path) -> Option<Outcome> {
-    let text =
-        ruroco_shared::fsutil::read_bounded(&state_dir.join(OUTCOME_FILE), 64 * 1024).ok()?;
+    let text = ruroco_kit::fsutil::read_bounded(&state_dir.join(OUTCOME_FILE), 64 * 1024).ok()?;
     toml::from_str(&text).ok()
 }
 
@@ -235,7 +234,7 @@ pub fn state_dir_of(path: &Path) -> StateDir {
     if let Ok(c) = Config::load(path) {
         return found(c.state_dir);
     }
-    let error = match ruroco_shared::fsutil::read_bounded(path, config::CONFIG_MAX_LEN) {
+    let error = match ruroco_kit::fsutil::read_bounded(path, config::CONFIG_MAX_LEN) {
         Ok(text) => match text.parse::<toml::Table>() {
             Ok(t) => {
                 return found(

@@ -12,8 +12,8 @@
 //! cannot be told from a complete one: that is the format's limit, closed by the rewrite. Writes run on one dedicated thread
 //! ([`Writer`]) so the receive loop keeps reading the socket while the disk flushes.
 
-use ruroco_shared::KeyId;
-use ruroco_shared::fsutil::{read_bounded, write_atomic};
+use ruroco_kit::fsutil::{read_bounded, write_atomic};
+use ruroco_proto::KeyId;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

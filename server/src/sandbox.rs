@@ -407,7 +407,7 @@ const ALLOWED_COMMON: &[libc::c_long] = &[
     libc::SYS_renameat2,
     libc::SYS_unlinkat,
     libc::SYS_getdents64,
-    // the trust checks of a reload (`ruroco_shared::trust`): ACL attributes, symlinks of the
+    // the trust checks of a reload (`ruroco_kit::trust`): ACL attributes, symlinks of the
     // ancestors, the process's groups; all read-only
     libc::SYS_getxattr,
     libc::SYS_fgetxattr,

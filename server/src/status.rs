@@ -2,7 +2,7 @@
 //! (one event per reason and source, per interval, for at most `SUMMARY_SOURCES` sources).
 //! It must never log once per datagram nor grow with the number of sources.
 
-use ruroco_shared::Reject;
+use ruroco_proto::Reject;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

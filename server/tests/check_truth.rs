@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use ruroco_shared::{CmdHash, Key};
+use ruroco_proto::{CmdHash, Key};
 use std::os::unix::fs::chown;
 use std::path::Path;
 use std::process::Command;

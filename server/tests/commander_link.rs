@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use ruroco_shared::{AckOutcome, CmdHash, Frame, Key};
+use ruroco_proto::{AckOutcome, CmdHash, Frame, Key};
 
 fn frame(cmd: &str) -> Frame {
     Frame {
@@ -131,7 +131,7 @@ fn a_bad_acknowledgement_drops_the_connection_and_unacknowledged_frames_are_rese
         "only the unacknowledged one"
     );
     // An outcome byte the server cannot decode.
-    let mut bad = [0u8; ruroco_shared::ACK_LEN];
+    let mut bad = [0u8; ruroco_proto::ACK_LEN];
     bad[8] = 0xEE;
     write_ack(&mut c2, bad);
     wait_closed(&mut c2);

@@ -33,7 +33,7 @@ fn gen_key_writes_a_key_check_loads_and_never_overwrites() {
     assert_eq!(code, Some(0), "{err}");
     let meta = std::fs::metadata(&key).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640);
-    let id = ruroco_shared::Key::load(&key).unwrap().id();
+    let id = ruroco_kit::key_file::load(&key).unwrap().id();
     assert_eq!(out.trim(), format!("key {id} written to {k}"));
 
     // What --check loads as the server's user (nobody) is the key gen-key wrote.

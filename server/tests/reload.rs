@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use ruroco_shared::Key;
+use ruroco_proto::Key;
 use std::time::Duration;
 
 /// `ruroco-server --config … --reload <pid>`: (exit code, stdout, stderr).
@@ -55,7 +55,7 @@ fn a_removed_key_stops_at_a_reload_that_fails_and_the_failure_is_reported() {
     env.send(&seal(&a, &pt("before")));
     assert_eq!(
         stub.next_frame().cmd,
-        ruroco_shared::CmdHash::of_name("before")
+        ruroco_proto::CmdHash::of_name("before")
     );
 
     // The case: key file A deleted, a bad key file B (0644) added.
@@ -78,7 +78,7 @@ fn a_removed_key_stops_at_a_reload_that_fails_and_the_failure_is_reported() {
     env.send(&seal(&c, &pt("still")));
     assert_eq!(
         stub.next_frame().cmd,
-        ruroco_shared::CmdHash::of_name("still")
+        ruroco_proto::CmdHash::of_name("still")
     );
     assert!(
         stub.frames
@@ -120,7 +120,7 @@ fn a_config_that_no_longer_parses_keeps_the_settings_but_still_drops_removed_key
     env.send(&seal(&c, &pt("kept")));
     assert_eq!(
         stub.next_frame().cmd,
-        ruroco_shared::CmdHash::of_name("kept")
+        ruroco_proto::CmdHash::of_name("kept")
     );
 
     // Not TOML at all: `--reload` finds the record through $STATE_DIRECTORY, as systemd
@@ -143,7 +143,7 @@ fn a_config_that_no_longer_parses_keeps_the_settings_but_still_drops_removed_key
     env.send(&seal(&c, &pt("still")));
     assert_eq!(
         stub.next_frame().cmd,
-        ruroco_shared::CmdHash::of_name("still")
+        ruroco_proto::CmdHash::of_name("still")
     );
 
     // Not TOML, state_dir not the default and no $STATE_DIRECTORY: the default is assumed and
@@ -190,7 +190,7 @@ fn ips_clock_skew_max_age_allow_lists_and_keys_dir_apply_at_the_reload() {
     env.send(&seal(&z, &p));
     assert_eq!(
         stub.next_frame().cmd,
-        ruroco_shared::CmdHash::of_name("ahead")
+        ruroco_proto::CmdHash::of_name("ahead")
     );
 
     // ips: the server's only address becomes 192.0.2.1; max_clock_skew 1 m; max_age 1 m;
@@ -250,7 +250,7 @@ fn ips_clock_skew_max_age_allow_lists_and_keys_dir_apply_at_the_reload() {
     env.send(&seal(&b, &dst("fresh", now_ns())));
     assert_eq!(
         stub.next_frame().cmd,
-        ruroco_shared::CmdHash::of_name("fresh")
+        ruroco_proto::CmdHash::of_name("fresh")
     );
 }
 
@@ -312,7 +312,7 @@ fn a_field_that_needs_a_restart_is_named_and_kept() {
     env.send(&seal(&a, &pt("same_port")));
     assert_eq!(
         stub.next_frame().cmd,
-        ruroco_shared::CmdHash::of_name("same_port")
+        ruroco_proto::CmdHash::of_name("same_port")
     );
 }
 

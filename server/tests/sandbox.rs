@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use ruroco_shared::frame::{Ack, AckOutcome, FRAME_LEN, Frame};
-use ruroco_shared::protocol::{self, Plaintext};
-use ruroco_shared::{CmdHash, Key};
+use ruroco_proto::frame::{Ack, AckOutcome, FRAME_LEN, Frame};
+use ruroco_proto::protocol::{self, Plaintext};
+use ruroco_proto::{CmdHash, Key};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const NOBODY: u32 = 65534;

@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use ruroco_shared::protocol::Plaintext;
-use ruroco_shared::{CmdHash, Frame, Key, Reject};
+use ruroco_proto::protocol::Plaintext;
+use ruroco_proto::{CmdHash, Frame, Key, Reject};
 use std::net::{IpAddr, Ipv4Addr};
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -150,12 +150,13 @@ fn every_rejection_reason_is_counted_and_sends_no_frame() {
 
 #[test]
 fn reference_vectors_produce_exactly_the_expected_frames() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/vectors");
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/proto/tests/vectors");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("packets.json")).unwrap()).unwrap();
     let mut env = Env::new();
     for name in ["k1", "k2"] {
-        let k = Key::load(&dir.join(format!("{name}.key"))).unwrap();
+        let k = ruroco_kit::key_file::load(&dir.join(format!("{name}.key"))).unwrap();
         env.add_key(name, &k);
     }
     env.extra_config = "[rate_limit]\nper_source = 1000.0\nburst = 1000\n".to_owned();

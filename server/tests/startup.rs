@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
+use ruroco_proto::{Ack, AckOutcome, CmdHash, Frame, Key};
 use ruroco_server::commander_link::{QUEUE_LEN, WRITE_BATCH};
-use ruroco_shared::{Ack, AckOutcome, CmdHash, Frame, Key};
 use std::io::{Read, Write};
 use std::os::unix::fs::chown;
 use std::path::PathBuf;

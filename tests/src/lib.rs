@@ -7,8 +7,8 @@
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Gid, Group, Pid, Uid, User, chown};
-use ruroco_shared::protocol::{self, Plaintext};
-use ruroco_shared::{CmdHash, DATAGRAM_LEN, Key};
+use ruroco_proto::protocol::{self, Plaintext};
+use ruroco_proto::{CmdHash, DATAGRAM_LEN, Key};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -772,7 +772,7 @@ impl Chain {
     }
 
     pub fn key(&self, name: &str) -> Key {
-        Key::load(&self.key_path(name)).unwrap_or_else(|e| panic!("{e}"))
+        ruroco_kit::key_file::load(&self.key_path(name)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn expand(&self, text: &str) -> String {
@@ -1083,7 +1083,7 @@ impl Chain {
     pub fn expect_status(&mut self, expected: &[(&str, u64)], ignore: &[&str]) {
         let mut names: Vec<String> = STATUS_TOTALS.iter().map(|s| (*s).to_owned()).collect();
         names.extend(
-            ruroco_shared::Reject::ALL
+            ruroco_proto::Reject::ALL
                 .iter()
                 .map(|r| r.as_str().to_owned()),
         );

@@ -2,7 +2,7 @@
 //! each counted by reason in the server's `STATUS=`. Must never run against system paths.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ruroco_shared::DATAGRAM_LEN;
+use ruroco_proto::DATAGRAM_LEN;
 use ruroco_tests::{Chain, now_ns, plaintext, seal};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -209,7 +209,7 @@ fn an_unknown_command_hash_runs_nothing_and_the_link_keeps_working() {
     c.send_raw(LO4, &seal(&k, &plaintext("no_such_command", LO4)));
     // The server does not know command names: it forwards; the commander ignores the hash.
     c.expect_status(&[("received", 1), ("accepted", 1), ("forwarded", 1)], &[]);
-    let hash = ruroco_shared::CmdHash::of_name("no_such_command").to_string();
+    let hash = ruroco_proto::CmdHash::of_name("no_such_command").to_string();
     c.commander_mut().wait_log(&hash);
     c.assert_only_ran("k1", &[], MARKER_SRC);
     c.assert_alive();

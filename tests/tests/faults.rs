@@ -249,7 +249,7 @@ fn sighup_reload_adds_a_key_and_removes_one() {
     c.send_raw(LO4, &seal(&k2, &plaintext("hello", LO4)));
     assert_eq!(c.wait_out(1), ["hello 127.0.0.1"]);
     std::fs::remove_file(c.key_path("k2")).unwrap();
-    let k3 = ruroco_shared::Key::generate().unwrap();
+    let k3 = ruroco_proto::Key::generate().unwrap();
     c.write_key("k3", &k3.to_file_text());
     c.server_mut().signal(Signal::SIGHUP);
     c.server_mut().wait_notify("RELOADING=1", 1);
@@ -341,7 +341,7 @@ fn sigterm_stops_the_commander_without_orphans() {
 }
 
 /// `total` permissive `hello` datagrams, each claiming its own IP in 10.`net`.0.0/16.
-fn permissive_hellos(k: &ruroco_shared::Key, total: u64, net: u8) -> Vec<[u8; 94]> {
+fn permissive_hellos(k: &ruroco_proto::Key, total: u64, net: u8) -> Vec<[u8; 94]> {
     (0..total)
         .map(|i| {
             let mut pt = plaintext("hello", LO4);

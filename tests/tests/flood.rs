@@ -6,7 +6,7 @@
 //! Must never run against system paths.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ruroco_shared::DATAGRAM_LEN;
+use ruroco_proto::DATAGRAM_LEN;
 use ruroco_tests::{Chain, kb_field, plaintext, proc_status, seal};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};

@@ -159,7 +159,7 @@ fn a_grant_recorded_under_another_boot_is_undone_at_start() {
         .start();
     let grants = c.cstate_dir.join("grants");
     std::fs::create_dir(&grants).unwrap();
-    let name = format!("{}_127.0.0.1", ruroco_shared::CmdHash::of_name("open"));
+    let name = format!("{}_127.0.0.1", ruroco_proto::CmdHash::of_name("open"));
     let far = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

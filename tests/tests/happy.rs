@@ -3,7 +3,7 @@
 //! command, allow-lists and the reference vectors. Must never run against system paths.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ruroco_shared::CmdHash;
+use ruroco_proto::CmdHash;
 use ruroco_tests::{Activation, Chain, plaintext, proc_status, seal};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -187,7 +187,7 @@ fn one_send_to_both_families_runs_once() {
 }
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/proto/tests/vectors")
 }
 
 fn hex(s: &str) -> Vec<u8> {

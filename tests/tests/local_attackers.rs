@@ -4,7 +4,7 @@
 //! against system paths.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ruroco_shared::{CmdHash, Frame};
+use ruroco_proto::{CmdHash, Frame};
 use ruroco_tests::{
     Activation, Chain, ChainBuilder, append_line, chown_to, plaintext, seal, wait_for,
 };

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ruroco_shared::protocol::{self, DATAGRAM_LEN};
-use ruroco_shared::{Key, Plaintext};
+use ruroco_proto::protocol::{self, DATAGRAM_LEN};
+use ruroco_proto::{Key, Plaintext};
 
 /// Generous deadline for anything the client should do promptly.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -43,7 +43,7 @@ impl Ctx {
             .output()
             .unwrap();
         assert!(out.status.success(), "gen failed: {out:?}");
-        let key = Key::load(&key_path).unwrap();
+        let key = ruroco_kit::key_file::load(&key_path).unwrap();
         Self { dir, key_path, key }
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ruroco_shared::{ACK_LEN, Ack, CmdHash, Frame};
+use ruroco_proto::{ACK_LEN, Ack, CmdHash, Frame};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ruroco-commander");
 /// Generous: CI machines are slow and shared.

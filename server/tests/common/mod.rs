@@ -3,8 +3,8 @@
 //! real binary. It must never sleep to synchronise: every wait polls a condition with a deadline.
 #![allow(dead_code)]
 
-use ruroco_shared::protocol::{Plaintext, seal_random};
-use ruroco_shared::{ACK_LEN, Ack, AckOutcome, CmdHash, FRAME_LEN, Frame, Key};
+use ruroco_proto::protocol::{Plaintext, seal_random};
+use ruroco_proto::{ACK_LEN, Ack, AckOutcome, CmdHash, FRAME_LEN, Frame, Key};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};

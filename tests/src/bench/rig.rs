@@ -6,7 +6,7 @@
 //! running or a route it added.
 
 use nix::unistd::{Gid, Uid, chown};
-use ruroco_shared::Key;
+use ruroco_proto::Key;
 use ruroco_tests::{Daemon, free_udp_port, kb_field, proc_status, udp_queue};
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -13,7 +13,7 @@ mod sink;
 use clap::Parser;
 use load::{Flood, Sent, Sources};
 use rig::{R, Receiver, Rig, Sink};
-use ruroco_shared::fsutil::write_atomic;
+use ruroco_kit::fsutil::write_atomic;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -368,7 +368,7 @@ fn bad_tag_payloads(rig: &Rig, n: usize) -> R<Vec<Vec<u8>>> {
     let id = rig.key.id().0;
     (0..n)
         .map(|_| {
-            let mut d = random_bytes(ruroco_shared::DATAGRAM_LEN)?;
+            let mut d = random_bytes(ruroco_proto::DATAGRAM_LEN)?;
             d[..8].copy_from_slice(&id);
             Ok(d)
         })
@@ -379,7 +379,7 @@ fn unknown_key_payloads(rig: &Rig, n: usize) -> R<Vec<Vec<u8>>> {
     let id = rig.key.id().0;
     (0..n)
         .map(|_| {
-            let mut d = random_bytes(ruroco_shared::DATAGRAM_LEN)?;
+            let mut d = random_bytes(ruroco_proto::DATAGRAM_LEN)?;
             if d[..8] == id {
                 d[0] ^= 0xff;
             }
@@ -793,7 +793,7 @@ fn one_64_flood(ctx: &Ctx, plan: &Plan, ceiling: f64) -> R<(Row, Value)> {
     // Once `received` is complete, `accepted` follows within a floor write and a STATUS=.
     let accepted = rig.wait_counter_for("accepted", a0 + sent as u64, Duration::from_secs(2)) - a0;
     let after = rig.status();
-    let rejected: Vec<(&str, u64)> = ruroco_shared::Reject::ALL
+    let rejected: Vec<(&str, u64)> = ruroco_proto::Reject::ALL
         .iter()
         .map(|r| {
             (
@@ -980,7 +980,7 @@ fn run(args: &Args) -> R<()> {
     let unknown = unknown_key_payloads(&rig, 1024)?;
     let dest = rig.dest();
     let wrong = (0..64)
-        .map(|_| random_bytes(ruroco_shared::DATAGRAM_LEN - 1))
+        .map(|_| random_bytes(ruroco_proto::DATAGRAM_LEN - 1))
         .collect::<R<Vec<_>>>()?;
     let bad = bad_tag_payloads(&rig, 1024)?;
     // Replays: one valid datagram, accepted once, then copies of it (`duplicate`) in every round.

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap_complete::Shell;
 use roff::{Roff, bold, italic, roman};
-use ruroco_shared::manual::{FieldDefault, Manual};
+use ruroco_kit::manual::{FieldDefault, Manual};
 
 /// Written into every man page's footer.
 const SOURCE: &str = concat!("ruroco ", env!("CARGO_PKG_VERSION"));

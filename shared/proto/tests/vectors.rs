@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
 use proptest::prelude::*;
-use ruroco_shared::protocol::{self, OpenError, Plaintext};
-use ruroco_shared::verdict::{self, Policy, Reject};
-use ruroco_shared::{CmdHash, Key, KeyId};
+use ruroco_proto::protocol::{self, OpenError, Plaintext};
+use ruroco_proto::verdict::{self, Policy, Reject};
+use ruroco_proto::{CmdHash, Key, KeyId};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,7 +41,9 @@ fn load() -> (HashMap<String, Key>, Vec<Vector>, HashMap<String, String>) {
     let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("packets.json: {e}"));
     let mut keys = HashMap::new();
     for name in ["k1.key", "k2.key"] {
-        let k = Key::load(&dir().join(name)).unwrap_or_else(|e| panic!("{e}"));
+        let text =
+            std::fs::read_to_string(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let k = Key::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         keys.insert(name.to_owned(), k);
     }
     let names = doc["command_names"]

@@ -1,8 +1,6 @@
 //! Wire protocol v1: the 94-byte datagram `key_id || IV || tag || ciphertext` and its
 //! 58-byte plaintext. Pure functions over bytes; must never panic on any input.
 
-use aes_gcm_siv::Nonce;
-use aes_gcm_siv::aead::AeadInPlace;
 use std::net::IpAddr;
 
 use crate::ids::{CmdHash, KeyId};
@@ -94,13 +92,8 @@ pub fn seal(key: &Key, plaintext: &Plaintext, iv: [u8; 12]) -> [u8; DATAGRAM_LEN
     out[IV].copy_from_slice(&iv);
     let body = &mut out[CIPHERTEXT];
     body.copy_from_slice(&plaintext.to_bytes());
-    // Encryption of a fixed 58-byte buffer with no AAD cannot exceed the AEAD's limits.
-    if let Ok(tag) = key
-        .cipher()
-        .encrypt_in_place_detached(Nonce::from_slice(&iv), &[], body)
-    {
-        out[TAG].copy_from_slice(&tag);
-    }
+    let tag = key.seal_in_place(&iv, body);
+    out[TAG].copy_from_slice(&tag);
     out
 }
 
@@ -126,8 +119,7 @@ pub fn open(key: &Key, datagram: &[u8]) -> Result<Plaintext, OpenError> {
     iv.copy_from_slice(&datagram[IV]);
     let mut tag = [0u8; 16];
     tag.copy_from_slice(&datagram[TAG]);
-    key.opener()
-        .open_in_place(&iv, &tag, &mut body)
+    key.open_in_place(&iv, &tag, &mut body)
         .map_err(|_| OpenError::BadTag)?;
     let pt = Plaintext::from_bytes(&body);
     if pt.version != VERSION {

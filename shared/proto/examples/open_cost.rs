@@ -1,13 +1,13 @@
 //! Microbenchmark of opening a datagram with a bad tag, the work a bad-tag flood makes the
 //! server repeat: `protocol::open` (shared/src/siv.rs) against the `aes-gcm-siv` crate's
 //! `decrypt_in_place_detached` on the same key and bytes, interleaved in one process.
-//! Not a test, never run in CI. Run: `cargo run --release -p ruroco-shared --example open_cost`
+//! Not a test, never run in CI. Run: `cargo run --release -p ruroco-proto --example open_cost`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
-use ruroco_shared::protocol::{self, DATAGRAM_LEN};
-use ruroco_shared::{Key, KeyId};
+use ruroco_proto::protocol::{self, DATAGRAM_LEN};
+use ruroco_proto::{Key, KeyId};
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -155,7 +155,7 @@ pub fn logged_events(text: &str) -> Result<std::collections::BTreeSet<String>, S
 
 /// The events a daemon crate logs: [`logged_events`] over every `src/*.rs` of the crate at
 /// `manifest_dir` (its `CARGO_MANIFEST_DIR`) but its `manual.rs`, plus the shared sd_notify
-/// helper (`shared/src/notify.rs`), whose events the daemon's journal carries too.
+/// helper (`shared/kit/src/notify.rs`), whose events the daemon's journal carries too.
 ///
 /// # Errors
 /// A source file that cannot be read, or one that sets `event` from a variable (see
@@ -170,7 +170,7 @@ pub fn events_logged_by_crate(
             files.push(path);
         }
     }
-    files.push(manifest_dir.join("../shared/src/notify.rs"));
+    files.push(manifest_dir.join("../shared/kit/src/notify.rs"));
     let mut events = std::collections::BTreeSet::new();
     for path in files {
         let found = logged_events(&std::fs::read_to_string(&path)?)

@@ -1,0 +1,200 @@
+//! The one config error type of the three binaries: which file, where in it, and what is
+//! wrong. It keeps the position the TOML parser reports (a byte span, converted to line and
+//! column), so `--check` can print the line with a caret under the problem
+//! ([`ConfigError::render`]) while the journal gets one line (`Display`).
+//! It must never hold the text of a secret: only the one offending line of a config file.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A position in a config file: 1-based line and column (in characters), the line's text and
+/// how many characters the problem spans on it (at least 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line number.
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub column: usize,
+    /// The whole line, without its newline.
+    pub text: String,
+    /// Characters to underline from `column`, at least 1, never past the end of the line.
+    pub width: usize,
+}
+
+impl Location {
+    /// The location of the byte range `span` in `source`; `None` when the span does not fall
+    /// on character boundaries inside `source`.
+    pub fn of_span(source: &str, span: std::ops::Range<usize>) -> Option<Self> {
+        let start = span.start.min(source.len());
+        if !source.is_char_boundary(start) {
+            return None;
+        }
+        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
+        let text = source[line_start..line_end].trim_end_matches('\r');
+        let line = source[..start].matches('\n').count() + 1;
+        let column = source[line_start..start].chars().count() + 1;
+        let end = span.end.clamp(start, line_end);
+        let width = source
+            .get(start..end)
+            .map_or(1, |s| s.chars().count())
+            .max(1);
+        Some(Self {
+            line,
+            column,
+            text: text.to_owned(),
+            width,
+        })
+    }
+}
+
+/// What is wrong with a config file.
+#[derive(Debug)]
+pub enum ConfigProblem {
+    /// open(2)/read(2) failed, or the file is larger than the binary reads.
+    Read(std::io::Error),
+    /// Not valid TOML, or a value of the wrong type or an unknown field (serde's message).
+    Syntax(String),
+    /// A field holds a value the binary refuses; `field` is its dotted name
+    /// (`commands.hello.timeout`), `message` says why and how to fix it.
+    Invalid {
+        /// The dotted field name.
+        field: String,
+        /// Why the value is refused and what to write instead.
+        message: String,
+    },
+}
+
+/// A config file error: the file, the position when known, the problem.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// Where in the file, when the parser or the field's span tells.
+    pub location: Option<Location>,
+    /// What is wrong.
+    pub problem: ConfigProblem,
+}
+
+impl ConfigError {
+    /// The file could not be read.
+    pub fn read(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self {
+            path: path.into(),
+            location: None,
+            problem: ConfigProblem::Read(source),
+        }
+    }
+
+    /// A TOML or serde error from parsing `source`, with its position when it has a span.
+    pub fn syntax(
+        path: impl Into<PathBuf>,
+        source: &str,
+        message: &str,
+        span: Option<std::ops::Range<usize>>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            location: span.and_then(|s| Location::of_span(source, s)),
+            problem: ConfigProblem::Syntax(message.trim_end().to_owned()),
+        }
+    }
+
+    /// A refused value of `field`, without a position.
+    pub fn invalid(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            location: None,
+            problem: ConfigProblem::Invalid {
+                field: field.into(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// The same error, placed at the byte range `span` of `source` (a `toml::Spanned`
+    /// field's span).
+    pub fn at(mut self, source: &str, span: std::ops::Range<usize>) -> Self {
+        self.location = Location::of_span(source, span);
+        self
+    }
+
+    /// The `--check` form: the one-line message, then, when the position is known, the line
+    /// with a caret under the problem:
+    ///
+    /// ```text
+    /// config /etc/ruroco/server.toml:3:10: invalid type: string "x", expected a duration
+    ///   3 | max_age = "x"
+    ///     |           ^^^
+    /// ```
+    pub fn render(&self) -> String {
+        let mut out = self.to_string();
+        if let Some(loc) = &self.location {
+            let number = loc.line.to_string();
+            let pad = " ".repeat(number.len());
+            out.push_str(&format!("\n  {number} | {}", loc.text));
+            out.push_str(&format!(
+                "\n  {pad} | {}{}",
+                " ".repeat(loc.column.saturating_sub(1)),
+                "^".repeat(loc.width)
+            ));
+        }
+        out
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}", self.path.display())?;
+        if let Some(loc) = &self.location {
+            write!(f, ":{}:{}", loc.line, loc.column)?;
+        }
+        match &self.problem {
+            ConfigProblem::Read(e) => write!(f, ": cannot read: {e}"),
+            ConfigProblem::Syntax(m) => write!(f, ": {m}"),
+            ConfigProblem::Invalid { field, message } => write!(f, ": field `{field}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.problem {
+            ConfigProblem::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_becomes_line_column_and_a_caret_under_the_problem() {
+        let src = "a = 1\nmax_age = \"x\"\n";
+        let start = src.find("\"x\"").unwrap();
+        let e = ConfigError::syntax("/etc/r.toml", src, "bad duration\n", Some(start..start + 3));
+        assert_eq!(e.to_string(), "config /etc/r.toml:2:11: bad duration");
+        assert_eq!(
+            e.render(),
+            "config /etc/r.toml:2:11: bad duration\n  2 | max_age = \"x\"\n    |           ^^^"
+        );
+    }
+
+    #[test]
+    fn spans_past_the_end_or_inside_a_character_give_no_location_not_a_panic() {
+        let src = "é = 1";
+        assert_eq!(Location::of_span(src, 1..2), None);
+        let end = Location::of_span(src, 100..200).unwrap();
+        assert_eq!((end.line, end.width), (1, 1));
+        let e = ConfigError::invalid("/c", "x", "no");
+        assert_eq!(e.render(), "config /c: field `x`: no");
+    }
+}
