@@ -26,6 +26,7 @@ pub struct Field {
     pub name: &'static str,
     /// Its type in the operator's words: "string", "duration", "array of IP addresses".
     pub ty: &'static str,
+    /// What the field is when left out.
     pub default: FieldDefault,
     /// An example value, as a TOML 1.0 value (a test parses `name = example` with the daemon's
     /// own parser).
@@ -39,7 +40,9 @@ pub struct Field {
 pub struct Table {
     /// The table header as written in the file (`[rate_limit]`), or "" for the top level.
     pub header: &'static str,
+    /// What the table configures, one paragraph.
     pub about: &'static str,
+    /// Its fields, in the order the page lists them.
     pub fields: &'static [Field],
 }
 
@@ -71,10 +74,15 @@ pub struct Manual {
     pub sections: &'static [Entry],
     /// The config file's default path.
     pub config_path: &'static str,
+    /// The config file's tables, the top level first.
     pub config: &'static [Table],
+    /// SIGNALS: (signal name, what the daemon does on it).
     pub signals: &'static [Entry],
+    /// ENVIRONMENT: (variable, how it is read).
     pub environment: &'static [Entry],
+    /// FILES: (path, what it holds and who may write it).
     pub files: &'static [Entry],
+    /// EXIT STATUS: every status the binary can exit with.
     pub exit_status: &'static [ExitStatus],
     /// Journal fields (`RUROCO_EVENT`, ...) and what they hold.
     pub journal_fields: &'static [Entry],
@@ -105,7 +113,7 @@ pub fn serde_fields<'de, T: Deserialize<'de>>() -> Option<&'static [&'static str
 /// shorthand `event,` or `event)`, `%event`, `?event`): an event set from a variable hides its
 /// values from this scan, so the manual's event list could miss them. The error names the line
 /// (1-based) and says to write each event as a string literal.
-pub fn logged_events(text: &str) -> Result<std::collections::BTreeSet<String>, String> {
+pub(crate) fn logged_events(text: &str) -> Result<std::collections::BTreeSet<String>, String> {
     let mut events = std::collections::BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim_start().starts_with("//") {
