@@ -161,23 +161,21 @@ pub(crate) fn logged_events(text: &str) -> Result<std::collections::BTreeSet<Str
     Ok(events)
 }
 
-/// The events a daemon crate logs: [`logged_events`] over every `src/*.rs` of the crate at
-/// `manifest_dir` (its `CARGO_MANIFEST_DIR`) but its `manual.rs`, plus the shared sd_notify
-/// helper (`shared/kit/src/notify.rs`), whose events the daemon's journal carries too.
+/// The events a daemon crate logs: [`logged_events`] over every `.rs` file under `src/` of the
+/// crate at `manifest_dir` (its `CARGO_MANIFEST_DIR`), subdirectories included, but files named
+/// `manual.rs`, plus the shared sd_notify helper (`shared/kit/src/notify.rs`), whose events the
+/// daemon's journal carries too. Files are read in path order, so the first error is always the
+/// same one; symbolic links to directories are not followed.
 ///
 /// # Errors
-/// A source file that cannot be read, or one that sets `event` from a variable (see
-/// [`logged_events`]); the error names the file and line.
+/// A directory or source file that cannot be read, or a file that sets `event` from a variable
+/// (see [`logged_events`]); the error names the file and line.
 pub fn events_logged_by_crate(
     manifest_dir: &std::path::Path,
 ) -> std::io::Result<std::collections::BTreeSet<String>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(manifest_dir.join("src"))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("manual.rs") {
-            files.push(path);
-        }
-    }
+    rust_sources(&manifest_dir.join("src"), &mut files)?;
+    files.sort();
     files.push(manifest_dir.join("../shared/kit/src/notify.rs"));
     let mut events = std::collections::BTreeSet::new();
     for path in files {
@@ -186,6 +184,21 @@ pub fn events_logged_by_crate(
         events.extend(found);
     }
     Ok(events)
+}
+
+/// Append every `.rs` file under `dir` but those named `manual.rs` to `files`, descending into
+/// subdirectories (not through symlinks, so a link cycle cannot loop).
+fn rust_sources(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            rust_sources(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("manual.rs") {
+            files.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// A deserializer that fails every request, remembering the fields of a struct request.
@@ -260,6 +273,43 @@ mod tests {
         let src = "tracing::info!(event = \"started\", x = 1);\nwarn!(event = \"failed\", reason = \"r\")";
         let got: Vec<String> = logged_events(src).unwrap().into_iter().collect();
         assert_eq!(got, ["failed", "started"]);
+    }
+
+    #[test]
+    fn events_are_read_from_every_subdirectory_of_src_in_path_order() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let krate = root.path().join("daemon");
+        let write = |rel: &str, text: &str| -> std::io::Result<()> {
+            let p = root.path().join(rel);
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(p, text)
+        };
+        write(
+            "shared/kit/src/notify.rs",
+            "warn!(event = \"notify_failed\");",
+        )?;
+        write("daemon/src/lib.rs", "info!(event = \"top\");")?;
+        write("daemon/src/run/mod.rs", "info!(event = \"nested\");")?;
+        write(
+            "daemon/src/run/deeper/drain.rs",
+            "info!(event = \"deepest\");",
+        )?;
+        // Skipped: the manual itself (it may name events any way it likes), non-Rust files.
+        write("daemon/src/manual.rs", "info!(event = name);")?;
+        write("daemon/src/run/manual.rs", "info!(event = name);")?;
+        write("daemon/src/run/notes.txt", "info!(event = name);")?;
+        let got: Vec<String> = events_logged_by_crate(&krate)?.into_iter().collect();
+        assert_eq!(got, ["deepest", "nested", "notify_failed", "top"]);
+
+        // Two offending files: the error names the first in path order, whatever order the
+        // directory lists them in.
+        write("daemon/src/z.rs", "info!(event = z);")?;
+        write("daemon/src/b/a.rs", "info!(event = b);")?;
+        let err = events_logged_by_crate(&krate).unwrap_err().to_string();
+        assert!(err.contains("src/b/a.rs: line 1"), "{err}");
+        Ok(())
     }
 
     #[test]
