@@ -161,15 +161,17 @@ pub(crate) fn logged_events(text: &str) -> Result<std::collections::BTreeSet<Str
     Ok(events)
 }
 
-/// The events a daemon crate logs: [`logged_events`] over every `.rs` file under `src/` of the
-/// crate at `manifest_dir` (its `CARGO_MANIFEST_DIR`), subdirectories included, but files named
-/// `manual.rs`, plus the shared sd_notify helper (`shared/kit/src/notify.rs`), whose events the
-/// daemon's journal carries too. Files are read in path order, so the first error is always the
+/// The events a daemon crate logs (the `RUROCO_EVENT` values): the string literals of
+/// `event = "NAME"` in every `.rs` file under `src/` of the crate at `manifest_dir` (its
+/// `CARGO_MANIFEST_DIR`), subdirectories included, but files named `manual.rs`, plus the
+/// shared sd_notify helper (`shared/kit/src/notify.rs`), whose events the daemon's journal
+/// carries too; lines starting with `//` are skipped. Files are read in path order, so the first error is always the
 /// same one; symbolic links to directories are not followed.
 ///
 /// # Errors
 /// A directory or source file that cannot be read, or a file that sets `event` from a variable
-/// (see [`logged_events`]); the error names the file and line.
+/// (`event = name`, `%event`, the shorthand `event,`): such an event could be missing from the
+/// manual. The error names the file and line.
 pub fn events_logged_by_crate(
     manifest_dir: &std::path::Path,
 ) -> std::io::Result<std::collections::BTreeSet<String>> {
