@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 /// Write `data` to `path` so that after a crash at any instant the file holds either the old
 /// or the new content, and once this returns `Ok` the new content survives power loss: write a
-/// temp file `.NAME.tmp.PID` beside it (created with `mode`, before the umask), fsync(2) it,
+/// temp file `.NAME.tmp.PID` beside it (permission bits `mode`, less the umask), fsync(2) it,
 /// rename(2) it over `path`, fsync the directory.
 ///
 /// # Errors
-/// Any error of those steps, or `InvalidInput` when `path` has no file name; the temp file is
-/// removed and `path` is left as it was.
+/// Any error of those steps, or `InvalidInput` when `path` has no file name. The temp file is
+/// removed; `path` holds the old content, or the new one when only the directory's fsync
+/// failed (then durability is not promised).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path
