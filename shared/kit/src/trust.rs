@@ -232,8 +232,8 @@ pub enum TrustError {
         /// How to create it.
         fix: String,
     },
-    /// lstat(2), stat(2), fstat(2), getxattr(2) or realpath(3) on the path (or a directory above it)
-    /// failed for another reason than a missing path.
+    /// lstat(2), stat(2), fstat(2), getxattr(2) or realpath(3) on the path (or a directory
+    /// above it) failed for another reason than a missing path.
     #[error("{what} {path}: cannot inspect: {error}")]
     Stat {
         /// The rule's name for the path.
