@@ -165,8 +165,8 @@ pub(crate) fn logged_events(text: &str) -> Result<std::collections::BTreeSet<Str
 /// `event = "NAME"` in every `.rs` file under `src/` of the crate at `manifest_dir` (its
 /// `CARGO_MANIFEST_DIR`), subdirectories included, but files named `manual.rs`, plus the
 /// shared sd_notify helper (`shared/kit/src/notify.rs`), whose events the daemon's journal
-/// carries too; lines starting with `//` are skipped. Files are read in path order, so the first error is always the
-/// same one; symbolic links to directories are not followed.
+/// carries too; lines starting with `//` are skipped. Files are read in path order, so the
+/// first error is always the same one; symbolic links to directories are not followed.
 ///
 /// # Errors
 /// A directory or source file that cannot be read, or a file that sets `event` from a variable
