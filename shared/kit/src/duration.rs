@@ -4,12 +4,21 @@
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
+/// A duration text [`parse`] refused; holds the text as written, and its message lists the
+/// accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid duration {0:?}: use a number with a unit, e.g. \"500ms\", \"30s\", \"5m\", \"2h\", \"1d\""
 )]
 pub struct DurationError(pub String);
 
+/// Parse a duration: one or more `<digits><unit>` parts summed, the unit one of `ms`, `s`,
+/// `m` (60 s), `h` (3600 s), `d` (86400 s); blanks around the whole text and between a number
+/// and its unit are ignored. "1h30m" is 5400 s.
+///
+/// # Errors
+/// [`DurationError`] for an empty text, a part without digits or unit, an unknown unit, a
+/// sign or fraction, or a total that overflows `Duration`.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let err = || DurationError(text.to_owned());
     let s = text.trim();
@@ -45,7 +54,8 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     Ok(total)
 }
 
-/// A serde-friendly duration read from a human string.
+/// A config duration: deserialized from a string in [`parse`]'s forms, failing with
+/// [`DurationError`]'s message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 

@@ -5,10 +5,10 @@
 //! It must never close a descriptor the daemon opened itself: call it first thing at start.
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
-pub const LISTEN_FDS_START: i32 = 3;
+pub(crate) const LISTEN_FDS_START: i32 = 3;
 
 /// How many sockets systemd passed to this process (`LISTEN_FDS`, when `LISTEN_PID` is ours).
-pub fn listen_fds() -> usize {
+pub(crate) fn listen_fds() -> usize {
     let ours = std::process::id().to_string();
     match std::env::var("LISTEN_PID") {
         Ok(pid) if pid == ours => std::env::var("LISTEN_FDS")
@@ -20,7 +20,9 @@ pub fn listen_fds() -> usize {
 }
 
 /// Close every descriptor above 2 except fd 3 when systemd passed at least one socket (the
-/// daemons use exactly one and refuse to start with more). Returns the closed descriptors.
+/// daemons use exactly one and refuse to start with more). Returns the closed descriptors,
+/// in /proc/self/fd order; none when /proc is not mounted (nothing is closed then). Never
+/// fails: a descriptor that cannot be closed is left out of the list.
 pub fn close_inherited() -> Vec<i32> {
     let keep = (listen_fds() > 0).then_some(LISTEN_FDS_START);
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {

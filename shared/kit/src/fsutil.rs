@@ -9,7 +9,14 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Write `data` to `path` so that after a crash at any instant the file holds either the old
-/// or the new content, and once this returns `Ok` the new content survives power loss.
+/// or the new content, and once this returns `Ok` the new content survives power loss: write a
+/// temp file `.NAME.tmp.PID` beside it (permission bits `mode`, less the umask), fsync(2) it,
+/// rename(2) it over `path`, fsync the directory.
+///
+/// # Errors
+/// Any error of those steps, or `InvalidInput` when `path` has no file name. The temp file is
+/// removed; `path` holds the old content, or the new one when only the directory's fsync
+/// failed (then durability is not promised).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path
@@ -46,12 +53,19 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// fsync a directory so a rename inside it is durable.
+/// fsync(2) a directory so a rename or creation inside it is durable.
+///
+/// # Errors
+/// open(2) or fsync(2) of `dir` failed.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Read at most `max` bytes of a text file; a larger file is an error, not a truncation.
+/// Read at most `max` bytes of a UTF-8 text file; a larger file is an error, not a truncation.
+///
+/// # Errors
+/// open(2) or read(2) failed, the text is not UTF-8 (`InvalidData`), or the file holds more
+/// than `max` bytes (`InvalidData`, "larger than MAX bytes").
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<String> {
     let f = File::open(path)?;
     let mut s = String::new();
@@ -65,18 +79,35 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<String> {
     Ok(s)
 }
 
-/// What is wrong with the permissions of a file that holds a secret.
+/// What is wrong with the permissions of a file that holds a secret; `path` is the path as
+/// given, `mode` the permission bits (`st_mode & 0o7777`), and the message carries the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PermError {
+    /// Group or others may write it (a `0o022` bit is set).
     #[error("{path} is group- or world-writable (mode {mode:04o}): chmod go-w {path}")]
-    Writable { path: String, mode: u32 },
+    Writable {
+        /// The path as given.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Others may read it (the `0o004` bit is set).
     #[error(
         "{path} is world-readable (mode {mode:04o}): chmod 0600 {path} (or 0640 with a trusted group)"
     )]
-    WorldReadable { path: String, mode: u32 },
+    WorldReadable {
+        /// The path as given.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
-/// Refuse a secret file that others could change or read.
+/// Refuse a secret file that others could change or read, from its metadata's mode bits
+/// (owner and group reading is allowed: 0600 and 0640 pass).
+///
+/// # Errors
+/// [`PermError::Writable`] before [`PermError::WorldReadable`] when both apply.
 pub fn check_secret_mode(path: &Path, meta: &fs::Metadata) -> Result<(), PermError> {
     let mode = meta.mode() & 0o7777;
     let p = path.display().to_string();

@@ -13,10 +13,12 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Where log events went, for the first log line.
+/// Where [`init`] sends log events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sink {
+    /// The systemd journal, natively with fields (stderr is the journal stream).
     Journald,
+    /// Standard error, one logfmt line per event.
     Stderr,
 }
 
@@ -45,7 +47,10 @@ fn level() -> LevelFilter {
 }
 
 /// Install the global subscriber; `identifier` is the syslog identifier (binary name).
-/// `RUROCO_LOG` (error|warn|info|debug|trace) sets the level, default info.
+/// `RUROCO_LOG` (error|warn|info|debug|trace) sets the level, default info; an unknown value
+/// is info. Journald is used when `JOURNAL_STREAM` names stderr (sd_journal_stream_fd(3)) and
+/// the journal socket can be opened, else stderr. Never fails: a second call, or a subscriber
+/// already installed, leaves the first in place and reports the sink it would have used.
 pub fn init(identifier: &str) -> Sink {
     if stderr_is_journal() {
         if let Ok(layer) = tracing_journald::layer() {
@@ -72,7 +77,7 @@ pub fn init(identifier: &str) -> Sink {
 /// The logfmt layer used on stderr, writing to `writer` (stderr in the daemons, a buffer in
 /// tests): timestamp, level and message first, then the event's fields; no target, spans or
 /// colour.
-pub fn stderr_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+pub(crate) fn stderr_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,

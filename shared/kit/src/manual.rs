@@ -26,6 +26,7 @@ pub struct Field {
     pub name: &'static str,
     /// Its type in the operator's words: "string", "duration", "array of IP addresses".
     pub ty: &'static str,
+    /// What the field is when left out.
     pub default: FieldDefault,
     /// An example value, as a TOML 1.0 value (a test parses `name = example` with the daemon's
     /// own parser).
@@ -39,7 +40,9 @@ pub struct Field {
 pub struct Table {
     /// The table header as written in the file (`[rate_limit]`), or "" for the top level.
     pub header: &'static str,
+    /// What the table configures, one paragraph.
     pub about: &'static str,
+    /// Its fields, in the order the page lists them.
     pub fields: &'static [Field],
 }
 
@@ -71,10 +74,15 @@ pub struct Manual {
     pub sections: &'static [Entry],
     /// The config file's default path.
     pub config_path: &'static str,
+    /// The config file's tables, the top level first.
     pub config: &'static [Table],
+    /// SIGNALS: (signal name, what the daemon does on it).
     pub signals: &'static [Entry],
+    /// ENVIRONMENT: (variable, how it is read).
     pub environment: &'static [Entry],
+    /// FILES: (path, what it holds and who may write it).
     pub files: &'static [Entry],
+    /// EXIT STATUS: every status the binary can exit with.
     pub exit_status: &'static [ExitStatus],
     /// Journal fields (`RUROCO_EVENT`, ...) and what they hold.
     pub journal_fields: &'static [Entry],
@@ -105,7 +113,7 @@ pub fn serde_fields<'de, T: Deserialize<'de>>() -> Option<&'static [&'static str
 /// shorthand `event,` or `event)`, `%event`, `?event`): an event set from a variable hides its
 /// values from this scan, so the manual's event list could miss them. The error names the line
 /// (1-based) and says to write each event as a string literal.
-pub fn logged_events(text: &str) -> Result<std::collections::BTreeSet<String>, String> {
+pub(crate) fn logged_events(text: &str) -> Result<std::collections::BTreeSet<String>, String> {
     let mut events = std::collections::BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim_start().starts_with("//") {
@@ -153,23 +161,23 @@ pub fn logged_events(text: &str) -> Result<std::collections::BTreeSet<String>, S
     Ok(events)
 }
 
-/// The events a daemon crate logs: [`logged_events`] over every `src/*.rs` of the crate at
-/// `manifest_dir` (its `CARGO_MANIFEST_DIR`) but its `manual.rs`, plus the shared sd_notify
-/// helper (`shared/kit/src/notify.rs`), whose events the daemon's journal carries too.
+/// The events a daemon crate logs (the `RUROCO_EVENT` values): the string literals of
+/// `event = "NAME"` in every `.rs` file under `src/` of the crate at `manifest_dir` (its
+/// `CARGO_MANIFEST_DIR`), subdirectories included, but files named `manual.rs`, plus the
+/// shared sd_notify helper (`shared/kit/src/notify.rs`), whose events the daemon's journal
+/// carries too; lines starting with `//` are skipped. Files are read in path order, so the
+/// first error is always the same one; symbolic links to directories are not followed.
 ///
 /// # Errors
-/// A source file that cannot be read, or one that sets `event` from a variable (see
-/// [`logged_events`]); the error names the file and line.
+/// A directory or source file that cannot be read, or a file that sets `event` from a variable
+/// (`event = name`, `%event`, the shorthand `event,`): such an event could be missing from the
+/// manual. The error names the file and line.
 pub fn events_logged_by_crate(
     manifest_dir: &std::path::Path,
 ) -> std::io::Result<std::collections::BTreeSet<String>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(manifest_dir.join("src"))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("manual.rs") {
-            files.push(path);
-        }
-    }
+    rust_sources(&manifest_dir.join("src"), &mut files)?;
+    files.sort();
     files.push(manifest_dir.join("../shared/kit/src/notify.rs"));
     let mut events = std::collections::BTreeSet::new();
     for path in files {
@@ -178,6 +186,21 @@ pub fn events_logged_by_crate(
         events.extend(found);
     }
     Ok(events)
+}
+
+/// Append every `.rs` file under `dir` but those named `manual.rs` to `files`, descending into
+/// subdirectories (not through symlinks, so a link cycle cannot loop).
+fn rust_sources(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            rust_sources(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("manual.rs") {
+            files.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// A deserializer that fails every request, remembering the fields of a struct request.
@@ -252,6 +275,43 @@ mod tests {
         let src = "tracing::info!(event = \"started\", x = 1);\nwarn!(event = \"failed\", reason = \"r\")";
         let got: Vec<String> = logged_events(src).unwrap().into_iter().collect();
         assert_eq!(got, ["failed", "started"]);
+    }
+
+    #[test]
+    fn events_are_read_from_every_subdirectory_of_src_in_path_order() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let krate = root.path().join("daemon");
+        let write = |rel: &str, text: &str| -> std::io::Result<()> {
+            let p = root.path().join(rel);
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(p, text)
+        };
+        write(
+            "shared/kit/src/notify.rs",
+            "warn!(event = \"notify_failed\");",
+        )?;
+        write("daemon/src/lib.rs", "info!(event = \"top\");")?;
+        write("daemon/src/run/mod.rs", "info!(event = \"nested\");")?;
+        write(
+            "daemon/src/run/deeper/drain.rs",
+            "info!(event = \"deepest\");",
+        )?;
+        // Skipped: the manual itself (it may name events any way it likes), non-Rust files.
+        write("daemon/src/manual.rs", "info!(event = name);")?;
+        write("daemon/src/run/manual.rs", "info!(event = name);")?;
+        write("daemon/src/run/notes.txt", "info!(event = name);")?;
+        let got: Vec<String> = events_logged_by_crate(&krate)?.into_iter().collect();
+        assert_eq!(got, ["deepest", "nested", "notify_failed", "top"]);
+
+        // Two offending files: the error names the first in path order, whatever order the
+        // directory lists them in.
+        write("daemon/src/z.rs", "info!(event = z);")?;
+        write("daemon/src/b/a.rs", "info!(event = b);")?;
+        let err = events_logged_by_crate(&krate).unwrap_err().to_string();
+        assert!(err.contains("src/b/a.rs: line 1"), "{err}");
+        Ok(())
     }
 
     #[test]

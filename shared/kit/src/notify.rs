@@ -66,15 +66,20 @@ fn monotonic_usec_line() -> Option<String> {
         .map(|s| s.to_string())
 }
 
+/// `READY=1`: start-up is complete (sd_notify(3)); retried while the queue is full.
 pub fn ready() {
     send("READY=1\n", LIFECYCLE_ATTEMPTS);
 }
 
+/// `READY=1` with `STATUS=<status>` in the same datagram, so the first status line shown is
+/// never missing; `status` must be one line. Retried while the queue is full.
 pub fn ready_with_status(status: &str) {
     send(&format!("READY=1\nSTATUS={status}\n"), LIFECYCLE_ATTEMPTS);
 }
 
-/// `RELOADING=1` must carry `MONOTONIC_USEC` for `Type=notify-reload`; harmless otherwise.
+/// `RELOADING=1` with `MONOTONIC_USEC=<CLOCK_MONOTONIC in µs>` (sd_notify(3)): a reload has
+/// begun; `Type=notify-reload` needs the timestamp, other types ignore it. Retried while the
+/// queue is full; `READY=1` ends the reload.
 pub fn reloading() {
     match monotonic_usec_line() {
         Some(line) => send(&format!("RELOADING=1\n{line}\n"), LIFECYCLE_ATTEMPTS),
@@ -82,19 +87,26 @@ pub fn reloading() {
     }
 }
 
+/// `STOPPING=1`: shutdown has begun (sd_notify(3)); retried while the queue is full.
 pub fn stopping() {
     send("STOPPING=1\n", LIFECYCLE_ATTEMPTS);
 }
 
+/// `STATUS=<text>`: the one-line status `systemctl status` shows (sd_notify(3)); `text`
+/// must be one line. Sent once: dropped when the queue is full, the next one replaces it.
 pub fn status(text: &str) {
     send(&format!("STATUS={text}\n"), 1);
 }
 
+/// `WATCHDOG=1`: the keep-alive for `WatchdogSec=` (sd_notify(3), sd_watchdog_enabled(3)).
+/// Sent once: dropped when the queue is full, the next one follows within the period.
 pub fn watchdog() {
     send("WATCHDOG=1\n", 1);
 }
 
-/// Half the watchdog interval systemd asked for, if it asked (`WATCHDOG_USEC` for our pid).
+/// Half the watchdog interval systemd asked for, if it asked: `WATCHDOG_USEC` (µs) when
+/// `WATCHDOG_PID` is this process (sd_watchdog_enabled(3)); `None` when not asked or
+/// the variables are malformed. The variables are left in the environment.
 pub fn watchdog_period() -> Option<Duration> {
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {

@@ -15,17 +15,22 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The extended attribute holding a file's or directory's access ACL (acl(5)).
-pub const ACL_ACCESS_XATTR: &str = "system.posix_acl_access";
+pub(crate) const ACL_ACCESS_XATTR: &str = "system.posix_acl_access";
 /// The extended attribute holding a directory's default ACL (acl(5)).
-pub const ACL_DEFAULT_XATTR: &str = "system.posix_acl_default";
+pub(crate) const ACL_DEFAULT_XATTR: &str = "system.posix_acl_default";
 
-/// Permission bits of one class, as in the mode: read 4, write 2, execute/search 1.
+/// Permission bits of one class, as in the mode (chmod(2), inode(7)): read 4, write 2,
+/// execute/search 1; what a [`Rule`] needs the user to be allowed to do with a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access(u32);
 
 impl Access {
+    /// Read a file (the `r` bit, 4).
     pub const READ: Access = Access(4);
+    /// Write a file, or connect to a Unix socket (the `w` bit, 2; unix(7)).
     pub const WRITE: Access = Access(2);
+    /// Search a directory: reach the entries below it by name (the `x` bit, 1;
+    /// path_resolution(7)).
     pub const SEARCH: Access = Access(1);
     /// Read and write a file.
     pub const READ_WRITE: Access = Access(6);
@@ -33,7 +38,6 @@ impl Access {
     pub const LIST: Access = Access(5);
     /// Create, replace and remove entries in a directory.
     pub const MODIFY_DIR: Access = Access(7);
-    pub const NONE: Access = Access(0);
 
     fn words(self) -> String {
         let mut v = Vec::new();
@@ -55,6 +59,7 @@ impl Access {
 pub struct Who {
     /// The user's name, for messages (the uid as text when it has none).
     pub name: String,
+    /// The (effective) user id.
     pub uid: u32,
     /// The primary group.
     pub gid: u32,
@@ -63,7 +68,9 @@ pub struct Who {
 }
 
 impl Who {
-    /// This process's own credentials (effective uid and gid, getgroups(2)).
+    /// This process's own credentials (effective uid and gid, getgroups(2)). Never fails: a
+    /// uid without a passwd(5) entry is named by its number, and supplementary groups that
+    /// cannot be read are left empty.
     pub fn current() -> Who {
         let uid = nix::unistd::geteuid();
         let name = nix::unistd::User::from_uid(uid)
@@ -83,6 +90,10 @@ impl Who {
     /// The user `name` from the user database with its groups from getgrouplist(3), as
     /// initgroups(3) (and systemd's `User=`) would give them. `field` names the config field
     /// that holds `name`, for the error.
+    ///
+    /// # Errors
+    /// [`TrustError::NoUser`] when passwd(5) (through NSS) has no user `name`. When the group
+    /// list cannot be read, the primary group alone is used.
     pub fn user(name: &str, field: &str) -> Result<Who, TrustError> {
         let unknown = || TrustError::NoUser {
             field: field.to_owned(),
@@ -111,20 +122,27 @@ impl Who {
     }
 
     /// The name of this user's primary group (the gid as text when it has none).
-    pub fn group_name(&self) -> String {
+    pub(crate) fn group_name(&self) -> String {
         group_name(self.gid)
     }
 
     /// Whether the mode bits of `meta` grant `want` to this user (path_resolution(7)): the
     /// owner class if the uid owns it, else the group class if one of the groups owns it, else
     /// the other class. Root may read and write anything and search any directory.
-    pub fn allows(&self, meta: &Metadata, want: Access) -> bool {
+    pub(crate) fn allows(&self, meta: &Metadata, want: Access) -> bool {
         self.allows_mode(meta.uid(), meta.gid(), meta.mode(), meta.is_file(), want)
     }
 
     /// As [`Who::allows`], for a file owned by `uid`:`gid` with `mode` (`is_file`: a regular
     /// file, where root needs an execute bit to execute).
-    pub fn allows_mode(&self, uid: u32, gid: u32, mode: u32, is_file: bool, want: Access) -> bool {
+    pub(crate) fn allows_mode(
+        &self,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        is_file: bool,
+        want: Access,
+    ) -> bool {
         if self.uid == 0 {
             return !is_file || want.0 & 1 == 0 || mode & 0o111 != 0;
         }
@@ -153,10 +171,12 @@ fn group_name(gid: u32) -> String {
         .map_or_else(|| gid.to_string(), |g| g.name)
 }
 
-/// The type a trusted path must have.
+/// The type a trusted path must have (lstat(2)'s file type; a symlink is never any of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
     /// A Unix socket file (connecting needs write permission on it, unix(7)).
     Socket,
@@ -178,102 +198,164 @@ pub enum Owner {
 /// reach the path, with `{path}`, `{user}` and `{group}` (the user's primary group) filled in.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
+    /// The path's name in messages: the config field ("keys_dir") or what it is ("key file").
     pub what: &'static str,
+    /// The file type the path must have.
     pub kind: Kind,
+    /// Who may own the path.
     pub owner: Owner,
     /// Mode bits that must be clear, e.g. `0o022` (no group/other write).
     pub forbidden: u32,
     /// What `who` must be allowed to do with the path itself.
     pub need: Access,
+    /// The command suggested when the owner is wrong or `who` lacks `need`, with the
+    /// placeholders `{path}`, `{user}` and `{group}`.
     pub fix_access: &'static str,
     /// The command that creates the path when it is missing (same placeholders), if any.
     pub create: Option<&'static str>,
 }
 
 /// Why a path is not trusted; every message names the path and the command that fixes it.
+/// `what` is always the [`Rule`]'s name for the path, `path` the path as given (not resolved),
+/// `fix` the shell command (or step) that makes the path pass. The `Display` text is one line
+/// for the journal and for `--check`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustError {
+    /// The path does not exist (lstat(2) gave ENOENT); `fix` is the rule's `create` command or
+    /// a hint to change the config field.
     #[error("{what} {path}: does not exist: {fix}")]
     Missing {
+        /// The rule's name for the path.
         what: String,
+        /// The path as given.
         path: PathBuf,
+        /// How to create it.
         fix: String,
     },
+    /// lstat(2), stat(2), fstat(2), getxattr(2) or realpath(3) on the path (or a directory
+    /// above it) failed for another reason than a missing path.
     #[error("{what} {path}: cannot inspect: {error}")]
     Stat {
+        /// The rule's name for the path.
         what: String,
+        /// The path (or the directory above it) that could not be inspected.
         path: PathBuf,
+        /// The operating system's error text.
         error: String,
     },
+    /// The path is not of the rule's [`Kind`].
     #[error("{what} {path}: is not a {expected}: replace it with a {expected}")]
     Type {
+        /// The rule's name for the path.
         what: String,
+        /// The path as given.
         path: PathBuf,
+        /// "regular file", "directory" or "Unix socket".
         expected: &'static str,
     },
+    /// The path's owner is not one the rule's [`Owner`] allows.
     #[error("{what} {path}: owned by {owner}, must be owned by {expected}: {fix}")]
     Owner {
+        /// The rule's name for the path.
         what: String,
+        /// The path as given.
         path: PathBuf,
+        /// The owner's user name (the uid as text when it has none).
         owner: String,
+        /// "root", or "root or USER".
         expected: String,
+        /// The rule's `fix_access`, or for another user's directory: move it away and create
+        /// it again.
         fix: String,
     },
-    /// `fix`: `chmod` to the mode without the forbidden bits, or the rule's chown+chmod when
-    /// that mode would lock the user out.
+    /// The mode has bits the rule forbids.
     #[error("{what} {path}: mode {mode:04o} {problem}: {fix}")]
     Mode {
+        /// The rule's name for the path.
         what: String,
+        /// The path as given.
         path: PathBuf,
+        /// The permission bits (`st_mode & 0o7777`).
         mode: u32,
+        /// What the forbidden bits allow, e.g. "lets others read it".
         problem: &'static str,
+        /// `chmod` to the mode without the forbidden bits, or the rule's chown+chmod when
+        /// that mode would lock the user out.
         fix: String,
     },
+    /// The path itself is a symbolic link (never followed: its target could change).
     #[error("{what} {path}: is a symlink: replace it with the file itself")]
-    Symlink { what: String, path: PathBuf },
+    Symlink {
+        /// The rule's name for the path.
+        what: String,
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The path carries an extended POSIX ACL (acl(5)); the fix is `setfacl -b PATH`.
     #[error(
         "{what} {path}: carries an extended POSIX ACL ({xattr}), which can grant access the mode bits do not show: remove it with `setfacl -b {path}`"
     )]
     Acl {
+        /// The rule's name for the path.
         what: String,
+        /// The path as given.
         path: PathBuf,
+        /// `system.posix_acl_access` or `system.posix_acl_default`.
         xattr: &'static str,
     },
-    /// `detail`: who cannot do what, with the owner and mode that say so.
+    /// The user that will use the path is not allowed the rule's [`Access`] by the mode bits
+    /// (path_resolution(7)).
     #[error("{what} {path}: {detail}: {fix}")]
     Access {
+        /// The rule's name for the path.
         what: String,
+        /// The path as given.
         path: PathBuf,
+        /// Who cannot do what, with the owner and mode that say so.
         detail: String,
+        /// The rule's `fix_access`, filled in.
         fix: String,
     },
     /// A directory above the path: not searchable by the user, carrying an access ACL, or
     /// changeable by someone else (who could rename the path away and plant another).
     #[error("{what} {path}: the directory {dir} above it {problem}: {fix}")]
     Ancestor {
+        /// The rule's name for the path.
         what: &'static str,
+        /// The path as given.
         path: PathBuf,
+        /// The offending directory, symlinks resolved.
         dir: PathBuf,
+        /// What is wrong with it.
         problem: String,
+        /// `chown`, `chmod` or `setfacl -b` on the directory.
         fix: String,
     },
+    /// The user named in a config field is not in the user database (passwd(5) via NSS).
     #[error(
         "config field `{field}`: user {name:?} does not exist: create it (the package's sysusers.d does) or change `{field}`"
     )]
-    NoUser { field: String, name: String },
-    #[error(
-        "config field `{field}`: group {name:?} does not exist: create it (the package's sysusers.d does) or change `{field}`"
-    )]
-    NoGroup { field: String, name: String },
+    NoUser {
+        /// The config field holding the name.
+        field: String,
+        /// The user name as written.
+        name: String,
+    },
 }
 
 /// The extended ACL attribute a path carries, if any: `Ok(Some(name))` when one is set,
 /// `Ok(None)` when none is (or the file system has no ACLs).
-pub fn acl_of_path(path: &Path) -> io::Result<Option<&'static str>> {
+pub(crate) fn acl_of_path(path: &Path) -> io::Result<Option<&'static str>> {
     acl_probe(|name| rustix::fs::getxattr(path, name, &mut [0u8; 0][..]))
 }
 
-/// As [`acl_of_path`], on an open file (no race with a rename of the path).
+/// The extended ACL attribute (acl(5)) an open file carries, if any: `Ok(Some(name))` with
+/// `system.posix_acl_access` or `system.posix_acl_default` when one is set, `Ok(None)` when
+/// none is or the file system has no ACLs (fgetxattr(2) ENODATA or ENOTSUP). Asking the open
+/// file leaves no race with a rename of its path.
+///
+/// # Errors
+/// Any other fgetxattr(2) error.
 pub fn acl_of_file(file: &File) -> io::Result<Option<&'static str>> {
     acl_probe(|name| rustix::fs::fgetxattr(file, name, &mut [0u8; 0][..]))
 }
@@ -293,7 +375,11 @@ fn acl_probe(get: impl Fn(&str) -> rustix::io::Result<usize>) -> io::Result<Opti
 
 impl Rule {
     /// Check `path` (a symlink is refused; directories above it are resolved) and every
-    /// directory above it for `who`; on success return its metadata.
+    /// directory above it for `who`; on success return its metadata (lstat(2)).
+    ///
+    /// # Errors
+    /// The first [`TrustError`] found: the path itself (missing, type, ACL, owner, mode,
+    /// access, in that order), then each directory above it from the nearest up.
     pub fn check_path(&self, path: &Path, who: &Who) -> Result<Metadata, TrustError> {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -315,7 +401,13 @@ impl Rule {
         Ok(meta)
     }
 
-    /// Check an opened file's metadata (from fstat) and its ACL, without the ancestors.
+    /// Check an opened file's metadata (fstat(2)) and its ACL, without the ancestors: after
+    /// [`Rule::check_path`] and open(2) of the same path, so that the file read is the file
+    /// checked even if the path was swapped in between. Returns the metadata.
+    ///
+    /// # Errors
+    /// [`TrustError::Stat`] when fstat(2) or fgetxattr(2) fails, else the first verdict on the
+    /// file as in [`Rule::check_path`].
     pub fn check_file(&self, path: &Path, file: &File, who: &Who) -> Result<Metadata, TrustError> {
         let meta = file.metadata().map_err(|e| self.stat_err(path, &e))?;
         let acl = acl_of_file(file).map_err(|e| self.stat_err(path, &e))?;
@@ -332,7 +424,7 @@ impl Rule {
     }
 
     /// The verdict on one path from its metadata and ACL attribute (sans-IO but for names).
-    pub fn check_meta(
+    pub(crate) fn check_meta(
         &self,
         path: &Path,
         meta: &Metadata,
@@ -459,7 +551,7 @@ impl Rule {
     /// sticky (like /tmp, mode 1777: nobody may then rename another's entry), and be
     /// searchable by `who`. Otherwise someone could rename the path away and plant another,
     /// or the user could not reach it.
-    pub fn check_ancestors(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
+    pub(crate) fn check_ancestors(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
         let real = fs::canonicalize(path).map_err(|e| self.stat_err(path, &e))?;
         for dir in real.ancestors().skip(1) {
             let m = fs::metadata(dir).map_err(|e| self.stat_err(dir, &e))?;
@@ -527,18 +619,6 @@ impl Rule {
         }
         Ok(())
     }
-}
-
-/// The gid of group `name`; `field` names the config field for the error.
-pub fn group(name: &str, field: &str) -> Result<u32, TrustError> {
-    nix::unistd::Group::from_name(name)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
-        .ok_or_else(|| TrustError::NoGroup {
-            field: field.to_owned(),
-            name: name.to_owned(),
-        })
 }
 
 #[cfg(test)]
