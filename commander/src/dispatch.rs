@@ -1,4 +1,5 @@
-//! Admission and scheduling: at most `max_parallel` children at once, at most `queue` frames
+//! What a frame asks for and how it is carried out: the decision (run, unknown, malformed;
+//! for a command with an undo: run, extend the grant, wait, or refuse), at most `max_parallel` children at once, at most `queue` frames
 //! waiting for a slot (beyond: refused), the grant lifecycle of commands with an undo (run →
 //! active → undo, repeats extend, failures undo at once; docs/grants.md), undos fired on
 //! time, and a drain at shutdown.
@@ -11,16 +12,40 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ruroco_kit::notify;
-use ruroco_proto::AckOutcome;
+use ruroco_proto::frame::FrameError;
+use ruroco_proto::{AckOutcome, CmdHash, Frame};
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::{Command, Commands};
 use crate::exec::{self, Job, Kind};
-use crate::grants::{self, Admit, GrantError, GrantKey, Grants, Record, Store, UndoReason};
 use crate::quiet::Quiet;
+use crate::schedule::{self, Admit, GrantKey, Grants, Now, Record, UndoReason, now_unix_ms};
+use crate::store::{GrantError, Store};
 
 /// The undo scheduler re-reads the wall clock at least this often (clock steps, suspend).
 const UNDO_MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// What a frame asks for (the sans-IO part of the commander).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decision<'a> {
+    /// A configured command, for this client IP.
+    Run(&'a Command, IpAddr),
+    /// No configured command has this hash.
+    Unknown(CmdHash, IpAddr),
+    /// Not a frame the server sends (docs/protocol.md).
+    Malformed(FrameError),
+}
+
+/// The decision for one parsed (or malformed) frame against the commands in effect.
+pub(crate) fn decide(commands: &Commands, frame: Result<Frame, FrameError>) -> Decision<'_> {
+    match frame {
+        Ok(f) => match commands.get(f.cmd) {
+            Some(c) => Decision::Run(c, f.ip),
+            None => Decision::Unknown(f.cmd, f.ip),
+        },
+        Err(e) => Decision::Malformed(e),
+    }
+}
 
 /// Commands and the timeout used for undos whose command is gone; replaced on reload.
 #[derive(Debug)]
@@ -200,7 +225,7 @@ impl Dispatcher {
             let mut g = self.grants.lock().await;
             match g.admit(&key, cmd.max_grants) {
                 Admit::Extend => {
-                    let Some(record) = g.extend(&key, undo.after) else {
+                    let Some(record) = g.extend(&key, undo.after, Now::read()) else {
                         return Some(AckOutcome::Failed);
                     };
                     // On a failed write the file keeps the earlier deadline: a crash then undoes
@@ -239,7 +264,7 @@ impl Dispatcher {
                 }
                 Admit::Run => {
                     let run_as = cmd.run_as.as_deref().map(exec::RunAs::to_record);
-                    let record = g.start_as(&key, &undo.run, undo.after, run_as);
+                    let record = g.start_as(&key, &undo.run, undo.after, run_as, Now::read());
                     if let Err(e) = self.persist(&record).await {
                         g.abandon(&key);
                         tracing::error!(event = "failed", reason = "grant_persist", command = %cmd.name, ip = %ip, error = %e, "not run: its grant could not be recorded");
@@ -253,7 +278,7 @@ impl Dispatcher {
         };
         let outcome = exec::run(&command_job(cmd, ip)).await;
         let mut g = self.grants.lock().await;
-        match g.run_finished(&key, outcome.success()) {
+        match g.run_finished(&key, outcome.success(), Now::read()) {
             Ok(record) => {
                 let persisted = self.persist(&record).await;
                 if let Err(e) = &persisted {
@@ -340,10 +365,7 @@ impl Dispatcher {
             }
             let (due, next) = {
                 let mut g = self.grants.lock().await;
-                (
-                    g.take_due(Instant::now(), grants::now_unix_ms()),
-                    g.next_deadline(),
-                )
+                (g.take_due(Now::read()), g.next_deadline())
             };
             for record in due {
                 self.spawn_undo(record, UndoReason::Expired);
@@ -366,7 +388,7 @@ impl Dispatcher {
         command: Option<&str>,
         ip: Option<IpAddr>,
     ) -> Vec<GrantView> {
-        let (now, later, undoing) = self.grants.lock().await.revoke(command, ip);
+        let (now, later, undoing) = self.grants.lock().await.revoke(command, ip, Now::read());
         for r in &now {
             if let Err(e) = self.persist(r).await {
                 // The record keeps its earlier deadline: a stop before the undo undoes it then.
@@ -392,19 +414,16 @@ impl Dispatcher {
         let now = Instant::now();
         g.list()
             .map(|x| match x.phase {
-                grants::Phase::Running { .. } => view(&x.record, "running", None),
-                grants::Phase::Active { deadline } => {
+                schedule::Phase::Running { .. } => view(&x.record, "running", None),
+                schedule::Phase::Active { deadline } => {
                     let left = deadline.saturating_duration_since(now);
-                    let wall = x
-                        .record
-                        .deadline_unix_ms
-                        .saturating_sub(grants::now_unix_ms());
+                    let wall = x.record.deadline_unix_ms.saturating_sub(now_unix_ms());
                     let ms = u64::try_from(left.as_millis())
                         .unwrap_or(u64::MAX)
                         .min(wall);
                     view(&x.record, "active", Some(ms))
                 }
-                grants::Phase::Undoing => view(&x.record, "undoing", None),
+                schedule::Phase::Undoing => view(&x.record, "undoing", None),
             })
             .collect()
     }
@@ -479,7 +498,7 @@ fn outcome_of(o: &exec::Outcome) -> AckOutcome {
 }
 
 fn expires_in_ms(r: &Record) -> u64 {
-    r.deadline_unix_ms.saturating_sub(grants::now_unix_ms())
+    r.deadline_unix_ms.saturating_sub(now_unix_ms())
 }
 
 fn view(r: &Record, state: &str, expires_in_ms: Option<u64>) -> GrantView {
@@ -501,5 +520,39 @@ async fn blocking(
             path: "grant state".to_owned(),
             source: std::io::Error::other(e),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[test]
+    fn decisions() {
+        let c = Config::parse("[commands]\nhello = \"true\"\n", Path::new("t")).unwrap();
+        let ip: IpAddr = "2001:db8::5".parse().unwrap();
+        let known = Frame {
+            cmd: CmdHash::of_name("hello"),
+            ip,
+        };
+        assert!(
+            matches!(decide(&c.commands, Ok(known)), Decision::Run(cmd, i) if cmd.name == "hello" && i == ip)
+        );
+        let unknown = Frame {
+            cmd: CmdHash::of_name("nope"),
+            ip,
+        };
+        assert_eq!(
+            decide(&c.commands, Ok(unknown)),
+            Decision::Unknown(CmdHash::of_name("nope"), ip)
+        );
+        let mut zero_ip = known.to_bytes();
+        zero_ip[8..].fill(0);
+        assert_eq!(
+            decide(&c.commands, Frame::from_bytes(&zero_ip)),
+            Decision::Malformed(FrameError::NoIp)
+        );
     }
 }

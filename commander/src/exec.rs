@@ -66,9 +66,9 @@ pub struct RunAs {
 }
 
 impl RunAs {
-    /// The ids to keep in a grant record ([`crate::grants::RecordedRunAs`]).
-    pub fn to_record(&self) -> crate::grants::RecordedRunAs {
-        crate::grants::RecordedRunAs {
+    /// The ids to keep in a grant record ([`crate::schedule::RecordedRunAs`]).
+    pub fn to_record(&self) -> crate::schedule::RecordedRunAs {
+        crate::schedule::RecordedRunAs {
             user: self.user.clone(),
             uid: self.uid.as_raw(),
             gid: self.gid.as_raw(),
@@ -78,7 +78,7 @@ impl RunAs {
     }
 
     /// The identity a grant record holds, to undo as exactly what ran.
-    pub fn from_record(r: &crate::grants::RecordedRunAs) -> Self {
+    pub fn from_record(r: &crate::schedule::RecordedRunAs) -> Self {
         Self {
             user: r.user.clone(),
             uid: Uid::from_raw(r.uid),

@@ -83,8 +83,9 @@ impl Quiet {
         }
     }
 
-    /// Counted (not logged) events of `reason` in the current window (for tests).
-    pub fn suppressed(&self, reason: &'static str) -> u64 {
+    /// Counted (not logged) events of `reason` in the current window.
+    #[cfg(test)]
+    fn suppressed(&self, reason: &'static str) -> u64 {
         match self.windows.lock() {
             Ok(w) => w.get(reason).map_or(0, |x| x.suppressed),
             Err(p) => p.into_inner().get(reason).map_or(0, |x| x.suppressed),

@@ -11,8 +11,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::config::{Commands, Config, ConfigError};
+use ruroco_kit::config_error::{ConfigError, ConfigProblem};
+
+use crate::config::{Commands, Config};
 use crate::dispatch::{Dispatcher, Table};
+use crate::error::Error;
 
 /// What an operator runs to apply a setting that only a restart changes.
 pub const RESTART_HINT: &str = "systemctl restart ruroco-commander";
@@ -96,7 +99,7 @@ impl Reloader {
         Outcome { ok: true, message }
     }
 
-    async fn fail_closed(&self, running: &mut Config, error: &ConfigError) -> Outcome {
+    async fn fail_closed(&self, running: &mut Config, error: &Error) -> Outcome {
         let kept = salvage(running, &self.path, error);
         let message = format!(
             "reload failed: {error}; now in use: {} (a failed reload keeps only the commands whose definition is unchanged in the new file; fix it and reload again)",
@@ -183,10 +186,13 @@ fn changes(old: &Commands, new: &Commands) -> String {
 /// content) is it consulted, and a command is kept only if its entry in `[commands]`, read
 /// alone with the running `default_timeout` and `max_grants`, gives exactly the running
 /// definition. Otherwise (unreadable, untrusted or unparsable file) no command is kept.
-pub fn salvage(running: &Config, path: &Path, error: &ConfigError) -> Commands {
+pub(crate) fn salvage(running: &Config, path: &Path, error: &Error) -> Commands {
     if !matches!(
         error,
-        ConfigError::Parse { .. } | ConfigError::Invalid { .. }
+        Error::Config(ConfigError {
+            problem: ConfigProblem::Syntax(_) | ConfigProblem::Invalid { .. },
+            ..
+        })
     ) {
         return Commands::default();
     }
@@ -245,7 +251,7 @@ mod tests {
         let p = d.path().join("commander.toml");
         std::fs::write(&p, new_text).unwrap();
         let e = Config::parse(new_text, &p).unwrap_err();
-        salvage(running, &p, &e)
+        salvage(running, &p, &Error::Config(e))
             .sorted()
             .into_iter()
             .map(|(n, _)| n.to_owned())
@@ -276,11 +282,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("commander.toml");
         std::fs::write(&p, "[commands]\nkeep = \"echo keep\"\n").unwrap();
-        let e = ConfigError::Read {
-            path: p.display().to_string(),
-            source: std::io::Error::other("x"),
-        };
+        let e = Error::Config(ConfigError::read(&p, std::io::Error::other("x")));
         assert!(salvage(&running, &p, &e).is_empty());
+        let untrusted = Config::load(&p).unwrap_err();
+        assert!(matches!(untrusted, Error::Trust(_)), "{untrusted}");
+        assert!(salvage(&running, &p, &untrusted).is_empty());
     }
 
     #[test]
