@@ -75,36 +75,55 @@ const MAX_QUEUE: usize = 65536;
 /// One configured command, with its limits and optional undo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
+    /// Its key in `[commands]`, at most `MAX_COMMAND_NAME_BYTES` (256) bytes; the client names
+    /// it, the frame carries its hash (`CmdHash::of_name`).
     pub name: String,
+    /// The shell text run as `/bin/sh -c TEXT` (never empty).
     pub run: String,
+    /// How long a run may take before its process group is killed; its own `timeout`, else
+    /// `default_timeout`; never zero.
     pub timeout: Duration,
+    /// What undoes the command and when (docs/grants.md); `None`: the command makes no grant.
     pub undo: Option<Undo>,
     /// Grants of this command at once (commands with an undo only).
     pub max_grants: usize,
     /// `user` (and `group`), resolved when the config is loaded; `None` runs it as root.
-    pub run_as: Option<Arc<RunAs>>,
+    pub(crate) run_as: Option<Arc<RunAs>>,
 }
 
+/// A command's undo: the grant it makes is undone this long after its last run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undo {
+    /// The shell text of the undo (never empty, at most `MAX_UNDO_TEXT_BYTES`, 8 KiB).
     pub run: String,
+    /// `undo_after`: longer than zero, at most 366 days.
     pub after: Duration,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from (named in errors and logs).
     pub path: PathBuf,
+    /// The user ruroco-server runs as: only its uid may send frames (SO_PEERCRED).
     pub server_user: String,
+    /// The frame socket (absolute path), unless systemd passes one (LISTEN_FDS).
     pub socket: PathBuf,
+    /// The group of a frame socket the commander creates (`root:<group> 0660`).
     pub socket_group: String,
+    /// The root-only control socket of `grants`, `revoke` and `reload` (absolute path).
     pub control_socket: PathBuf,
+    /// Where the grant records live, in `grants/` (absolute path).
     pub state_dir: PathBuf,
+    /// Commands and undos running at once, 1..=1024.
     pub max_parallel: usize,
+    /// Frames waiting for a slot beyond `max_parallel`, 0..=65536; more are refused.
     pub queue: usize,
     /// Grants at once, all commands together.
     pub max_grants: usize,
+    /// The timeout of a command without its own, and of an undo whose command is gone.
     pub default_timeout: Duration,
+    /// The commands, by hash.
     pub commands: Commands,
 }
 
@@ -120,6 +139,7 @@ impl Commands {
         self.by_hash.get(&hash)
     }
 
+    /// The command with this name (reload, undos of a recorded grant).
     pub fn by_name(&self, name: &str) -> Option<&Command> {
         self.by_hash.values().find(|c| c.name == name)
     }
@@ -135,10 +155,12 @@ impl Commands {
         v
     }
 
+    /// How many commands.
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
 
+    /// No command at all (a loaded config never is; a failed reload may keep none).
     #[cfg_attr(not(feature = "internal-api"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()

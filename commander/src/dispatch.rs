@@ -49,14 +49,14 @@ pub(crate) fn decide(commands: &Commands, frame: Result<Frame, FrameError>) -> D
 
 /// Commands and the timeout used for undos whose command is gone; replaced on reload.
 #[derive(Debug)]
-pub struct Table {
-    pub commands: Commands,
-    pub default_timeout: Duration,
+pub(crate) struct Table {
+    pub(crate) commands: Commands,
+    pub(crate) default_timeout: Duration,
 }
 
 /// How `submit` took a frame.
 #[derive(Debug)]
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// Admitted: the outcome arrives when it is final; a closed receiver means the commander
     /// stopped before running it (the frame is not acknowledged, so the server sends it again).
     Queued(oneshot::Receiver<AckOutcome>),
@@ -66,19 +66,19 @@ pub enum Submitted {
 
 /// One grant as `ruroco-commander grants` shows it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct GrantView {
-    pub command: String,
-    pub ip: IpAddr,
+pub(crate) struct GrantView {
+    pub(crate) command: String,
+    pub(crate) ip: IpAddr,
     /// `running`, `active` or `undoing`; in a revoke's answer also `revoked` (its undo started
     /// now).
-    pub state: String,
-    pub since_unix_ms: u64,
+    pub(crate) state: String,
+    pub(crate) since_unix_ms: u64,
     /// Milliseconds until the undo (active grants only).
-    pub expires_in_ms: Option<u64>,
+    pub(crate) expires_in_ms: Option<u64>,
 }
 
 #[derive(Debug)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     table: RwLock<Arc<Table>>,
     slots: Arc<Semaphore>,
     max_parallel: usize,
@@ -95,7 +95,7 @@ pub struct Dispatcher {
     /// Signalled once when draining starts (connections stop reading frames).
     stop: Notify,
     /// Throttled warnings for what the server's uid can cause at any rate.
-    pub quiet: Quiet,
+    pub(crate) quiet: Quiet,
     commands_len: AtomicUsize,
     /// Shown before the counts in `STATUS=` until the next reload: a failed reload, or
     /// settings waiting for a restart.
@@ -103,7 +103,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
+    pub(crate) fn new(
         table: Table,
         max_parallel: usize,
         queue: usize,
@@ -129,14 +129,14 @@ impl Dispatcher {
         })
     }
 
-    pub fn table(&self) -> Arc<Table> {
+    pub(crate) fn table(&self) -> Arc<Table> {
         match self.table.read() {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    pub async fn replace_table(&self, table: Table, max_grants: usize) {
+    pub(crate) async fn replace_table(&self, table: Table, max_grants: usize) {
         self.commands_len
             .store(table.commands.len(), Ordering::Relaxed);
         match self.table.write() {
@@ -149,19 +149,19 @@ impl Dispatcher {
     }
 
     /// Set (or clear) the note `STATUS=` shows before the counts; sent with the next status.
-    pub fn set_note(&self, note: Option<String>) {
+    pub(crate) fn set_note(&self, note: Option<String>) {
         match self.note.write() {
             Ok(mut n) => *n = note,
             Err(poisoned) => *poisoned.into_inner() = note,
         }
     }
 
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
     /// Resolves once the commander is stopping.
-    pub async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         let stop = self.stop.notified();
         tokio::pin!(stop);
         stop.as_mut().enable();
@@ -172,7 +172,7 @@ impl Dispatcher {
     }
 
     /// Admit a frame's command: it runs when a slot is free, or is refused if the queue is full.
-    pub fn submit(self: &Arc<Self>, cmd: &Command, ip: IpAddr) -> Submitted {
+    pub(crate) fn submit(self: &Arc<Self>, cmd: &Command, ip: IpAddr) -> Submitted {
         let admitted = self
             .admitted
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -354,7 +354,7 @@ impl Dispatcher {
 
     /// Undo what start-up found to undo (earlier boot, interrupted runs, overdue), then fire
     /// undos as deadlines pass, until shutdown.
-    pub async fn undo_loop(self: Arc<Self>) {
+    pub(crate) async fn undo_loop(self: Arc<Self>) {
         let at_start = self.grants.lock().await.undoing();
         for (record, reason) in at_start {
             self.spawn_undo(record, reason);
@@ -383,7 +383,7 @@ impl Dispatcher {
 
     /// `ruroco-commander revoke`: undo matching active grants now; running ones are undone
     /// when their run ends. Returns what was revoked.
-    pub async fn revoke(
+    pub(crate) async fn revoke(
         self: &Arc<Self>,
         command: Option<&str>,
         ip: Option<IpAddr>,
@@ -409,7 +409,7 @@ impl Dispatcher {
     }
 
     /// Every grant, for `ruroco-commander grants`.
-    pub async fn list(&self) -> Vec<GrantView> {
+    pub(crate) async fn list(&self) -> Vec<GrantView> {
         let g = self.grants.lock().await;
         let now = Instant::now();
         g.list()
@@ -429,7 +429,7 @@ impl Dispatcher {
     }
 
     /// Grants running or active right now, and all grants (records kept on disk).
-    pub async fn grant_counts(&self) -> (usize, usize) {
+    pub(crate) async fn grant_counts(&self) -> (usize, usize) {
         let g = self.grants.lock().await;
         (g.active_count(), g.len())
     }
@@ -461,7 +461,7 @@ impl Dispatcher {
 
     /// Stop admitting; wait for running children (each bounded by its timeout + grace); jobs
     /// still waiting for a slot end without an outcome.
-    pub async fn drain(&self) {
+    pub(crate) async fn drain(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.stop.notify_waiters();
         self.wake.notify_one();
@@ -474,7 +474,7 @@ impl Dispatcher {
 }
 
 /// `STATUS=` text of the commander.
-pub fn status_line(commands: usize, active_grants: usize) -> String {
+pub(crate) fn status_line(commands: usize, active_grants: usize) -> String {
     format!("{commands} commands, {active_grants} active grants")
 }
 

@@ -18,28 +18,28 @@ use crate::dispatch::{Dispatcher, Table};
 use crate::error::Error;
 
 /// What an operator runs to apply a setting that only a restart changes.
-pub const RESTART_HINT: &str = "systemctl restart ruroco-commander";
+pub(crate) const RESTART_HINT: &str = "systemctl restart ruroco-commander";
 
 /// How a reload ended: what `ruroco-commander reload` prints and exits with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The new file was applied as a whole.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// One line: what changed and what needs a restart, or why the reload failed and what
     /// is in use now.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The config in effect, and the one way to change it (reloads are serialised).
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     running: Mutex<Config>,
     dispatcher: Arc<Dispatcher>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, running: Config, dispatcher: Arc<Dispatcher>) -> Arc<Self> {
+    pub(crate) fn new(path: PathBuf, running: Config, dispatcher: Arc<Dispatcher>) -> Arc<Self> {
         Arc::new(Self {
             path,
             running: Mutex::new(running),
@@ -49,7 +49,7 @@ impl Reloader {
 
     /// Re-read the config file and apply it; see the module docs. Logs the outcome, shows a
     /// failure (or a pending restart) in `STATUS=` until the next reload, and returns it.
-    pub async fn reload(&self) -> Outcome {
+    pub(crate) async fn reload(&self) -> Outcome {
         ruroco_kit::notify::reloading();
         let mut running = self.running.lock().await;
         let outcome = match Config::load(&self.path) {
@@ -129,7 +129,7 @@ impl Reloader {
 
 /// Settings that only a restart changes, by their names in `commander.toml`: the sockets, the
 /// server's uid, the state directory and the sizes of the slot and queue limits.
-pub fn restart_fields(running: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn restart_fields(running: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("server_user", new.server_user != running.server_user),
         ("socket", new.socket != running.socket),

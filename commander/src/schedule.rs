@@ -13,27 +13,27 @@ use serde::{Deserialize, Serialize};
 
 /// Hard bound on grant records loaded at start; `max_grants` cannot be set higher, so the
 /// commander never writes more records than it loads.
-pub const MAX_GRANTS_HARD: usize = 65536;
+pub(crate) const MAX_GRANTS_HARD: usize = 65536;
 /// Longest undo text a command may have (config check), so every record stays small.
-pub const MAX_UNDO_TEXT_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_UNDO_TEXT_BYTES: usize = 8 * 1024;
 /// Longest command name (config check), so every record stays small.
-pub const MAX_COMMAND_NAME_BYTES: usize = 256;
+pub(crate) const MAX_COMMAND_NAME_BYTES: usize = 256;
 /// Longest `undo_after` (config check); also caps a deadline read from a record.
-pub const MAX_UNDO_AFTER: Duration = Duration::from_secs(366 * 86_400);
+pub(crate) const MAX_UNDO_AFTER: Duration = Duration::from_secs(366 * 86_400);
 
 /// The two clocks a schedule decision reads: monotonic for the timers, wall clock for the
 /// deadlines persisted in records (so a reboot or a restart can still tell what is due).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
+pub(crate) struct Now {
     /// Monotonic time of the decision.
-    pub mono: Instant,
+    pub(crate) mono: Instant,
     /// Wall-clock milliseconds since the Unix epoch (0 before 1970).
-    pub wall_ms: u64,
+    pub(crate) wall_ms: u64,
 }
 
 impl Now {
     /// Both clocks, read now.
-    pub fn read() -> Self {
+    pub(crate) fn read() -> Self {
         Self {
             mono: Instant::now(),
             wall_ms: now_unix_ms(),
@@ -44,51 +44,51 @@ impl Now {
 /// A grant as stored: `<state_dir>/grants/<cmd hash>_<ip>`, TOML, mode 0600.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Record {
-    pub command: String,
-    pub ip: IpAddr,
+pub(crate) struct Record {
+    pub(crate) command: String,
+    pub(crate) ip: IpAddr,
     /// The undo text at grant time, so a later config change still undoes what was done.
-    pub undo: String,
-    pub undo_after_ms: u64,
+    pub(crate) undo: String,
+    pub(crate) undo_after_ms: u64,
     /// `/proc/sys/kernel/random/boot_id` of the boot that made the grant.
-    pub boot_id: String,
+    pub(crate) boot_id: String,
     /// `running` (the command may be half-applied) or `active`.
-    pub state: Stored,
+    pub(crate) state: Stored,
     /// Wall-clock ms when the grant's run started.
-    pub since_unix_ms: u64,
+    pub(crate) since_unix_ms: u64,
     /// Wall-clock ms of the undo (`active` only; 0 while running).
-    pub deadline_unix_ms: u64,
+    pub(crate) deadline_unix_ms: u64,
     /// Who the command ran as (`user`/`group`), so its undo runs as the same identity even
     /// when the command is gone from the config or its user changed; absent: root (also for
     /// records written before commands had a `user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_as: Option<RecordedRunAs>,
+    pub(crate) run_as: Option<RecordedRunAs>,
 }
 
 /// The identity a grant's command ran as, as ids (a user deleted or renamed since still
 /// undoes as the ids that ran), with the name and home for `USER`/`LOGNAME`/`HOME`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RecordedRunAs {
-    pub user: String,
-    pub uid: u32,
-    pub gid: u32,
+pub(crate) struct RecordedRunAs {
+    pub(crate) user: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     /// Supplementary groups (initgroups(3) at config load), gid included.
-    pub groups: Vec<u32>,
-    pub home: String,
+    pub(crate) groups: Vec<u32>,
+    pub(crate) home: String,
 }
 
 /// The persisted state of a grant; an undo in progress is stored as what it undoes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stored {
+pub(crate) enum Stored {
     Running,
     Active,
 }
 
 /// Where a grant is in its lifecycle, in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Its command runs; `revoke` = undo as soon as it finished.
     Running { revoke: bool },
     /// Applied; undone at `deadline` (monotonic) or at the record's wall-clock deadline,
@@ -100,7 +100,7 @@ pub enum Phase {
 
 /// Why a grant is undone (logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UndoReason {
+pub(crate) enum UndoReason {
     Expired,
     RunFailed,
     Revoked,
@@ -111,7 +111,7 @@ pub enum UndoReason {
 }
 
 impl UndoReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UndoReason::Expired => "expired",
             UndoReason::RunFailed => "run_failed",
@@ -124,22 +124,22 @@ impl UndoReason {
 
 /// One grant in memory.
 #[derive(Debug, Clone)]
-pub struct Grant {
-    pub record: Record,
-    pub phase: Phase,
+pub(crate) struct Grant {
+    pub(crate) record: Record,
+    pub(crate) phase: Phase,
     /// Set while `Undoing`: why.
-    pub reason: Option<UndoReason>,
+    pub(crate) reason: Option<UndoReason>,
 }
 
 /// Identifies a grant.
-pub type GrantKey = (String, IpAddr);
+pub(crate) type GrantKey = (String, IpAddr);
 
 /// What `Grants::revoke` matched: to undo now, undone when their run ends, already undoing.
-pub type Revoked = (Vec<Record>, Vec<Record>, Vec<Record>);
+pub(crate) type Revoked = (Vec<Record>, Vec<Record>, Vec<Record>);
 
 /// What a request for a command with an undo may do now (see `Grants::admit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// No grant: run the command (a `Running` record is to be persisted first).
     Run,
     /// Active: extend the deadline, do not run again.
@@ -152,7 +152,7 @@ pub enum Admit {
 
 /// The grant table with its limits. Sans-IO: callers persist the records it hands out.
 #[derive(Debug)]
-pub struct Grants {
+pub(crate) struct Grants {
     boot_id: String,
     max_total: usize,
     map: BTreeMap<GrantKey, Grant>,
@@ -160,7 +160,7 @@ pub struct Grants {
 }
 
 impl Grants {
-    pub fn new(boot_id: String, max_total: usize) -> Self {
+    pub(crate) fn new(boot_id: String, max_total: usize) -> Self {
         Self {
             boot_id,
             max_total: max_total.min(MAX_GRANTS_HARD),
@@ -170,11 +170,11 @@ impl Grants {
     }
 
     /// Change the total limit (reload); existing grants stay.
-    pub fn set_max_total(&mut self, max_total: usize) {
+    pub(crate) fn set_max_total(&mut self, max_total: usize) {
         self.max_total = max_total.min(MAX_GRANTS_HARD);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
@@ -184,19 +184,19 @@ impl Grants {
     }
 
     /// Grants that are applied right now (running or active, not being undone).
-    pub fn active_count(&self) -> usize {
+    pub(crate) fn active_count(&self) -> usize {
         self.map
             .values()
             .filter(|g| g.phase != Phase::Undoing)
             .count()
     }
 
-    pub fn get(&self, key: &GrantKey) -> Option<&Grant> {
+    pub(crate) fn get(&self, key: &GrantKey) -> Option<&Grant> {
         self.map.get(key)
     }
 
     /// What a request for `command` at `ip` may do; `per_command_max` is the command's limit.
-    pub fn admit(&self, key: &GrantKey, per_command_max: usize) -> Admit {
+    pub(crate) fn admit(&self, key: &GrantKey, per_command_max: usize) -> Admit {
         match self.map.get(key).map(|g| g.phase) {
             Some(Phase::Active { .. }) => Admit::Extend,
             Some(Phase::Running { .. } | Phase::Undoing) => Admit::Wait,
@@ -216,7 +216,7 @@ impl Grants {
     }
 
     /// [`Self::start`] for a command that runs as `run_as` (its undo will too).
-    pub fn start_as(
+    pub(crate) fn start_as(
         &mut self,
         key: &GrantKey,
         undo: &str,
@@ -240,14 +240,14 @@ impl Grants {
     }
 
     /// Forget a grant whose start could not be persisted.
-    pub fn abandon(&mut self, key: &GrantKey) {
+    pub(crate) fn abandon(&mut self, key: &GrantKey) {
         self.remove(key);
     }
 
     /// The run ended. On success (and not revoked meanwhile) the grant becomes active until
     /// now + `undo_after` and its record is returned for persisting; otherwise it is to be
     /// undone at once, for the returned reason.
-    pub fn run_finished(
+    pub(crate) fn run_finished(
         &mut self,
         key: &GrantKey,
         success: bool,
@@ -274,7 +274,12 @@ impl Grants {
     /// A repeat while active: the deadline becomes now + `undo_after` (the command's current
     /// one, so a reload that shortened it applies). Returns the record to persist, or `None` if
     /// the grant is not active.
-    pub fn extend(&mut self, key: &GrantKey, undo_after: Duration, now: Now) -> Option<Record> {
+    pub(crate) fn extend(
+        &mut self,
+        key: &GrantKey,
+        undo_after: Duration,
+        now: Now,
+    ) -> Option<Record> {
         let g = self.map.get_mut(key)?;
         if !matches!(g.phase, Phase::Active { .. }) {
             return None;
@@ -289,7 +294,7 @@ impl Grants {
     }
 
     /// Active grants past their deadline (monotonic or wall clock) become `Undoing`.
-    pub fn take_due(&mut self, now: Now) -> Vec<Record> {
+    pub(crate) fn take_due(&mut self, now: Now) -> Vec<Record> {
         let mut due = Vec::new();
         for g in self.map.values_mut() {
             if let Phase::Active { deadline } = g.phase
@@ -304,7 +309,7 @@ impl Grants {
     }
 
     /// Grants already `Undoing` whose undo has not been handed out (start-up, revoke).
-    pub fn undoing(&self) -> Vec<(Record, UndoReason)> {
+    pub(crate) fn undoing(&self) -> Vec<(Record, UndoReason)> {
         self.map
             .values()
             .filter(|g| g.phase == Phase::Undoing)
@@ -313,7 +318,7 @@ impl Grants {
     }
 
     /// The earliest monotonic deadline of an active grant.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.map
             .values()
             .filter_map(|g| match g.phase {
@@ -324,14 +329,19 @@ impl Grants {
     }
 
     /// The undo ran (whatever its exit): the grant is gone.
-    pub fn undone(&mut self, key: &GrantKey) {
+    pub(crate) fn undone(&mut self, key: &GrantKey) {
         self.remove(key);
     }
 
     /// Revoke matching grants: active ones become `Undoing` with their deadline now (returned,
     /// to be persisted and undone now); running ones are undone as soon as their run ends.
     /// Returns (to undo now, running, already being undone).
-    pub fn revoke(&mut self, command: Option<&str>, ip: Option<IpAddr>, now: Now) -> Revoked {
+    pub(crate) fn revoke(
+        &mut self,
+        command: Option<&str>,
+        ip: Option<IpAddr>,
+        now: Now,
+    ) -> Revoked {
         let mut at_once = Vec::new();
         let mut later = Vec::new();
         let mut undoing = Vec::new();
@@ -360,7 +370,7 @@ impl Grants {
     }
 
     /// Every grant, for `ruroco-commander grants`.
-    pub fn list(&self) -> impl Iterator<Item = &Grant> {
+    pub(crate) fn list(&self) -> impl Iterator<Item = &Grant> {
         self.map.values()
     }
 
@@ -368,7 +378,7 @@ impl Grants {
     /// once; an active one keeps its deadline, cut to at most `undo_after` from now (a clock
     /// that was ahead when it was made must not keep it open). Returns the record to persist
     /// again when its deadline was cut.
-    pub fn load(&mut self, mut record: Record, now: Now) -> Option<Record> {
+    pub(crate) fn load(&mut self, mut record: Record, now: Now) -> Option<Record> {
         let reason = if record.boot_id != self.boot_id {
             Some(UndoReason::Reboot)
         } else if record.state == Stored::Running {
@@ -434,7 +444,7 @@ fn later(now: Instant, d: Duration) -> Instant {
 }
 
 /// Wall-clock milliseconds since the epoch (persisted deadlines; 0 before 1970).
-pub fn now_unix_ms() -> u64 {
+pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, millis)

@@ -17,20 +17,20 @@ use serde::Deserialize;
 use crate::schedule::{MAX_GRANTS_HARD, Record, Stored, millis, now_unix_ms};
 
 /// Directory of grant records inside `state_dir`.
-pub const GRANTS_DIR: &str = "grants";
+pub(crate) const GRANTS_DIR: &str = "grants";
 /// The pending-undo file of ruroco 0.1.0, imported once at start and then removed.
-pub const LEGACY_UNDO_FILE: &str = "undo";
+pub(crate) const LEGACY_UNDO_FILE: &str = "undo";
 /// A record file larger than this is refused, at start and before it is written. The config
 /// limits keep every record below it: TOML escapes a byte as at most 6 (`\u0001`), so undo
 /// text and name take at most 6 × (8 KiB + 256) bytes, plus under 300 of fields.
-pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// The 0.1.0 undo file is read up to this size (its own limit).
 const MAX_LEGACY_BYTES: u64 = 16 * 1024 * 1024;
 /// Where the kernel tells which boot this is (proc(5)).
-pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+pub(crate) const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
 #[derive(Debug, thiserror::Error)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     #[error(
         "grant record {path} is unreadable ({message}): the access it granted may still be open; run its undo by hand, then delete the file"
     )]
@@ -56,10 +56,10 @@ pub enum GrantError {
 
 /// What `Store::load_all` found.
 #[derive(Debug, Default)]
-pub struct Loaded {
-    pub records: Vec<Record>,
+pub(crate) struct Loaded {
+    pub(crate) records: Vec<Record>,
     /// Entries skipped because the commander cannot have written them (logged as warnings).
-    pub foreign: Vec<PathBuf>,
+    pub(crate) foreign: Vec<PathBuf>,
 }
 
 /// Can `name` be a record file (`<command hash, 16 hex digits>_<ip>`)?
@@ -73,14 +73,14 @@ fn is_record_name(name: &str) -> bool {
 
 /// The grant records on disk.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
     /// Create `state_dir` (0700) and its `grants/` if missing, then check both with
     /// [`crate::config::STATE_DIR_RULE`] and [`crate::config::GRANTS_DIR_RULE`].
-    pub fn open(state_dir: &Path) -> Result<Self, GrantError> {
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, GrantError> {
         let dir = state_dir.join(GRANTS_DIR);
         for d in [state_dir, dir.as_path()] {
             let p = d.display().to_string();
@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// The file of one grant: `<cmd hash hex>_<ip>`.
-    pub fn path_of(&self, command: &str, ip: IpAddr) -> PathBuf {
+    pub(crate) fn path_of(&self, command: &str, ip: IpAddr) -> PathBuf {
         self.dir.join(format!("{}_{ip}", CmdHash::of_name(command)))
     }
 
@@ -122,7 +122,7 @@ impl Store {
     /// symlink, a directory or another non-regular file) are skipped and listed in `foreign`;
     /// a record file that is not root-owned, writable by others, too large or unreadable
     /// stops start-up (its grant may still be open).
-    pub fn load_all(&self) -> Result<Loaded, GrantError> {
+    pub(crate) fn load_all(&self) -> Result<Loaded, GrantError> {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         let d = self.dir.display().to_string();
@@ -208,7 +208,7 @@ impl Store {
     }
 
     /// Durably write one record (temp file, fsync, rename, fsync of the directory).
-    pub fn write(&self, r: &Record) -> Result<(), GrantError> {
+    pub(crate) fn write(&self, r: &Record) -> Result<(), GrantError> {
         let path = self.path_of(&r.command, r.ip);
         let io = |source| GrantError::Io {
             path: path.display().to_string(),
@@ -226,7 +226,7 @@ impl Store {
     }
 
     /// Durably remove one record.
-    pub fn remove(&self, command: &str, ip: IpAddr) -> Result<(), GrantError> {
+    pub(crate) fn remove(&self, command: &str, ip: IpAddr) -> Result<(), GrantError> {
         let path = self.path_of(command, ip);
         let io = |source| GrantError::Io {
             path: path.display().to_string(),
@@ -261,7 +261,7 @@ struct LegacyEntry {
 /// entries carry no boot id; an upgrade restarts the commander without a reboot). Each becomes
 /// a record on disk before the old file is removed, so a crash in between imports it again.
 /// `undo_after_of` gives a command's current `undo_after` (the clamp for its deadline).
-pub fn import_legacy(
+pub(crate) fn import_legacy(
     state_dir: &Path,
     store: &Store,
     boot_id: &str,
@@ -318,7 +318,7 @@ pub fn import_legacy(
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`, proc(5)).
-pub fn boot_id() -> Result<String, GrantError> {
+pub(crate) fn boot_id() -> Result<String, GrantError> {
     std::fs::read_to_string(BOOT_ID_PATH)
         .map(|s| s.trim().to_owned())
         .map_err(|source| GrantError::BootId { source })
