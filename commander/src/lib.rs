@@ -1,6 +1,6 @@
 //! ruroco-commander, the root executor: accepts 24-byte frames from the server's uid only and
 //! runs the configured command they name. The modules, in the order a frame meets them:
-//! `listener` (connections, SO_PEERCRED, the frame codec), `dispatch` (the decision and the
+//! `listener` (connections, SO_PEERCRED) with `codec` (24-byte frames), `dispatch` (the decision and the
 //! table of running commands), `schedule` (grants, pure) and `store` (grant records on disk),
 //! `exec` (`sh -c`, run-as, timeouts); around them `cli`, `daemon` (start-up, loop, drain),
 //! `config`, `reload`, `control`, `socket`, `quiet`, `error` and `manual`.
@@ -9,7 +9,12 @@
 #![forbid(unsafe_code)]
 
 mod cli;
-// The fuzz targets and the docs' tests parse configs (feature `internal-api`).
+// The fuzz targets cut frames with the codec and parse configs (feature `internal-api`), and so
+// do the docs' tests; a release build keeps both private.
+#[cfg(feature = "internal-api")]
+pub mod codec;
+#[cfg(not(feature = "internal-api"))]
+mod codec;
 #[cfg(feature = "internal-api")]
 pub mod config;
 #[cfg(not(feature = "internal-api"))]
