@@ -194,9 +194,14 @@ async fn serve(stream: UnixStream, peer: PeerCred, dispatcher: Arc<Dispatcher>) 
                     );
                     break;
                 }
-                Some(Err(ReadError::Io(e))) if begun.is_some() => {
+                Some(Err(ReadError::Io(_))) if begun.is_some() => {
                     let bytes = framed.read_buffer().len();
-                    tracing::warn!(event = "short_frame", pid = peer.pid, bytes, timeout = false, error = %e);
+                    tracing::warn!(
+                        event = "short_frame",
+                        pid = peer.pid,
+                        bytes,
+                        timeout = false
+                    );
                     break;
                 }
                 Some(Err(ReadError::Io(e))) => {
