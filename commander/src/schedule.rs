@@ -208,14 +208,14 @@ impl Grants {
         }
     }
 
-    /// Start a grant whose run begins now, as root; returns the record to persist before
-    /// running.
+    /// `start_as` for a command that runs as root.
     #[cfg(test)]
     fn start(&mut self, key: &GrantKey, undo: &str, undo_after: Duration, now: Now) -> Record {
         self.start_as(key, undo, undo_after, None, now)
     }
 
-    /// [`Self::start`] for a command that runs as `run_as` (its undo will too).
+    /// Start a grant whose run begins at `now`, its command run as `run_as` (root when `None`;
+    /// its undo will run as the same identity). Returns the record to persist before running.
     pub(crate) fn start_as(
         &mut self,
         key: &GrantKey,
@@ -491,6 +491,29 @@ mod tests {
         g.undone(&k);
         assert!(g.is_empty());
         assert_eq!(g.admit(&k, 10), Admit::Run);
+    }
+
+    /// The schedule reads no clock: the same `Now`s give the same deadlines to the millisecond.
+    #[test]
+    fn deadlines_follow_the_given_time_only() {
+        let t0 = Instant::now();
+        let at = |s: u64| Now {
+            mono: t0 + Duration::from_secs(s),
+            wall_ms: 1_000_000 + s * 1000,
+        };
+        let mut g = Grants::new("b".into(), 10);
+        let k = key("open", "192.0.2.7");
+        assert_eq!(g.start(&k, "close", AFTER, at(0)).since_unix_ms, 1_000_000);
+        let r = g.run_finished(&k, true, at(1)).unwrap();
+        assert_eq!(r.deadline_unix_ms, 1_001_000 + 300_000);
+        assert_eq!(g.next_deadline(), Some(at(1).mono + AFTER));
+        let e = g.extend(&k, AFTER, at(10)).unwrap();
+        assert_eq!(e.deadline_unix_ms, 1_010_000 + 300_000);
+        assert_eq!(g.next_deadline(), Some(at(10).mono + AFTER));
+        assert!(g.take_due(at(309)).is_empty());
+        assert_eq!(g.take_due(at(310)).len(), 1);
+        let (now, ..) = g.revoke(None, None, at(311));
+        assert!(now.is_empty(), "already undoing");
     }
 
     #[test]
