@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ruroco_kit::config_error::ConfigError;
 use ruroco_kit::duration::HumanDuration;
-use ruroco_kit::trust::{Access, Kind, Owner, Rule, TrustError, Who};
+use ruroco_kit::trust::{Access, Kind, Owner, Rule, Who};
 use ruroco_proto::CmdHash;
 
+use crate::error::Error;
 use crate::exec::RunAs;
-use crate::grants::{MAX_COMMAND_NAME_BYTES, MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES};
+use crate::schedule::{
+    MAX_COMMAND_NAME_BYTES, MAX_GRANTS_HARD, MAX_UNDO_AFTER, MAX_UNDO_TEXT_BYTES,
+};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -68,69 +72,58 @@ pub const GRANTS_DIR_RULE: Rule = Rule {
 const MAX_MAX_PARALLEL: usize = 1024;
 const MAX_QUEUE: usize = 65536;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source} (pass another file with --config PATH)")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("refusing config: {0}")]
-    Trust(TrustError),
-    #[error("config {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("config {path}: {message}")]
-    Invalid { path: String, message: String },
-    #[error(
-        "config {path}: server_user {user:?} does not exist: create it (e.g. via the package's sysusers.d) or fix server_user"
-    )]
-    UnknownUser { path: String, user: String },
-    #[error("config {path}: socket_group {group:?} does not exist: create it or fix socket_group")]
-    UnknownGroup { path: String, group: String },
-    #[error(
-        "config {path}: server_user {user:?} is not a member of socket_group {group:?}, so the server could not connect to the socket: add it (usermod -aG {group} {user}) or change socket_group or server_user"
-    )]
-    Unreachable {
-        path: String,
-        user: String,
-        group: String,
-    },
-}
-
 /// One configured command, with its limits and optional undo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
+    /// Its key in `[commands]`, at most `MAX_COMMAND_NAME_BYTES` (256) bytes; the client names
+    /// it, the frame carries its hash (`CmdHash::of_name`).
     pub name: String,
+    /// The shell text run as `/bin/sh -c TEXT` (never empty).
     pub run: String,
+    /// How long a run may take before its process group is killed; its own `timeout`, else
+    /// `default_timeout`; never zero.
     pub timeout: Duration,
+    /// What undoes the command and when (docs/grants.md); `None`: the command makes no grant.
     pub undo: Option<Undo>,
     /// Grants of this command at once (commands with an undo only).
     pub max_grants: usize,
     /// `user` (and `group`), resolved when the config is loaded; `None` runs it as root.
-    pub run_as: Option<Arc<RunAs>>,
+    pub(crate) run_as: Option<Arc<RunAs>>,
 }
 
+/// A command's undo: the grant it makes is undone this long after its last run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undo {
+    /// The shell text of the undo (never empty, at most `MAX_UNDO_TEXT_BYTES`, 8 KiB).
     pub run: String,
+    /// `undo_after`: longer than zero, at most 366 days.
     pub after: Duration,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from (named in errors and logs).
     pub path: PathBuf,
+    /// The user ruroco-server runs as: only its uid may send frames (SO_PEERCRED).
     pub server_user: String,
+    /// The frame socket (absolute path), unless systemd passes one (LISTEN_FDS).
     pub socket: PathBuf,
+    /// The group of a frame socket the commander creates (`root:<group> 0660`).
     pub socket_group: String,
+    /// The root-only control socket of `grants`, `revoke` and `reload` (absolute path).
     pub control_socket: PathBuf,
+    /// Where the grant records live, in `grants/` (absolute path).
     pub state_dir: PathBuf,
+    /// Commands and undos running at once, 1..=1024.
     pub max_parallel: usize,
+    /// Frames waiting for a slot beyond `max_parallel`, 0..=65536; more are refused.
     pub queue: usize,
     /// Grants at once, all commands together.
     pub max_grants: usize,
+    /// The timeout of a command without its own, and of an undo whose command is gone.
     pub default_timeout: Duration,
+    /// The commands, by hash.
     pub commands: Commands,
 }
 
@@ -146,6 +139,7 @@ impl Commands {
         self.by_hash.get(&hash)
     }
 
+    /// The command with this name (reload, undos of a recorded grant).
     pub fn by_name(&self, name: &str) -> Option<&Command> {
         self.by_hash.values().find(|c| c.name == name)
     }
@@ -161,10 +155,13 @@ impl Commands {
         v
     }
 
+    /// How many commands.
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
 
+    /// No command at all (a loaded config never is; a failed reload may keep none).
+    #[cfg_attr(not(feature = "internal-api"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }
@@ -268,29 +265,27 @@ impl<'de> Deserialize<'de> for RawCommand {
 impl Config {
     /// Parse and validate config text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let p = path.display().to_string();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: p.clone(),
-            message: one_line(&e.to_string()),
-        })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: p.clone(),
-            message,
-        };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::syntax(path, text, e.message(), e.span()))?;
+        let invalid = |field: String, message: String| ConfigError::invalid(path, field, message);
         if raw.max_parallel == 0 || raw.max_parallel > MAX_MAX_PARALLEL {
-            return Err(invalid(format!(
-                "max_parallel = {} is out of range: use 1..={MAX_MAX_PARALLEL}",
-                raw.max_parallel
-            )));
+            return Err(invalid(
+                "max_parallel".to_owned(),
+                format!(
+                    "{} is out of range: use 1..={MAX_MAX_PARALLEL}",
+                    raw.max_parallel
+                ),
+            ));
         }
         if raw.queue > MAX_QUEUE {
-            return Err(invalid(format!(
-                "queue = {} is out of range: use 0..={MAX_QUEUE}",
-                raw.queue
-            )));
+            return Err(invalid(
+                "queue".to_owned(),
+                format!("{} is out of range: use 0..={MAX_QUEUE}", raw.queue),
+            ));
         }
         if raw.server_user.is_empty() || raw.socket_group.is_empty() {
             return Err(invalid(
+                "server_user".to_owned(),
                 "server_user and socket_group must not be empty".to_owned(),
             ));
         }
@@ -299,23 +294,29 @@ impl Config {
             || !raw.control_socket.is_absolute()
         {
             return Err(invalid(
+                "socket".to_owned(),
                 "socket, control_socket and state_dir must be absolute paths".to_owned(),
             ));
         }
         if raw.max_grants == 0 || raw.max_grants > MAX_GRANTS_HARD {
-            return Err(invalid(format!(
-                "max_grants = {} is out of range: use 1..={MAX_GRANTS_HARD}",
-                raw.max_grants
-            )));
+            return Err(invalid(
+                "max_grants".to_owned(),
+                format!(
+                    "{} is out of range: use 1..={MAX_GRANTS_HARD}",
+                    raw.max_grants
+                ),
+            ));
         }
         let default_timeout = raw.default_timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
         if default_timeout.is_zero() {
             return Err(invalid(
-                "default_timeout must be longer than zero, e.g. \"30s\"".to_owned(),
+                "default_timeout".to_owned(),
+                "must be longer than zero, e.g. \"30s\"".to_owned(),
             ));
         }
         if raw.commands.is_empty() {
             return Err(invalid(
+                "commands".to_owned(),
                 "no commands: add a [commands] table, e.g. hello = \"echo hello from $RUROCO_IP\""
                     .to_owned(),
             ));
@@ -323,44 +324,51 @@ impl Config {
         let mut by_hash = BTreeMap::new();
         for (name, RawCommand(t)) in raw.commands {
             if name.is_empty() {
-                return Err(invalid("a command name is empty".to_owned()));
+                return Err(invalid(
+                    "commands".to_owned(),
+                    "a command name is empty".to_owned(),
+                ));
             }
             if name.len() > MAX_COMMAND_NAME_BYTES {
-                return Err(invalid(format!(
-                    "a command name is longer than {MAX_COMMAND_NAME_BYTES} bytes: shorten it"
-                )));
+                return Err(invalid(
+                    "commands".to_owned(),
+                    format!(
+                        "a command name is longer than {MAX_COMMAND_NAME_BYTES} bytes: shorten it"
+                    ),
+                ));
             }
             if t.run.trim().is_empty() {
-                return Err(invalid(format!(
-                    "commands.{name}: run is empty: give the shell text to run"
-                )));
+                return Err(invalid(
+                    format!("commands.{name}"),
+                    "run is empty: give the shell text to run".to_owned(),
+                ));
             }
             let timeout = t.timeout.map_or(default_timeout, |d| d.0);
             if timeout.is_zero() {
-                return Err(invalid(format!(
-                    "commands.{name}: timeout must be longer than zero: set e.g. timeout = \"30s\" (or leave it out for default_timeout)"
-                )));
+                return Err(invalid(format!("commands.{name}"), "timeout must be longer than zero: set e.g. timeout = \"30s\" (or leave it out for default_timeout)".to_owned()));
             }
             let undo = match (t.undo, t.undo_after) {
                 (None, None) => None,
                 (Some(run), Some(after)) => {
                     if run.trim().is_empty() {
-                        return Err(invalid(format!("commands.{name}: undo is empty")));
+                        return Err(invalid(
+                            format!("commands.{name}"),
+                            "undo is empty".to_owned(),
+                        ));
                     }
                     if run.len() > MAX_UNDO_TEXT_BYTES {
-                        return Err(invalid(format!(
-                            "commands.{name}: undo is longer than {MAX_UNDO_TEXT_BYTES} bytes: move it into a script and call that"
-                        )));
+                        return Err(invalid(
+                            format!("commands.{name}"),
+                            format!(
+                                "undo is longer than {MAX_UNDO_TEXT_BYTES} bytes: move it into a script and call that"
+                            ),
+                        ));
                     }
                     if after.0 > MAX_UNDO_AFTER {
-                        return Err(invalid(format!(
-                            "commands.{name}: undo_after is longer than 366 days: use a shorter one (or a command without undo)"
-                        )));
+                        return Err(invalid(format!("commands.{name}"), "undo_after is longer than 366 days: use a shorter one (or a command without undo)".to_owned()));
                     }
                     if after.0.is_zero() {
-                        return Err(invalid(format!(
-                            "commands.{name}: undo_after must be longer than zero (the access would be undone as it opens): set e.g. undo_after = \"5m\""
-                        )));
+                        return Err(invalid(format!("commands.{name}"), "undo_after must be longer than zero (the access would be undone as it opens): set e.g. undo_after = \"5m\"".to_owned()));
                     }
                     Some(Undo {
                         run,
@@ -368,41 +376,49 @@ impl Config {
                     })
                 }
                 (Some(_), None) => {
-                    return Err(invalid(format!(
-                        "commands.{name}: undo without undo_after: add undo_after = \"5m\" (or remove undo)"
-                    )));
+                    return Err(invalid(
+                        format!("commands.{name}"),
+                        "undo without undo_after: add undo_after = \"5m\" (or remove undo)"
+                            .to_owned(),
+                    ));
                 }
                 (None, Some(_)) => {
-                    return Err(invalid(format!(
-                        "commands.{name}: undo_after without undo: add undo = \"...\" (or remove undo_after)"
-                    )));
+                    return Err(invalid(
+                        format!("commands.{name}"),
+                        "undo_after without undo: add undo = \"...\" (or remove undo_after)"
+                            .to_owned(),
+                    ));
                 }
             };
             let max_grants = match (t.max_grants, &undo) {
                 (None, _) => DEFAULT_MAX_GRANTS_PER_COMMAND.min(raw.max_grants),
                 (Some(n), Some(_)) if (1..=raw.max_grants).contains(&n) => n,
                 (Some(n), Some(_)) => {
-                    return Err(invalid(format!(
-                        "commands.{name}: max_grants = {n} is out of range: use 1..={} (the top-level max_grants)",
-                        raw.max_grants
-                    )));
+                    return Err(invalid(
+                        format!("commands.{name}"),
+                        format!(
+                            "max_grants = {n} is out of range: use 1..={} (the top-level max_grants)",
+                            raw.max_grants
+                        ),
+                    ));
                 }
                 (Some(_), None) => {
-                    return Err(invalid(format!(
-                        "commands.{name}: max_grants without undo: only commands with an undo make grants; remove max_grants"
-                    )));
+                    return Err(invalid(format!("commands.{name}"), "max_grants without undo: only commands with an undo make grants; remove max_grants".to_owned()));
                 }
             };
             let run_as = resolve_run_as(t.user.as_deref(), t.group.as_deref())
-                .map_err(|m| invalid(format!("commands.{name}: {m}")))?
+                .map_err(|m| invalid(format!("commands.{name}"), m))?
                 .map(Arc::new);
             let hash = CmdHash::of_name(&name);
             if let Some(other) = by_hash.get(&hash) {
                 let other: &Command = other;
-                return Err(invalid(format!(
-                    "commands.{name} and commands.{} share the hash {hash}: rename one",
-                    other.name
-                )));
+                return Err(invalid(
+                    format!("commands.{name}"),
+                    format!(
+                        "commands.{name} and commands.{} share the hash {hash}: rename one",
+                        other.name
+                    ),
+                ));
             }
             by_hash.insert(
                 hash,
@@ -434,35 +450,31 @@ impl Config {
     /// Read the file, refuse it unless it passes [`CONFIG_RULE`] (not a symlink, root-owned,
     /// mode 0600 or stricter, no extended ACL, safe directories above it), then parse. The checks are made on the opened file, so a
     /// swap after the check cannot slip through.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, Error> {
         use std::io::Read;
-        let p = path.display().to_string();
-        let read_err = |source| ConfigError::Read {
-            path: p.clone(),
-            source,
-        };
+        let read_err = |source| ConfigError::read(path, source);
         // By path first when it exists: no symlink, and the directories above (a missing file
         // gets the read error below).
         if std::fs::symlink_metadata(path).is_ok() {
             CONFIG_RULE
                 .check_path(path, &Who::current())
-                .map_err(ConfigError::Trust)?;
+                .map_err(Error::Trust)?;
         }
         let file = std::fs::File::open(path).map_err(read_err)?;
         CONFIG_RULE
             .check_file(path, &file, &Who::current())
-            .map_err(ConfigError::Trust)?;
+            .map_err(Error::Trust)?;
         let mut text = String::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_string(&mut text)
             .map_err(read_err)?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::Invalid {
-                path: p,
-                message: format!("larger than {MAX_CONFIG_BYTES} bytes"),
-            });
+            return Err(read_err(std::io::Error::other(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes"
+            )))
+            .into());
         }
-        Self::parse(&text, path)
+        Ok(Self::parse(&text, path)?)
     }
 
     /// Everything the commander checks before it starts, in `--check` and at start alike:
@@ -471,53 +483,65 @@ impl Config {
     /// file), and `state_dir` and its `grants/`, when they exist already (the commander creates
     /// them otherwise), pass [`STATE_DIR_RULE`] and [`GRANTS_DIR_RULE`]. Returns the server's
     /// uid and the socket group's gid.
-    pub fn preflight(&self) -> Result<(u32, u32), ConfigError> {
+    pub(crate) fn preflight(&self) -> Result<(u32, u32), Error> {
         let uid = self.server_uid()?;
         let gid = self.socket_gid()?;
         if uid != 0 {
-            let server = Who::user(&self.server_user, "server_user").map_err(ConfigError::Trust)?;
+            let server = Who::user(&self.server_user, "server_user").map_err(Error::Trust)?;
             let owns_socket = std::fs::symlink_metadata(&self.socket)
                 .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid);
             if !server.in_group(gid) && !owns_socket {
-                return Err(ConfigError::Unreachable {
-                    path: self.path.display().to_string(),
-                    user: self.server_user.clone(),
-                    group: self.socket_group.clone(),
-                });
+                let (user, group) = (&self.server_user, &self.socket_group);
+                return Err(ConfigError::invalid(
+                    &self.path,
+                    "server_user",
+                    format!(
+                        "server_user {user:?} is not a member of socket_group {group:?}, so the server could not connect to the socket: add it (usermod -aG {group} {user}) or change socket_group or server_user"
+                    ),
+                )
+                .into());
             }
         }
-        let grants = self.state_dir.join(crate::grants::GRANTS_DIR);
+        let grants = self.state_dir.join(crate::store::GRANTS_DIR);
         for (rule, dir) in [
             (&STATE_DIR_RULE, &self.state_dir),
             (&GRANTS_DIR_RULE, &grants),
         ] {
             if dir.symlink_metadata().is_ok() {
                 rule.check_path(dir, &Who::current())
-                    .map_err(ConfigError::Trust)?;
+                    .map_err(Error::Trust)?;
             }
         }
         Ok((uid, gid))
     }
 
     /// The uid allowed to send frames.
-    pub fn server_uid(&self) -> Result<u32, ConfigError> {
+    fn server_uid(&self) -> Result<u32, ConfigError> {
         match nix::unistd::User::from_name(&self.server_user) {
             Ok(Some(u)) => Ok(u.uid.as_raw()),
-            _ => Err(ConfigError::UnknownUser {
-                path: self.path.display().to_string(),
-                user: self.server_user.clone(),
-            }),
+            _ => Err(ConfigError::invalid(
+                &self.path,
+                "server_user",
+                format!(
+                    "server_user {:?} does not exist: create it (e.g. via the package's sysusers.d) or fix server_user",
+                    self.server_user
+                ),
+            )),
         }
     }
 
     /// The group owning a socket file the commander creates itself.
-    pub fn socket_gid(&self) -> Result<u32, ConfigError> {
+    fn socket_gid(&self) -> Result<u32, ConfigError> {
         match nix::unistd::Group::from_name(&self.socket_group) {
             Ok(Some(g)) => Ok(g.gid.as_raw()),
-            _ => Err(ConfigError::UnknownGroup {
-                path: self.path.display().to_string(),
-                group: self.socket_group.clone(),
-            }),
+            _ => Err(ConfigError::invalid(
+                &self.path,
+                "socket_group",
+                format!(
+                    "socket_group {:?} does not exist: create it or fix socket_group",
+                    self.socket_group
+                ),
+            )),
         }
     }
 }
@@ -571,16 +595,6 @@ fn resolve_run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<RunA
         groups,
         home: u.dir.display().to_string(),
     }))
-}
-
-/// toml errors span several lines (position, source excerpt, message); keep the position and
-/// the message so the daemon reports one line.
-fn one_line(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    match (lines.first(), lines.last()) {
-        (Some(first), Some(last)) if lines.len() > 1 => format!("{first}: {last}"),
-        _ => lines.join(" "),
-    }
 }
 
 #[cfg(test)]
@@ -689,7 +703,7 @@ timeout = "10s"
             ),
             (
                 "[commands]\nx = { run = \"true\", timeout = \"0s\" }",
-                "commands.x: timeout",
+                "`commands.x`: timeout",
             ),
             (
                 "default_timeout = \"0ms\"\n[commands]\nx = \"true\"",
@@ -702,23 +716,23 @@ timeout = "10s"
             ),
             (
                 "max_grants = 2\n[commands]\nx = { run = \"t\", undo = \"f\", undo_after = \"1s\", max_grants = 3 }",
-                "commands.x: max_grants = 3",
+                "`commands.x`: max_grants = 3",
             ),
             (
                 "[commands]\nx = { run = \"true\", user = \"no-such-user-r\" }",
-                "commands.x: user \"no-such-user-r\" does not exist",
+                "`commands.x`: user \"no-such-user-r\" does not exist",
             ),
             (
                 "[commands]\nx = { run = \"true\", user = \"nobody\", group = \"no-such-grp-r\" }",
-                "commands.x: group \"no-such-grp-r\" does not exist",
+                "`commands.x`: group \"no-such-grp-r\" does not exist",
             ),
             (
                 "[commands]\nx = { run = \"true\", group = \"root\" }",
-                "commands.x: group without user",
+                "`commands.x`: group without user",
             ),
             (
                 "[commands]\nx = { run = \"true\", user = \"\" }",
-                "commands.x: user is empty",
+                "`commands.x`: user is empty",
             ),
         ];
         for (text, needle) in cases {
@@ -726,6 +740,27 @@ timeout = "10s"
             assert!(e.contains(needle), "{text:?}: {e}");
             assert!(!e.contains('\n'), "multi-line error: {e}");
         }
+    }
+
+    /// A value of the wrong type keeps toml's position: one line for the journal, and for
+    /// `--check` that line of the file with a caret under the value.
+    #[test]
+    fn a_type_error_keeps_its_line_and_column() {
+        let e =
+            parse("queue = 4\nmax_parallel = \"many\"\n[commands]\nx = \"true\"\n").unwrap_err();
+        let one = e.to_string();
+        assert!(
+            one.starts_with("config /etc/ruroco/commander.toml:2:16: "),
+            "{one}"
+        );
+        assert!(!one.contains('\n'), "{one}");
+        assert_eq!(
+            e.render().lines().skip(1).collect::<Vec<_>>(),
+            [
+                "  2 | max_parallel = \"many\"",
+                "    |                ^^^^^^"
+            ]
+        );
     }
 
     proptest::proptest! {

@@ -17,21 +17,21 @@ use crate::dispatch::{Dispatcher, GrantView};
 use crate::reload::{Outcome, Reloader};
 
 /// A request line longer than this is refused.
-pub const MAX_REQUEST_BYTES: u64 = 4096;
+pub(crate) const MAX_REQUEST_BYTES: u64 = 4096;
 /// A response longer than this is refused by the client (65536 grants fit easily).
-pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 /// The commander gives a client this long to send its request line.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client waits this long for the answer: a revoke of thousands of grants records each one
 /// durably before it answers.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The only uid served.
 const ROOT: u32 = 0;
 
 /// What the operator asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
+pub(crate) enum Request {
     /// Every grant.
     List {},
     /// Undo matching grants now (`None` matches any).
@@ -46,14 +46,14 @@ pub enum Request {
 /// The commander's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Response {
+pub(crate) enum Response {
     Grants(Vec<GrantView>),
     Reloaded(Outcome),
     Error(String),
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error(
         "cannot reach the commander at {path}: {source} (is it running? systemctl status ruroco-commander; run this as root)"
     )]
@@ -71,10 +71,14 @@ pub enum ControlError {
 }
 
 /// Control connections served at once; more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 8;
+pub(crate) const MAX_CONNECTIONS: usize = 8;
 
 /// Serve control connections until the listener fails; each is handled on its own task.
-pub async fn serve(listener: UnixListener, dispatcher: Arc<Dispatcher>, reloader: Arc<Reloader>) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    dispatcher: Arc<Dispatcher>,
+    reloader: Arc<Reloader>,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -146,7 +150,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 }
 
 /// Send one request to the commander at `path` and wait for its answer (grants).
-pub async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, ControlError> {
+pub(crate) async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, ControlError> {
     match exchange(path, req).await? {
         Response::Grants(g) => Ok(g),
         Response::Error(e) => Err(ControlError::Refused(e)),
@@ -158,7 +162,7 @@ pub async fn request(path: &Path, req: &Request) -> Result<Vec<GrantView>, Contr
 }
 
 /// `ruroco-commander reload`: ask the commander at `path` to reload and return its outcome.
-pub async fn reload(path: &Path) -> Result<Outcome, ControlError> {
+pub(crate) async fn reload(path: &Path) -> Result<Outcome, ControlError> {
     match exchange(path, &Request::Reload {}).await? {
         Response::Reloaded(o) => Ok(o),
         Response::Error(e) => Err(ControlError::Refused(e)),

@@ -1,4 +1,5 @@
-//! Admission and scheduling: at most `max_parallel` children at once, at most `queue` frames
+//! What a frame asks for and how it is carried out: the decision (run, unknown, malformed;
+//! for a command with an undo: run, extend the grant, wait, or refuse), at most `max_parallel` children at once, at most `queue` frames
 //! waiting for a slot (beyond: refused), the grant lifecycle of commands with an undo (run →
 //! active → undo, repeats extend, failures undo at once; docs/grants.md), undos fired on
 //! time, and a drain at shutdown.
@@ -11,27 +12,51 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ruroco_kit::notify;
-use ruroco_proto::AckOutcome;
+use ruroco_proto::frame::FrameError;
+use ruroco_proto::{AckOutcome, CmdHash, Frame};
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::{Command, Commands};
 use crate::exec::{self, Job, Kind};
-use crate::grants::{self, Admit, GrantError, GrantKey, Grants, Record, Store, UndoReason};
 use crate::quiet::Quiet;
+use crate::schedule::{self, Admit, GrantKey, Grants, Now, Record, UndoReason, now_unix_ms};
+use crate::store::{GrantError, Store};
 
 /// The undo scheduler re-reads the wall clock at least this often (clock steps, suspend).
 const UNDO_MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// What a frame asks for (the sans-IO part of the commander).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decision<'a> {
+    /// A configured command, for this client IP.
+    Run(&'a Command, IpAddr),
+    /// No configured command has this hash.
+    Unknown(CmdHash, IpAddr),
+    /// Not a frame the server sends (docs/protocol.md).
+    Malformed(FrameError),
+}
+
+/// The decision for one parsed (or malformed) frame against the commands in effect.
+pub(crate) fn decide(commands: &Commands, frame: Result<Frame, FrameError>) -> Decision<'_> {
+    match frame {
+        Ok(f) => match commands.get(f.cmd) {
+            Some(c) => Decision::Run(c, f.ip),
+            None => Decision::Unknown(f.cmd, f.ip),
+        },
+        Err(e) => Decision::Malformed(e),
+    }
+}
+
 /// Commands and the timeout used for undos whose command is gone; replaced on reload.
 #[derive(Debug)]
-pub struct Table {
-    pub commands: Commands,
-    pub default_timeout: Duration,
+pub(crate) struct Table {
+    pub(crate) commands: Commands,
+    pub(crate) default_timeout: Duration,
 }
 
 /// How `submit` took a frame.
 #[derive(Debug)]
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// Admitted: the outcome arrives when it is final; a closed receiver means the commander
     /// stopped before running it (the frame is not acknowledged, so the server sends it again).
     Queued(oneshot::Receiver<AckOutcome>),
@@ -41,19 +66,19 @@ pub enum Submitted {
 
 /// One grant as `ruroco-commander grants` shows it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct GrantView {
-    pub command: String,
-    pub ip: IpAddr,
+pub(crate) struct GrantView {
+    pub(crate) command: String,
+    pub(crate) ip: IpAddr,
     /// `running`, `active` or `undoing`; in a revoke's answer also `revoked` (its undo started
     /// now).
-    pub state: String,
-    pub since_unix_ms: u64,
+    pub(crate) state: String,
+    pub(crate) since_unix_ms: u64,
     /// Milliseconds until the undo (active grants only).
-    pub expires_in_ms: Option<u64>,
+    pub(crate) expires_in_ms: Option<u64>,
 }
 
 #[derive(Debug)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     table: RwLock<Arc<Table>>,
     slots: Arc<Semaphore>,
     max_parallel: usize,
@@ -70,7 +95,7 @@ pub struct Dispatcher {
     /// Signalled once when draining starts (connections stop reading frames).
     stop: Notify,
     /// Throttled warnings for what the server's uid can cause at any rate.
-    pub quiet: Quiet,
+    pub(crate) quiet: Quiet,
     commands_len: AtomicUsize,
     /// Shown before the counts in `STATUS=` until the next reload: a failed reload, or
     /// settings waiting for a restart.
@@ -78,7 +103,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
+    pub(crate) fn new(
         table: Table,
         max_parallel: usize,
         queue: usize,
@@ -104,14 +129,14 @@ impl Dispatcher {
         })
     }
 
-    pub fn table(&self) -> Arc<Table> {
+    pub(crate) fn table(&self) -> Arc<Table> {
         match self.table.read() {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    pub async fn replace_table(&self, table: Table, max_grants: usize) {
+    pub(crate) async fn replace_table(&self, table: Table, max_grants: usize) {
         self.commands_len
             .store(table.commands.len(), Ordering::Relaxed);
         match self.table.write() {
@@ -124,19 +149,19 @@ impl Dispatcher {
     }
 
     /// Set (or clear) the note `STATUS=` shows before the counts; sent with the next status.
-    pub fn set_note(&self, note: Option<String>) {
+    pub(crate) fn set_note(&self, note: Option<String>) {
         match self.note.write() {
             Ok(mut n) => *n = note,
             Err(poisoned) => *poisoned.into_inner() = note,
         }
     }
 
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
     /// Resolves once the commander is stopping.
-    pub async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         let stop = self.stop.notified();
         tokio::pin!(stop);
         stop.as_mut().enable();
@@ -147,7 +172,7 @@ impl Dispatcher {
     }
 
     /// Admit a frame's command: it runs when a slot is free, or is refused if the queue is full.
-    pub fn submit(self: &Arc<Self>, cmd: &Command, ip: IpAddr) -> Submitted {
+    pub(crate) fn submit(self: &Arc<Self>, cmd: &Command, ip: IpAddr) -> Submitted {
         let admitted = self
             .admitted
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -200,7 +225,7 @@ impl Dispatcher {
             let mut g = self.grants.lock().await;
             match g.admit(&key, cmd.max_grants) {
                 Admit::Extend => {
-                    let Some(record) = g.extend(&key, undo.after) else {
+                    let Some(record) = g.extend(&key, undo.after, Now::read()) else {
                         return Some(AckOutcome::Failed);
                     };
                     // On a failed write the file keeps the earlier deadline: a crash then undoes
@@ -239,7 +264,7 @@ impl Dispatcher {
                 }
                 Admit::Run => {
                     let run_as = cmd.run_as.as_deref().map(exec::RunAs::to_record);
-                    let record = g.start_as(&key, &undo.run, undo.after, run_as);
+                    let record = g.start_as(&key, &undo.run, undo.after, run_as, Now::read());
                     if let Err(e) = self.persist(&record).await {
                         g.abandon(&key);
                         tracing::error!(event = "failed", reason = "grant_persist", command = %cmd.name, ip = %ip, error = %e, "not run: its grant could not be recorded");
@@ -253,7 +278,7 @@ impl Dispatcher {
         };
         let outcome = exec::run(&command_job(cmd, ip)).await;
         let mut g = self.grants.lock().await;
-        match g.run_finished(&key, outcome.success()) {
+        match g.run_finished(&key, outcome.success(), Now::read()) {
             Ok(record) => {
                 let persisted = self.persist(&record).await;
                 if let Err(e) = &persisted {
@@ -329,7 +354,7 @@ impl Dispatcher {
 
     /// Undo what start-up found to undo (earlier boot, interrupted runs, overdue), then fire
     /// undos as deadlines pass, until shutdown.
-    pub async fn undo_loop(self: Arc<Self>) {
+    pub(crate) async fn undo_loop(self: Arc<Self>) {
         let at_start = self.grants.lock().await.undoing();
         for (record, reason) in at_start {
             self.spawn_undo(record, reason);
@@ -340,10 +365,7 @@ impl Dispatcher {
             }
             let (due, next) = {
                 let mut g = self.grants.lock().await;
-                (
-                    g.take_due(Instant::now(), grants::now_unix_ms()),
-                    g.next_deadline(),
-                )
+                (g.take_due(Now::read()), g.next_deadline())
             };
             for record in due {
                 self.spawn_undo(record, UndoReason::Expired);
@@ -361,12 +383,12 @@ impl Dispatcher {
 
     /// `ruroco-commander revoke`: undo matching active grants now; running ones are undone
     /// when their run ends. Returns what was revoked.
-    pub async fn revoke(
+    pub(crate) async fn revoke(
         self: &Arc<Self>,
         command: Option<&str>,
         ip: Option<IpAddr>,
     ) -> Vec<GrantView> {
-        let (now, later, undoing) = self.grants.lock().await.revoke(command, ip);
+        let (now, later, undoing) = self.grants.lock().await.revoke(command, ip, Now::read());
         for r in &now {
             if let Err(e) = self.persist(r).await {
                 // The record keeps its earlier deadline: a stop before the undo undoes it then.
@@ -387,30 +409,27 @@ impl Dispatcher {
     }
 
     /// Every grant, for `ruroco-commander grants`.
-    pub async fn list(&self) -> Vec<GrantView> {
+    pub(crate) async fn list(&self) -> Vec<GrantView> {
         let g = self.grants.lock().await;
         let now = Instant::now();
         g.list()
             .map(|x| match x.phase {
-                grants::Phase::Running { .. } => view(&x.record, "running", None),
-                grants::Phase::Active { deadline } => {
+                schedule::Phase::Running { .. } => view(&x.record, "running", None),
+                schedule::Phase::Active { deadline } => {
                     let left = deadline.saturating_duration_since(now);
-                    let wall = x
-                        .record
-                        .deadline_unix_ms
-                        .saturating_sub(grants::now_unix_ms());
+                    let wall = x.record.deadline_unix_ms.saturating_sub(now_unix_ms());
                     let ms = u64::try_from(left.as_millis())
                         .unwrap_or(u64::MAX)
                         .min(wall);
                     view(&x.record, "active", Some(ms))
                 }
-                grants::Phase::Undoing => view(&x.record, "undoing", None),
+                schedule::Phase::Undoing => view(&x.record, "undoing", None),
             })
             .collect()
     }
 
     /// Grants running or active right now, and all grants (records kept on disk).
-    pub async fn grant_counts(&self) -> (usize, usize) {
+    pub(crate) async fn grant_counts(&self) -> (usize, usize) {
         let g = self.grants.lock().await;
         (g.active_count(), g.len())
     }
@@ -442,7 +461,7 @@ impl Dispatcher {
 
     /// Stop admitting; wait for running children (each bounded by its timeout + grace); jobs
     /// still waiting for a slot end without an outcome.
-    pub async fn drain(&self) {
+    pub(crate) async fn drain(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.stop.notify_waiters();
         self.wake.notify_one();
@@ -455,7 +474,7 @@ impl Dispatcher {
 }
 
 /// `STATUS=` text of the commander.
-pub fn status_line(commands: usize, active_grants: usize) -> String {
+pub(crate) fn status_line(commands: usize, active_grants: usize) -> String {
     format!("{commands} commands, {active_grants} active grants")
 }
 
@@ -479,7 +498,7 @@ fn outcome_of(o: &exec::Outcome) -> AckOutcome {
 }
 
 fn expires_in_ms(r: &Record) -> u64 {
-    r.deadline_unix_ms.saturating_sub(grants::now_unix_ms())
+    r.deadline_unix_ms.saturating_sub(now_unix_ms())
 }
 
 fn view(r: &Record, state: &str, expires_in_ms: Option<u64>) -> GrantView {
@@ -501,5 +520,39 @@ async fn blocking(
             path: "grant state".to_owned(),
             source: std::io::Error::other(e),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[test]
+    fn decisions() {
+        let c = Config::parse("[commands]\nhello = \"true\"\n", Path::new("t")).unwrap();
+        let ip: IpAddr = "2001:db8::5".parse().unwrap();
+        let known = Frame {
+            cmd: CmdHash::of_name("hello"),
+            ip,
+        };
+        assert!(
+            matches!(decide(&c.commands, Ok(known)), Decision::Run(cmd, i) if cmd.name == "hello" && i == ip)
+        );
+        let unknown = Frame {
+            cmd: CmdHash::of_name("nope"),
+            ip,
+        };
+        assert_eq!(
+            decide(&c.commands, Ok(unknown)),
+            Decision::Unknown(CmdHash::of_name("nope"), ip)
+        );
+        let mut zero_ip = known.to_bytes();
+        zero_ip[8..].fill(0);
+        assert_eq!(
+            decide(&c.commands, Frame::from_bytes(&zero_ip)),
+            Decision::Malformed(FrameError::NoIp)
+        );
     }
 }

@@ -26,49 +26,49 @@ use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The only environment a command sees besides `RUROCO_IP` and `RUROCO_COMMAND`.
-pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The shell every command runs in.
-pub const SHELL: &str = "/bin/sh";
+pub(crate) const SHELL: &str = "/bin/sh";
 /// After the timeout the group gets SIGTERM, then this long to exit before SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How often to check whether a group's leftover processes are gone during `KILL_GRACE`.
 const LEFTOVER_POLL: Duration = Duration::from_millis(50);
 /// Output lines logged per run (stdout and stderr together); the rest are counted.
-pub const MAX_OUTPUT_LINES: usize = 64;
+pub(crate) const MAX_OUTPUT_LINES: usize = 64;
 /// A longer output line is cut to this many bytes in the log.
-pub const MAX_LINE_BYTES: usize = 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 1024;
 /// After the shell exited, how long its output pipes may take to reach EOF (a background child
 /// that inherited them could hold them open forever).
-pub const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+pub(crate) const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
 /// The first argument that puts this binary into its internal run-as mode:
 /// `ruroco-commander RUN_AS_ARG UID GID GROUPS -c TEXT`, GROUPS comma-separated gids (may be
 /// empty). Not an operator interface.
-pub const RUN_AS_ARG: &str = "--internal-run-as";
+pub(crate) const RUN_AS_ARG: &str = "--internal-run-as";
 /// The program run-as re-executes: this very binary, even if the file was replaced since start.
 const SELF_EXE: &str = "/proc/self/exe";
 /// Exit status of a run-as child that could not take the identity (or exec the shell).
-pub const RUN_AS_FAILED: i32 = 126;
+pub(crate) const RUN_AS_FAILED: i32 = 126;
 
 /// Who a command and its undo run as (`user` and `group` in commander.toml), resolved from the
 /// user and group databases (passwd(5), group(5)) when the config is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
+pub(crate) struct RunAs {
     /// The user name: `USER` and `LOGNAME` of the command.
-    pub user: String,
-    pub uid: Uid,
+    pub(crate) user: String,
+    pub(crate) uid: Uid,
     /// `group`, or the user's primary group.
-    pub gid: Gid,
+    pub(crate) gid: Gid,
     /// The supplementary groups as initgroups(3) computes them for (user, gid), gid included.
-    pub groups: Vec<Gid>,
+    pub(crate) groups: Vec<Gid>,
     /// The user's home directory: `HOME` of the command.
-    pub home: String,
+    pub(crate) home: String,
 }
 
 impl RunAs {
-    /// The ids to keep in a grant record ([`crate::grants::RecordedRunAs`]).
-    pub fn to_record(&self) -> crate::grants::RecordedRunAs {
-        crate::grants::RecordedRunAs {
+    /// The ids to keep in a grant record ([`crate::schedule::RecordedRunAs`]).
+    pub(crate) fn to_record(&self) -> crate::schedule::RecordedRunAs {
+        crate::schedule::RecordedRunAs {
             user: self.user.clone(),
             uid: self.uid.as_raw(),
             gid: self.gid.as_raw(),
@@ -78,7 +78,7 @@ impl RunAs {
     }
 
     /// The identity a grant record holds, to undo as exactly what ran.
-    pub fn from_record(r: &crate::grants::RecordedRunAs) -> Self {
+    pub(crate) fn from_record(r: &crate::schedule::RecordedRunAs) -> Self {
         Self {
             user: r.user.clone(),
             uid: Uid::from_raw(r.uid),
@@ -91,27 +91,27 @@ impl RunAs {
 
 /// Whether this run is a command or the undo of one (they log differently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Command,
     Undo,
 }
 
 /// Everything needed to run one shell text.
 #[derive(Debug, Clone)]
-pub struct Job {
-    pub kind: Kind,
-    pub name: Arc<str>,
-    pub run: Arc<str>,
-    pub ip: IpAddr,
-    pub timeout: Duration,
+pub(crate) struct Job {
+    pub(crate) kind: Kind,
+    pub(crate) name: Arc<str>,
+    pub(crate) run: Arc<str>,
+    pub(crate) ip: IpAddr,
+    pub(crate) timeout: Duration,
     /// `None`: root, the commander's own identity. `Some` re-executes `/proc/self/exe`, so it
     /// works only in the `ruroco-commander` binary, whose `main` calls [`run_as_if_asked`].
-    pub run_as: Option<Arc<RunAs>>,
+    pub(crate) run_as: Option<Arc<RunAs>>,
 }
 
 /// How a run ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Exited(i32),
     Signaled(i32),
     TimedOut,
@@ -120,7 +120,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         matches!(self, Outcome::Exited(0))
     }
 }
@@ -160,7 +160,7 @@ fn command_for(job: &Job) -> tokio::process::Command {
 }
 
 /// Run the job to completion (or its timeout), logging start, output and outcome.
-pub async fn run(job: &Job) -> Outcome {
+pub(crate) async fn run(job: &Job) -> Outcome {
     run_with_grace(job, KILL_GRACE).await
 }
 
@@ -353,7 +353,7 @@ async fn log_output<R: AsyncRead + Unpin>(
 /// `SHELL -c TEXT` with the inherited environment; this never returns then (a failure is one
 /// line on stderr, logged as the command's output, and exit status `RUN_AS_FAILED`).
 /// Otherwise it returns at once. Call it first thing in `main`.
-pub fn run_as_if_asked() {
+pub(crate) fn run_as_if_asked() {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).map(OsString::as_os_str) != Some(OsStr::new(RUN_AS_ARG)) {
         return;
@@ -410,7 +410,7 @@ fn become_and_exec(args: &[OsString]) -> Result<Infallible, String> {
 }
 
 /// Output as one log-safe line: invalid UTF-8 replaced, control characters shown as `?`.
-pub fn printable(bytes: &[u8]) -> String {
+pub(crate) fn printable(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
         .map(|c| if c.is_control() && c != '\t' { '?' } else { c })

@@ -562,25 +562,26 @@ mod tests {
     /// Every exit status the errors map to is documented, and every documented one happens.
     #[test]
     fn exit_statuses_are_the_codes_the_errors_map_to() {
-        use crate::Error;
         use crate::control::ControlError;
-        use crate::grants::GrantError;
+        use crate::error::Error;
         use crate::socket::SocketError;
+        use crate::store::GrantError;
+        use ruroco_kit::exit::ExitStatus;
         let io = || std::io::Error::other("x");
         let p = || "p".to_owned();
-        let codes: BTreeSet<i32> = [
+        let codes: BTreeSet<u8> = [
             Error::Usage("u".into()),
             Error::NotRoot,
-            Error::Config(crate::config::ConfigError::Invalid {
-                path: p(),
-                message: p(),
-            }),
+            Error::Config(ruroco_kit::config_error::ConfigError::invalid(
+                p(),
+                "f",
+                "m",
+            )),
             Error::NoMatch,
             Error::Grants(GrantError::Corrupt {
                 path: p(),
                 message: p(),
             }),
-            Error::Grants(GrantError::UnsafeDir { path: p() }),
             Error::Socket(SocketError::TooMany(2)),
             Error::Socket(SocketError::InUse { path: p() }),
             Error::Control(ControlError::Refused(p())),
@@ -594,10 +595,10 @@ mod tests {
             },
         ]
         .iter()
-        .map(Error::exit_code)
+        .map(ExitStatus::exit_code)
         .chain([0])
         .collect();
-        let documented: BTreeSet<i32> = EXIT_STATUS.iter().map(|(c, _)| i32::from(*c)).collect();
+        let documented: BTreeSet<u8> = EXIT_STATUS.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, documented);
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Length of one throttling window.
-pub const INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct Window {
@@ -20,14 +20,14 @@ struct Window {
 
 /// Per-reason windows (the reasons are a fixed set of static names, so the map is bounded).
 #[derive(Debug, Default)]
-pub struct Quiet {
+pub(crate) struct Quiet {
     windows: Mutex<BTreeMap<&'static str, Window>>,
     suppressed: Notify,
 }
 
 impl Quiet {
     /// Should this event of `reason` be logged in full? Otherwise it is counted.
-    pub fn allow(&self, reason: &'static str) -> bool {
+    pub(crate) fn allow(&self, reason: &'static str) -> bool {
         let now = Instant::now();
         let mut w = match self.windows.lock() {
             Ok(w) => w,
@@ -75,7 +75,7 @@ impl Quiet {
     }
 
     /// Emit `suppressed` lines as windows end; sleeps while nothing is suppressed.
-    pub async fn run(&self) {
+    pub(crate) async fn run(&self) {
         loop {
             self.suppressed.notified().await;
             tokio::time::sleep(INTERVAL).await;
@@ -83,8 +83,9 @@ impl Quiet {
         }
     }
 
-    /// Counted (not logged) events of `reason` in the current window (for tests).
-    pub fn suppressed(&self, reason: &'static str) -> u64 {
+    /// Counted (not logged) events of `reason` in the current window.
+    #[cfg(test)]
+    fn suppressed(&self, reason: &'static str) -> u64 {
         match self.windows.lock() {
             Ok(w) => w.get(reason).map_or(0, |x| x.suppressed),
             Err(p) => p.into_inner().get(reason).map_or(0, |x| x.suppressed),

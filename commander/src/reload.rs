@@ -11,32 +11,35 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::config::{Commands, Config, ConfigError};
+use ruroco_kit::config_error::{ConfigError, ConfigProblem};
+
+use crate::config::{Commands, Config};
 use crate::dispatch::{Dispatcher, Table};
+use crate::error::Error;
 
 /// What an operator runs to apply a setting that only a restart changes.
-pub const RESTART_HINT: &str = "systemctl restart ruroco-commander";
+pub(crate) const RESTART_HINT: &str = "systemctl restart ruroco-commander";
 
 /// How a reload ended: what `ruroco-commander reload` prints and exits with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The new file was applied as a whole.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// One line: what changed and what needs a restart, or why the reload failed and what
     /// is in use now.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The config in effect, and the one way to change it (reloads are serialised).
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     running: Mutex<Config>,
     dispatcher: Arc<Dispatcher>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, running: Config, dispatcher: Arc<Dispatcher>) -> Arc<Self> {
+    pub(crate) fn new(path: PathBuf, running: Config, dispatcher: Arc<Dispatcher>) -> Arc<Self> {
         Arc::new(Self {
             path,
             running: Mutex::new(running),
@@ -46,7 +49,7 @@ impl Reloader {
 
     /// Re-read the config file and apply it; see the module docs. Logs the outcome, shows a
     /// failure (or a pending restart) in `STATUS=` until the next reload, and returns it.
-    pub async fn reload(&self) -> Outcome {
+    pub(crate) async fn reload(&self) -> Outcome {
         ruroco_kit::notify::reloading();
         let mut running = self.running.lock().await;
         let outcome = match Config::load(&self.path) {
@@ -96,7 +99,7 @@ impl Reloader {
         Outcome { ok: true, message }
     }
 
-    async fn fail_closed(&self, running: &mut Config, error: &ConfigError) -> Outcome {
+    async fn fail_closed(&self, running: &mut Config, error: &Error) -> Outcome {
         let kept = salvage(running, &self.path, error);
         let message = format!(
             "reload failed: {error}; now in use: {} (a failed reload keeps only the commands whose definition is unchanged in the new file; fix it and reload again)",
@@ -126,7 +129,7 @@ impl Reloader {
 
 /// Settings that only a restart changes, by their names in `commander.toml`: the sockets, the
 /// server's uid, the state directory and the sizes of the slot and queue limits.
-pub fn restart_fields(running: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn restart_fields(running: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("server_user", new.server_user != running.server_user),
         ("socket", new.socket != running.socket),
@@ -183,10 +186,13 @@ fn changes(old: &Commands, new: &Commands) -> String {
 /// content) is it consulted, and a command is kept only if its entry in `[commands]`, read
 /// alone with the running `default_timeout` and `max_grants`, gives exactly the running
 /// definition. Otherwise (unreadable, untrusted or unparsable file) no command is kept.
-pub fn salvage(running: &Config, path: &Path, error: &ConfigError) -> Commands {
+pub(crate) fn salvage(running: &Config, path: &Path, error: &Error) -> Commands {
     if !matches!(
         error,
-        ConfigError::Parse { .. } | ConfigError::Invalid { .. }
+        Error::Config(ConfigError {
+            problem: ConfigProblem::Syntax(_) | ConfigProblem::Invalid { .. },
+            ..
+        })
     ) {
         return Commands::default();
     }
@@ -245,7 +251,7 @@ mod tests {
         let p = d.path().join("commander.toml");
         std::fs::write(&p, new_text).unwrap();
         let e = Config::parse(new_text, &p).unwrap_err();
-        salvage(running, &p, &e)
+        salvage(running, &p, &Error::Config(e))
             .sorted()
             .into_iter()
             .map(|(n, _)| n.to_owned())
@@ -276,11 +282,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("commander.toml");
         std::fs::write(&p, "[commands]\nkeep = \"echo keep\"\n").unwrap();
-        let e = ConfigError::Read {
-            path: p.display().to_string(),
-            source: std::io::Error::other("x"),
-        };
+        let e = Error::Config(ConfigError::read(&p, std::io::Error::other("x")));
         assert!(salvage(&running, &p, &e).is_empty());
+        let untrusted = Config::load(&p).unwrap_err();
+        assert!(matches!(untrusted, Error::Trust(_)), "{untrusted}");
+        assert!(salvage(&running, &p, &untrusted).is_empty());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
 #[derive(Debug, thiserror::Error)]
-pub enum SocketError {
+pub(crate) enum SocketError {
     #[error(
         "socket passed by systemd (LISTEN_FDS) is not a Unix stream listener: fix ListenStream= in ruroco-commander.socket"
     )]
@@ -44,21 +44,21 @@ pub enum SocketError {
 
 /// Where the listener came from; a socket file we created is removed again at exit.
 #[derive(Debug)]
-pub struct Taken {
-    pub listener: UnixListener,
-    pub created: Option<Created>,
+pub(crate) struct Taken {
+    pub(crate) listener: UnixListener,
+    pub(crate) created: Option<Created>,
 }
 
 /// A socket file this process created (path and inode, to remove only our own file).
 #[derive(Debug)]
-pub struct Created {
-    pub path: PathBuf,
+pub(crate) struct Created {
+    pub(crate) path: PathBuf,
     ino: u64,
 }
 
 impl Created {
     /// Remove the socket file if it is still the one we created.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -66,7 +66,7 @@ impl Created {
 }
 
 /// The listener systemd passed (LISTEN_FDS), if any.
-pub fn activated() -> Result<Option<UnixListener>, SocketError> {
+pub(crate) fn activated() -> Result<Option<UnixListener>, SocketError> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
@@ -91,13 +91,13 @@ pub fn activated() -> Result<Option<UnixListener>, SocketError> {
 /// Create the frame socket file: refuse a live one, replace a stale one, then bind it as
 /// `root:gid` 0660. Its directory (made 0755 if missing, so the server reaches it) must be
 /// root-owned and not writable by group or others.
-pub fn create(path: &Path, gid: u32) -> Result<Taken, SocketError> {
+pub(crate) fn create(path: &Path, gid: u32) -> Result<Taken, SocketError> {
     create_with(path, gid, 0o660, 0o755)
 }
 
 /// Create the root-only control socket (0600 root:root) in a directory that must be root's
 /// alone: made 0700 if missing, refused if it is not root-owned or others may write to it.
-pub fn create_control(path: &Path) -> Result<Taken, SocketError> {
+pub(crate) fn create_control(path: &Path) -> Result<Taken, SocketError> {
     create_with(path, 0, 0o600, 0o700)
 }
 
@@ -141,7 +141,7 @@ fn safe_parent(path: &Path, mode: u32) -> Result<(), SocketError> {
 /// writable and free of extended ACLs, with every directory above it root-owned and not
 /// writable by others (or sticky): so nobody but root can swap the socket file for a link.
 /// A directory that does not exist yet passes (the commander creates it, `--check` only looks).
-pub fn check_dir(path: &Path) -> Result<(), SocketError> {
+pub(crate) fn check_dir(path: &Path) -> Result<(), SocketError> {
     let parent = parent_of(path);
     let d = parent.display().to_string();
     match std::fs::symlink_metadata(parent) {

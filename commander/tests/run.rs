@@ -72,6 +72,54 @@ fn short_frame_closes_the_connection_without_running() {
     assert_eq!(env.out_lines(), ["192.0.2.4 hello"]);
 }
 
+/// The codec reassembles a frame that arrives in pieces (a pause between them) and a write
+/// holding three frames and the start of a fourth: each frame runs once and is acknowledged.
+#[test]
+fn frames_split_and_batched_across_writes_each_run_once() {
+    let env = Env::new();
+    env.write_config("", &format!("hello = '{RECORD}'"));
+    let d = env.start();
+    let mut s = env.connect();
+    use std::io::Write;
+    let first = frame("hello", "192.0.2.11");
+    s.write_all(&first[..1]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    s.write_all(&first[1..20]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    s.write_all(&first[20..]).unwrap();
+    assert_eq!(
+        read_ack(&mut s),
+        Ack {
+            seq: 0,
+            outcome: AckOutcome::Done
+        }
+    );
+    let mut batch = Vec::new();
+    for ip in ["192.0.2.12", "192.0.2.13", "192.0.2.14", "192.0.2.15"] {
+        batch.extend_from_slice(&frame("hello", ip));
+    }
+    s.write_all(&batch[..3 * 24 + 5]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    s.write_all(&batch[3 * 24 + 5..]).unwrap();
+    let mut seqs: Vec<u64> = (0..4).map(|_| read_ack(&mut s).seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    d.wait_log(&["event=executed", "command=hello"], 5);
+    let mut ran = env.out_lines();
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "192.0.2.11 hello",
+            "192.0.2.12 hello",
+            "192.0.2.13 hello",
+            "192.0.2.14 hello",
+            "192.0.2.15 hello"
+        ]
+    );
+    assert_eq!(d.log_count(&["event=short_frame"]), 0);
+}
+
 #[test]
 fn timeout_kills_the_whole_process_group() {
     let env = Env::new();

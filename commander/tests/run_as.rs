@@ -143,15 +143,15 @@ fn an_unknown_user_or_group_is_refused_by_check_and_at_start() {
     let cases = [
         (
             "x = { run = 'true', user = 'no-such-user-ruroco' }",
-            "commands.x: user \"no-such-user-ruroco\" does not exist",
+            "`commands.x`: user \"no-such-user-ruroco\" does not exist",
         ),
         (
             "x = { run = 'true', user = 'nobody', group = 'no-such-group-ruroco' }",
-            "commands.x: group \"no-such-group-ruroco\" does not exist",
+            "`commands.x`: group \"no-such-group-ruroco\" does not exist",
         ),
         (
             "x = { run = 'true', group = 'daemon' }",
-            "commands.x: group without user",
+            "`commands.x`: group without user",
         ),
     ];
     for (commands, needle) in cases {

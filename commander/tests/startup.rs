@@ -17,16 +17,50 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Both the daemon and `--check` refuse the config with exit 78 and a message containing `needle`.
+/// Both the daemon and `--check` refuse the config with exit 78 and a message containing `needle`:
+/// the daemon in one line (the journal's), `--check` in one line or, when the parser knows the
+/// position, that line followed by the config line and a caret line.
 fn assert_config_error(env: &Env, needle: &str) {
     for args in [&[][..], &["--check"][..]] {
         let o = env.run_binary(args);
         assert_eq!(o.status.code(), Some(78), "{args:?}: {}", stderr(&o));
         let e = stderr(&o);
         assert!(e.contains(needle), "{args:?}: expected {needle:?} in {e:?}");
-        assert_eq!(e.trim_end().lines().count(), 1, "one line: {e:?}");
+        let lines: Vec<&str> = e.trim_end().lines().collect();
+        match (args.is_empty(), lines.len()) {
+            (_, 1) => {}
+            (false, 3) => assert!(
+                lines[2].trim_start().starts_with("| ") && lines[2].ends_with('^'),
+                "{e:?}"
+            ),
+            _ => panic!("{args:?}: one line (or three for --check): {e:?}"),
+        }
     }
     assert!(!env.socket().exists(), "no socket created");
+}
+
+/// A value of the wrong type: `--check` prints the message with line and column, then that
+/// line of commander.toml and a caret under the value; the daemon prints the message alone.
+#[test]
+fn check_shows_the_line_and_a_caret_under_a_type_error() {
+    let env = Env::new();
+    env.write_config("max_parallel = \"four\"", HELLO);
+    let c = env.config().display().to_string();
+    let o = env.run_binary(&["--check"]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let e = stderr(&o);
+    let lines: Vec<&str> = e.trim_end().lines().collect();
+    assert_eq!(lines.len(), 3, "{e:?}");
+    assert!(
+        lines[0].starts_with(&format!("ruroco-commander: config {c}:6:16: invalid type")),
+        "{e:?}"
+    );
+    assert_eq!(lines[1], "  6 | max_parallel = \"four\"");
+    assert_eq!(lines[2], "    |                ^^^^^^");
+    let o = env.run_binary(&[]);
+    assert_eq!(o.status.code(), Some(78));
+    let daemon = stderr(&o);
+    assert_eq!(daemon.trim_end(), lines[0], "the daemon: one line");
 }
 
 #[test]
@@ -60,19 +94,19 @@ fn zero_undo_after_and_zero_timeouts_are_refused_naming_the_command_and_the_fix(
         (
             "",
             "x = { run = 'true', undo = 'false', undo_after = '0s' }",
-            "commands.x: undo_after must be longer than zero",
+            "`commands.x`: undo_after must be longer than zero",
             "undo_after = \"5m\"",
         ),
         (
             "",
             "x = { run = 'true', timeout = '0ms' }",
-            "commands.x: timeout must be longer than zero",
+            "`commands.x`: timeout must be longer than zero",
             "timeout = \"30s\"",
         ),
         (
             "default_timeout = '0s'",
             "x = 'true'",
-            "default_timeout must be longer than zero",
+            "`default_timeout`: must be longer than zero",
             "30s",
         ),
     ];
@@ -88,7 +122,7 @@ fn zero_undo_after_and_zero_timeouts_are_refused_naming_the_command_and_the_fix(
 fn undo_without_undo_after_is_refused() {
     let env = Env::new();
     env.write_config("", "x = { run = 'true', undo = 'false' }");
-    assert_config_error(&env, "commands.x: undo without undo_after");
+    assert_config_error(&env, "`commands.x`: undo without undo_after");
 }
 
 #[test]

@@ -158,14 +158,37 @@ pub fn plaintext(data: &[u8]) -> Outcome {
     expected.map(|_| ()).map_err(|r| r.to_string())
 }
 
-/// The commander's only parser: exactly 24 bytes, hash + non-zero IP; re-encoding is stable.
+/// The commander's only parser: its codec cuts the server's byte stream into 24-byte frames
+/// (hash + non-zero IP), each exactly what `Frame::from_bytes` makes of its 24 bytes, and says
+/// when the stream ends inside one; re-encoding a frame is stable. Accepted: exactly one valid
+/// frame.
 pub fn frame(data: &[u8]) -> Outcome {
-    let bytes: &[u8; FRAME_LEN] = data
-        .try_into()
-        .map_err(|_| format!("length {} != {FRAME_LEN}", data.len()))?;
-    let f = Frame::from_bytes(bytes).map_err(|e| e.to_string())?;
-    assert_eq!(Frame::from_bytes(&f.to_bytes()), Ok(f));
-    Ok(())
+    use ruroco_commander::codec::{BytesMut, Chunk, Decoder, FrameCodec};
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::from(data);
+    let mut frames = Vec::new();
+    while let Some(chunk) = codec.decode(&mut buf).map_err(|e| e.to_string())? {
+        if let Chunk::Frame(f) = chunk {
+            frames.push(f);
+        }
+    }
+    assert!(buf.len() < FRAME_LEN, "a whole frame left in the buffer");
+    let short = codec.decode_eof(&mut buf).err().map(|e| e.to_string());
+    assert_eq!(frames.len(), data.len() / FRAME_LEN);
+    assert_eq!(short.is_some(), data.len() % FRAME_LEN != 0);
+    for (f, chunk) in frames.iter().zip(data.chunks_exact(FRAME_LEN)) {
+        let mut bytes = [0u8; FRAME_LEN];
+        bytes.copy_from_slice(chunk);
+        assert_eq!(*f, Frame::from_bytes(&bytes));
+        if let Ok(f) = f {
+            assert_eq!(Frame::from_bytes(&f.to_bytes()), Ok(*f));
+        }
+    }
+    match (frames.as_slice(), short) {
+        (_, Some(e)) => Err(e),
+        ([one], None) => one.map(|_| ()).map_err(|e| e.to_string()),
+        (all, None) => Err(format!("{} frames, not one", all.len())),
+    }
 }
 
 /// Key file text: a parsed key writes back to a file that parses to the same key.
