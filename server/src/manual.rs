@@ -499,7 +499,7 @@ mod tests {
         }
     }
 
-    /// RUROCO_REASON lists every rejection reason the verdict has.
+    /// RUROCO_REASON lists every rejection reason the gate has.
     #[test]
     fn every_rejection_reason_is_listed() {
         let (_, text) = JOURNAL_FIELDS

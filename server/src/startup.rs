@@ -104,6 +104,21 @@ fn start(
     let ticker = Ticker::new(ticker::period(STATUS_INTERVAL, watchdog_period))
         .map_err(ServerError::Runtime)?;
     let watchdog = watchdog_period.map(|p| ticker::Watchdog::new(p, Instant::now()));
+    let floors = replay.len();
+    let server = Server {
+        gate,
+        names,
+        commit: GroupCommit::new(replay),
+        counters,
+        rejects: RejectLog::new(SUMMARY_INTERVAL_S),
+        tx,
+        started,
+        running: cfg.clone(),
+        readable_dirs,
+        reloads: 0,
+        reload_started,
+        note: None,
+    };
     // 8. In-process confinement: after the drop, before READY, with every socket, signal
     // stream, table, buffer, timer and the runtime already in place. Landlock first.
     let files_restricted = sandbox::restrict_files(&sandbox_paths)?;
@@ -124,8 +139,8 @@ fn start(
         listen = %taken.local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
         activation = matches!(taken.origin, activation::Origin::Activated),
         receive_buffer = taken.receive_buffer,
-        keys = gate.key_count(),
-        floors = replay.len(),
+        keys = server.gate.key_count(),
+        floors,
         user = dropped.switched_to.as_deref().unwrap_or("(unchanged)"),
         uid = dropped.uid,
         bounding_cleared = dropped.bounding_cleared,
@@ -134,20 +149,6 @@ fn start(
         closed_inherited_fds = ?closed_fds,
         "ruroco-server started"
     );
-    let server = Server {
-        gate,
-        names,
-        commit: GroupCommit::new(replay),
-        counters,
-        rejects: RejectLog::new(SUMMARY_INTERVAL_S),
-        tx,
-        started,
-        running: cfg,
-        readable_dirs,
-        reloads: 0,
-        reload_started,
-        note: None,
-    };
     // 11. Ready: the reload record `--reload` waits on (generation 0, no reload yet), then
     // READY=1 with the first STATUS=.
     server.record(reload::Status::Started, "started".to_owned());

@@ -661,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn step_10_addresses_that_cannot_be_a_client_are_not_a_client() {
+    fn claims_that_cannot_be_a_client_are_rejected() {
         for bad in [
             "0.0.0.0",
             "255.255.255.255",
