@@ -10,11 +10,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ruroco_proto::frame::{FRAME_LEN, Frame};
+use ruroco_proto::gate::{Floors, Gate, Limits, Now, Permit, Policy, Reject};
 use ruroco_proto::ids::CmdHash;
 use ruroco_proto::ip;
 use ruroco_proto::key::Key;
 use ruroco_proto::protocol::{self, DATAGRAM_LEN, PLAINTEXT_LEN, Plaintext};
-use ruroco_proto::verdict::{self, Policy, Reject};
 
 /// What a target made of one input: accepted, or rejected with a reason.
 pub type Outcome = Result<(), String>;
@@ -51,6 +51,20 @@ fn policy() -> Policy {
     }
 }
 
+/// Budgets no single input reaches: the targets test the decision, not the rate limiter.
+const LIMITS: Limits = Limits {
+    per_source: 1.0,
+    burst: 1,
+    global: 1e9,
+    sources: 4,
+};
+
+/// The fixed "now" on both of the gate's clocks.
+const NOW: Now = Now {
+    unix_ns: NOW_NS,
+    mono_ns: 0,
+};
+
 fn keys() -> Vec<Key> {
     KEY_FILES
         .iter()
@@ -58,32 +72,28 @@ fn keys() -> Vec<Key> {
         .collect()
 }
 
-/// The server's per-datagram decision as in SPEC §3 (minus I/O and the rate limiter, which
-/// sees only the source address): length and key id, then `judge` with floor 0; an accepted
-/// datagram must then be a replay at its own counter, and its frame must round-trip.
+/// The server's whole per-datagram decision (SPEC §3) through a fresh gate holding the
+/// reference keys with no floors: an accepted datagram must then be a duplicate of itself,
+/// and its frame must round-trip.
 pub fn datagram(data: &[u8]) -> Outcome {
-    let id = match verdict::key_id(data) {
-        Ok(id) => id,
-        Err(r) => {
-            assert_eq!(r, Reject::BadLength);
-            assert_ne!(data.len(), DATAGRAM_LEN);
-            return Err(r.to_string());
-        }
-    };
-    let keys = keys();
-    let Some(key) = keys.iter().find(|k| k.id() == id) else {
-        return Err(Reject::UnknownKey.to_string());
-    };
-    let policy = policy();
+    let ids: Vec<_> = keys().iter().map(Key::id).collect();
+    let permits = keys().into_iter().map(|key| Permit { key, allowed: None });
+    let mut gate = Gate::new(permits, policy(), LIMITS, Floors::new());
     let source = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let accepted =
-        verdict::judge(key, None, data, source, NOW_NS, 0, &policy).map_err(|r| r.to_string())?;
-    assert_eq!(accepted.key_id, id);
+    let accepted = gate.admit(data, source, NOW).map_err(|r| {
+        match r {
+            Reject::BadLength => assert_ne!(data.len(), DATAGRAM_LEN),
+            Reject::UnknownKey => assert!(ids.iter().all(|id| id.0[..] != data[..8])),
+            _ => {}
+        }
+        r.to_string()
+    })?;
+    assert_eq!(accepted.key_id.0[..], data[..8]);
     assert!(accepted.counter > 0 && accepted.counter <= NOW_NS + SKEW_NS);
     assert_eq!(
-        verdict::judge(key, None, data, source, NOW_NS, accepted.counter, &policy).err(),
+        gate.admit(data, source, NOW).err(),
         Some(Reject::Duplicate),
-        "an accepted datagram must be a duplicate at its own counter"
+        "an accepted datagram must be a duplicate of itself"
     );
     let bytes = accepted.frame.to_bytes();
     assert_eq!(Frame::from_bytes(&bytes), Ok(accepted.frame));
@@ -96,7 +106,7 @@ pub const PLAINTEXT_INPUT_LEN: usize = PLAINTEXT_LEN + 16 + 16 + 1;
 /// The checks after decryption, which random bytes never reach through the AEAD: the input
 /// is a plaintext (sealed here with a reference key), the replay floor, the real source and
 /// flags (bit 0: the key's allow-list is `["hello"]`; bit 1: the source arrives IPv4-mapped,
-/// as a dual-stack socket reports it). `judge` must agree with SPEC §3, steps 4–8, in order.
+/// as a dual-stack socket reports it). The gate must agree with SPEC §3, steps 4–8, in order.
 pub fn plaintext(data: &[u8]) -> Outcome {
     if data.len() < PLAINTEXT_INPUT_LEN {
         return Err(format!("input shorter than {PLAINTEXT_INPUT_LEN} bytes"));
@@ -117,19 +127,18 @@ pub fn plaintext(data: &[u8]) -> Outcome {
         other => other,
     };
 
-    let keys = keys();
-    let key = keys.first().ok_or("reference key does not parse")?;
+    let key = keys()
+        .into_iter()
+        .next()
+        .ok_or("reference key does not parse")?;
     let policy = policy();
-    let d = protocol::seal(key, &pt, [7; 12]);
-    let got = verdict::judge(
+    let d = protocol::seal(&key, &pt, [7; 12]);
+    let floors = [(key.id(), floor)].into_iter().collect();
+    let permit = Permit {
         key,
-        allow.as_deref(),
-        &d,
-        seen_source,
-        NOW_NS,
-        floor,
-        &policy,
-    );
+        allowed: allow.clone(),
+    };
+    let got = Gate::new([permit], policy.clone(), LIMITS, floors).admit(&d, seen_source, NOW);
 
     // The rules written out again, independently, in SPEC order.
     let expected = if pt.version != protocol::VERSION {

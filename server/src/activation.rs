@@ -12,41 +12,55 @@ const RMEM_MAX: &str = "/proc/sys/net/core/rmem_max";
 /// How the socket was obtained, for the start-up line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
+    /// Passed by the service manager (`LISTEN_FDS`, sd_listen_fds(3)).
     Activated,
+    /// Bound here to `listen`.
     Bound,
 }
 
+/// The socket the server receives on, and how it came.
 #[derive(Debug)]
 pub struct Taken {
+    /// The UDP socket, non-blocking.
     pub socket: UdpSocket,
+    /// Activated or bound.
     pub origin: Origin,
+    /// Its local address, when the kernel reports one.
     pub local: Option<SocketAddr>,
     /// `SO_RCVBUF` read back (the kernel reports twice the usable size).
     pub receive_buffer: usize,
 }
 
+/// Why no socket could be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
+    /// The passed descriptor is not a UDP datagram socket.
     #[error(
         "socket activation: the passed fd is not a UDP datagram socket ({0}): use ListenDatagram= in the .socket unit"
     )]
     NotDatagram(std::io::Error),
+    /// bind(2) failed.
     #[error(
         "listen {addr}: cannot bind: {source} (is another server running, or is the port privileged?)"
     )]
     Bind {
+        /// The `listen` address.
         addr: SocketAddr,
+        /// bind(2)'s error.
         source: std::io::Error,
     },
+    /// More than one socket was passed (the number).
     #[error(
         "socket activation passed {0} sockets; ruroco-server receives on exactly one (its seccomp filter pins that one): keep one ListenDatagram= in ruroco.socket, e.g. [::]:34020 with BindIPv6Only=both; a drop-in that moves the port first resets the list with an empty ListenDatagram="
     )]
     TooMany(usize),
+    /// Another socket call (socket(2), setsockopt(2), getsockname(2)) failed.
     #[error("udp socket: {0}")]
     Io(std::io::Error),
 }
 
-/// Take the activated socket if there is one, else bind `listen`.
+/// Take the activated socket if there is one, else bind `listen`; either way ask for a
+/// `receive_buffer`-byte `SO_RCVBUF` (socket(7)), as far as the kernel grants it.
 pub fn take(listen: SocketAddr, receive_buffer: usize) -> Result<Taken, ActivationError> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() > 1 {

@@ -25,45 +25,45 @@ pub const QUEUE_LEN: usize = 1024;
 /// its command finished, so this is at least the largest number of frames a commander can
 /// hold (`max_parallel` 1024 + `queue` 65536): a burst it can queue is never dropped here while
 /// it works through it. Memory: under 100 bytes a frame.
-pub const MAX_UNACKED: usize = 1024 + 65536;
+pub(crate) const MAX_UNACKED: usize = 1024 + 65536;
 /// Frames written with one system call when several are queued.
 pub const WRITE_BATCH: usize = 64;
 /// Acknowledgements decoded per read system call.
-pub const ACK_BATCH: usize = 64;
+pub(crate) const ACK_BATCH: usize = 64;
 /// A commander that does not accept within this is treated as down.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A commander that does not read a frame within this is treated as hung.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First reconnect delay, doubled per failure up to `BACKOFF_MAX`; an acknowledgement resets it.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between two connection attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// While the commander stays unreachable, `commander_down` is logged at most once per this.
-pub const DOWN_LOG_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DOWN_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// A frame written to the commander this long after it was queued is logged as late.
-pub const LATE_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const LATE_AFTER: Duration = Duration::from_secs(1);
 /// What `commander_down` tells the operator to do.
-pub const DOWN_HINT: &str = "start the commander: systemctl start ruroco-commander.socket";
+pub(crate) const DOWN_HINT: &str = "start the commander: systemctl start ruroco-commander.socket";
 /// A frame older than this is stale (e.g. a firewall opening asked for a minute ago): dropped
 /// instead of written, or written again after a reconnect.
-pub const MAX_QUEUE_AGE: Duration = Duration::from_secs(60);
+pub(crate) const MAX_QUEUE_AGE: Duration = Duration::from_secs(60);
 
 /// One frame on its way, with what the logs need.
 #[derive(Debug, Clone, Copy)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     /// The 24 bytes for the commander.
-    pub frame: Frame,
+    pub(crate) frame: Frame,
     /// The key that authenticated the datagram, for the logs.
-    pub key_id: KeyId,
+    pub(crate) key_id: KeyId,
     /// When the frame entered the queue; `MAX_QUEUE_AGE` is measured from here.
-    pub queued: Instant,
+    pub(crate) queued: Instant,
 }
 
 /// Errno values of a refused connect(2) (unix(7): write permission on the socket file and
 /// search permission on its directories are needed).
 mod libc_errno {
-    pub const EPERM: i32 = nix::errno::Errno::EPERM as i32;
-    pub const EACCES: i32 = nix::errno::Errno::EACCES as i32;
+    pub(crate) const EPERM: i32 = nix::errno::Errno::EPERM as i32;
+    pub(crate) const EACCES: i32 = nix::errno::Errno::EACCES as i32;
 }
 
 /// What to do when this process may not connect to the commander's socket at `path`: its
@@ -86,7 +86,7 @@ fn permission_hint(path: &std::path::Path) -> String {
 }
 
 /// The sending half: the receive loop queues frames with `try_send` and never waits.
-pub type Sender = mpsc::Sender<Outgoing>;
+pub(crate) type Sender = mpsc::Sender<Outgoing>;
 
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
@@ -270,7 +270,7 @@ impl AckReader {
 
 /// The receiving half, driven by `run`.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     path: PathBuf,
     commander_uid: u32,
     rx: mpsc::Receiver<Outgoing>,
@@ -326,7 +326,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The channel and the link that drains it towards the commander at `path`.
-pub fn new(path: PathBuf, commander_uid: u32, counters: Arc<Counters>) -> (Sender, Link) {
+pub(crate) fn new(path: PathBuf, commander_uid: u32, counters: Arc<Counters>) -> (Sender, Link) {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     (
         tx,
@@ -348,7 +348,7 @@ pub fn new(path: PathBuf, commander_uid: u32, counters: Arc<Counters>) -> (Sende
 }
 
 /// Log and count a frame that will never reach the commander.
-pub fn dropped(counters: &Counters, item: &Outgoing, why: &str) {
+pub(crate) fn dropped(counters: &Counters, item: &Outgoing, why: &str) {
     Counters::inc(&counters.queue_dropped);
     tracing::error!(
         event = "failed",
@@ -370,7 +370,7 @@ impl Link {
     /// Deliver frames until every sender is gone and every frame is acknowledged (or dropped).
     /// At shutdown the caller bounds this with a timeout; frames still outstanding then are
     /// logged when the link is dropped.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             if self.conn.is_none() {
                 if self.out.is_empty() {

@@ -1,6 +1,7 @@
 //! The server config file (`server.toml`): parsing, named defaults and validation.
 //! It must never read key material or touch the network; it only describes what to load.
 
+use ruroco_kit::config_error::ConfigError;
 use ruroco_kit::duration::HumanDuration;
 use ruroco_kit::trust::{Access, Kind, Owner, Rule, TrustError, Who};
 use serde::Deserialize;
@@ -9,30 +10,35 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::ServerError;
+use ruroco_proto::gate::Limits;
+
 /// Where the config lives unless `--config` says otherwise.
-pub const DEFAULT_CONFIG: &str = "/etc/ruroco/server.toml";
-/// UDP address to bind when not socket-activated (dual-stack on Linux).
-pub const DEFAULT_LISTEN: &str = "[::]:34020";
-pub const DEFAULT_KEYS_DIR: &str = "/etc/ruroco/keys";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/ruroco";
-pub const DEFAULT_COMMANDER_SOCKET: &str = "/run/ruroco/commander.sock";
-pub const DEFAULT_USER: &str = "ruroco";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/ruroco/server.toml";
+/// UDP address to bind when not socket-activated (dual-stack on Linux); `default_listen`
+/// builds it without parsing.
+#[cfg(test)]
+pub(crate) const DEFAULT_LISTEN: &str = "[::]:34020";
+pub(crate) const DEFAULT_KEYS_DIR: &str = "/etc/ruroco/keys";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/ruroco";
+pub(crate) const DEFAULT_COMMANDER_SOCKET: &str = "/run/ruroco/commander.sock";
+pub(crate) const DEFAULT_USER: &str = "ruroco";
 /// Only root may execute commands; other values exist for tests.
-pub const DEFAULT_COMMANDER_UID: u32 = 0;
+pub(crate) const DEFAULT_COMMANDER_UID: u32 = 0;
 /// Counters further in the future than this are rejected (clients seed from their clock).
-pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
 /// 4 MiB: a small buffer loses datagrams to scheduling hiccups under a flood.
-pub const DEFAULT_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
-pub const DEFAULT_PER_SOURCE: f64 = 2.0;
-pub const DEFAULT_BURST: u32 = 5;
+pub(crate) const DEFAULT_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_PER_SOURCE: f64 = 2.0;
+pub(crate) const DEFAULT_BURST: u32 = 5;
 /// High on purpose: a low global cap lets a spoofed flood lock out every legitimate client.
-pub const DEFAULT_GLOBAL: f64 = 100_000.0;
-pub const DEFAULT_SOURCES: usize = 65_536;
+pub(crate) const DEFAULT_GLOBAL: f64 = 100_000.0;
+pub(crate) const DEFAULT_SOURCES: usize = 65_536;
 /// The config file is small; anything bigger is not a config file.
-pub const CONFIG_MAX_LEN: u64 = 1024 * 1024;
+pub(crate) const CONFIG_MAX_LEN: u64 = 1024 * 1024;
 
 /// `server.toml`: root's to change, readable by the server user (it re-reads it on SIGHUP).
-pub const CONFIG_RULE: Rule = Rule {
+pub(crate) const CONFIG_RULE: Rule = Rule {
     what: "config",
     kind: Kind::File,
     owner: Owner::Root,
@@ -42,7 +48,7 @@ pub const CONFIG_RULE: Rule = Rule {
     create: None,
 };
 /// `keys_dir`: nobody but root may add, rename or remove a key; the server user lists it.
-pub const KEYS_DIR_RULE: Rule = Rule {
+pub(crate) const KEYS_DIR_RULE: Rule = Rule {
     what: "keys_dir",
     kind: Kind::Dir,
     owner: Owner::Root,
@@ -52,7 +58,7 @@ pub const KEYS_DIR_RULE: Rule = Rule {
     create: Some("install -d -m 0750 -o root -g {group} {path}"),
 };
 /// `state_dir`: the server user writes the replay floors here; nobody else may change them.
-pub const STATE_DIR_RULE: Rule = Rule {
+pub(crate) const STATE_DIR_RULE: Rule = Rule {
     what: "state_dir",
     kind: Kind::Dir,
     owner: Owner::RootOrUser,
@@ -63,7 +69,7 @@ pub const STATE_DIR_RULE: Rule = Rule {
 };
 /// A file the server reads and replaces inside `state_dir` (`replay`, the replay floors, and
 /// `reload`, the reload record), when it exists: the server user's to read and write.
-pub const STATE_FILE_RULE: Rule = Rule {
+pub(crate) const STATE_FILE_RULE: Rule = Rule {
     what: "state file",
     kind: Kind::File,
     owner: Owner::RootOrUser,
@@ -74,7 +80,7 @@ pub const STATE_FILE_RULE: Rule = Rule {
 };
 /// `commander_socket`, when it exists: the server user connects to it, which needs write
 /// permission on the socket file (unix(7)).
-pub const COMMANDER_SOCKET_RULE: Rule = Rule {
+pub(crate) const COMMANDER_SOCKET_RULE: Rule = Rule {
     what: "commander_socket",
     kind: Kind::Socket,
     owner: Owner::Any,
@@ -84,7 +90,7 @@ pub const COMMANDER_SOCKET_RULE: Rule = Rule {
     create: None,
 };
 /// The directory of `commander_socket`: the server user must reach the socket through it.
-pub const SOCKET_DIR_RULE: Rule = Rule {
+pub(crate) const SOCKET_DIR_RULE: Rule = Rule {
     what: "commander_socket's directory",
     kind: Kind::Dir,
     owner: Owner::Any,
@@ -94,45 +100,46 @@ pub const SOCKET_DIR_RULE: Rule = Rule {
     create: None,
 };
 
+/// `server.toml`, parsed and validated (ruroco-server(8), CONFIGURATION).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub ips: Vec<IpAddr>,
+    pub(crate) ips: Vec<IpAddr>,
     #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     #[serde(default = "default_keys_dir")]
-    pub keys_dir: PathBuf,
+    pub(crate) keys_dir: PathBuf,
     #[serde(default = "default_state_dir")]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     #[serde(default = "default_commander_socket")]
-    pub commander_socket: PathBuf,
+    pub(crate) commander_socket: PathBuf,
     #[serde(default = "default_user")]
-    pub user: String,
+    pub(crate) user: String,
     #[serde(default = "default_commander_uid")]
-    pub commander_uid: u32,
+    pub(crate) commander_uid: u32,
     #[serde(default = "default_max_clock_skew")]
-    pub max_clock_skew: HumanDuration,
+    pub(crate) max_clock_skew: HumanDuration,
     #[serde(default)]
-    pub max_age: Option<HumanDuration>,
+    pub(crate) max_age: Option<HumanDuration>,
     #[serde(default = "default_receive_buffer")]
-    pub receive_buffer: usize,
+    pub(crate) receive_buffer: usize,
     #[serde(default)]
-    pub rate_limit: RateLimitConfig,
+    pub(crate) rate_limit: RateLimitConfig,
     #[serde(default)]
-    pub keys: BTreeMap<String, KeyConfig>,
+    pub(crate) keys: BTreeMap<String, KeyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
+pub(crate) struct RateLimitConfig {
     #[serde(default = "default_per_source")]
-    pub per_source: f64,
+    pub(crate) per_source: f64,
     #[serde(default = "default_burst")]
-    pub burst: u32,
+    pub(crate) burst: u32,
     #[serde(default = "default_global")]
-    pub global: f64,
+    pub(crate) global: f64,
     #[serde(default = "default_sources")]
-    pub sources: usize,
+    pub(crate) sources: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -149,9 +156,9 @@ impl Default for RateLimitConfig {
 /// Per-key settings, `[keys.<file stem>]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyConfig {
+pub(crate) struct KeyConfig {
     /// Command names this key may run; absent means every command.
-    pub commands: Option<Vec<String>>,
+    pub(crate) commands: Option<Vec<String>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -191,35 +198,14 @@ fn default_sources() -> usize {
     DEFAULT_SOURCES
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config {path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config {path}: field `{field}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-    #[error(transparent)]
-    Trust(#[from] TrustError),
-}
-
 impl Config {
     /// Read, parse and validate the config file at `path`. The file must be a regular file
     /// owned by root, not writable by group or others, without an extended ACL
-    /// ([`CONFIG_RULE`], checked on the opened file).
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// ([`CONFIG_RULE`], checked on the opened file): a [`ServerError::Trust`] when it is
+    /// not, a [`ServerError::Config`] when it cannot be read or is not a valid config.
+    pub(crate) fn load(path: &Path) -> Result<Self, ServerError> {
         use std::io::Read;
-        let read_err = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
+        let read_err = |source| ConfigError::read(path, source);
         // By path first when it exists (no symlink, the directories above), so a reload
         // reaches the verdict of the start; a missing file gets the read error below.
         if std::fs::symlink_metadata(path).is_ok() {
@@ -232,18 +218,18 @@ impl Config {
             .read_to_string(&mut text)
             .map_err(read_err)?;
         if text.len() as u64 > CONFIG_MAX_LEN {
-            return Err(read_err(std::io::Error::new(
+            return Err(ServerError::from(read_err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("larger than {CONFIG_MAX_LEN} bytes"),
-            )));
+            ))));
         }
-        Self::parse(&text, path)
+        Ok(Self::parse(&text, path)?)
     }
 
     /// The identity the server will use its files as: `user` (which must exist) with its
     /// groups when this process is root (it switches to `user` at start), else this process's
     /// own credentials (started as the user already, e.g. by systemd's `User=`).
-    pub fn who(&self) -> Result<Who, TrustError> {
+    pub(crate) fn who(&self) -> Result<Who, TrustError> {
         let user = Who::user(&self.user, "user")?;
         Ok(if nix::unistd::geteuid().is_root() {
             user
@@ -256,7 +242,7 @@ impl Config {
     /// as `who` will see it: the config file at `path`, `keys_dir`, `state_dir` (and the files
     /// `replay` and `reload` in it, when they exist: [`STATE_FILE_RULE`]) and the
     /// directory of `commander_socket` (which may not exist yet: the commander creates it).
-    pub fn check_paths(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
+    pub(crate) fn check_paths(&self, path: &Path, who: &Who) -> Result<(), TrustError> {
         CONFIG_RULE.check_path(path, who)?;
         KEYS_DIR_RULE.check_path(&self.keys_dir, who)?;
         STATE_DIR_RULE.check_path(&self.state_dir, who)?;
@@ -275,27 +261,24 @@ impl Config {
         Ok(())
     }
 
-    /// Parse and validate config text; `path` only names the file in errors.
+    /// Parse and validate config text; `path` only names the file in errors. A TOML or type
+    /// error keeps the parser's position (line, column and the line's text for `--check`).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            // toml's message spans several lines (with a caret diagram); keep it to one.
-            message: e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
+        let cfg: Config = toml::from_str(text).map_err(|mut e| {
+            let span = e.span();
+            // Without the input, toml renders the message and the field's dotted name (`in
+            // `max_age``) instead of its own caret diagram: the position is ours to render.
+            e.set_input(None);
+            // The journal gets one line, whatever the parser's message holds.
+            let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            ConfigError::syntax(path, text, &message, span)
         })?;
         cfg.validate(path)?;
         Ok(cfg)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, message: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            field,
-            message: message.to_owned(),
-        };
+        let invalid = |field: &str, message: &str| ConfigError::invalid(path, field, message);
         if self.ips.is_empty() {
             return Err(invalid(
                 "ips",
@@ -357,18 +340,28 @@ impl Config {
         for (name, k) in &self.keys {
             if let Some(cmds) = &k.commands {
                 if cmds.iter().any(|c| c.is_empty()) {
-                    return Err(ConfigError::Invalid {
-                        path: path.to_owned(),
-                        field: "keys.*.commands",
-                        message: format!("[keys.{name}] lists an empty command name"),
-                    });
+                    return Err(invalid(
+                        "keys.*.commands",
+                        &format!("[keys.{name}] lists an empty command name"),
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    /// The acceptance rules `shared::verdict::judge` applies.
+    /// The rate limits the gate applies (`[rate_limit]`).
+    pub fn limits(&self) -> Limits {
+        let rl = &self.rate_limit;
+        Limits {
+            per_source: rl.per_source,
+            burst: rl.burst,
+            global: rl.global,
+            sources: rl.sources,
+        }
+    }
+
+    /// The acceptance rules the gate applies.
     pub fn policy(&self) -> ruroco_proto::Policy {
         ruroco_proto::Policy {
             ips: self
@@ -434,6 +427,23 @@ commands = ["open_ssh", "hello"]
     }
 
     #[test]
+    fn a_type_error_keeps_its_position_for_check() {
+        let text = "ips = [\"::1\"]\nreceive_buffer = \"big\"\n";
+        let e = Config::parse(text, Path::new("/etc/ruroco/server.toml")).unwrap_err();
+        let one_line = e.to_string();
+        assert!(
+            one_line.starts_with("config /etc/ruroco/server.toml:2:18: ")
+                && one_line.contains("receive_buffer")
+                && !one_line.contains('\n'),
+            "{one_line}"
+        );
+        assert_eq!(
+            e.render().lines().skip(1).collect::<Vec<_>>(),
+            ["  2 | receive_buffer = \"big\"", "    |                  ^^^^^"]
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let e = parse("ips = [\"127.0.0.1\"]\nlisten_addr = \"x\"").unwrap_err();
         assert!(e.contains("listen_addr") && !e.contains('\n'), "{e}");
@@ -449,6 +459,7 @@ commands = ["open_ssh", "hello"]
         assert!(e.contains("rate_limit.burst"), "{e}");
         let e = parse("ips = [\"::1\"]\nmax_age = \"ten\"").unwrap_err();
         assert!(e.contains("max_age"), "{e}");
+        assert!(e.starts_with("config server.toml:2:11: "), "{e}");
         let e = parse("ips = [\"::1\"]\nmax_age = \"0s\"").unwrap_err();
         assert!(e.contains("`max_age`"), "{e}");
         let e = parse("ips = [\"::1\"]\nmax_clock_skew = \"0s\"").unwrap_err();

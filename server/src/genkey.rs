@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ruroco_kit::exit::{self, ExitStatus};
 use ruroco_proto::{Key, KeyError, KeyId};
 
 /// Mode of a key file `gen-key` writes: the owner (root) reads and writes, the server's group
@@ -43,14 +44,16 @@ pub enum GenKeyError {
     Write { path: PathBuf, source: io::Error },
 }
 
-impl GenKeyError {
-    /// The sysexits code (ruroco-server(8), EXIT STATUS).
-    pub fn exit_code(&self) -> i32 {
+/// The sysexits code (ruroco-server(8), EXIT STATUS).
+impl ExitStatus for GenKeyError {
+    fn exit_code(&self) -> u8 {
         match self {
-            GenKeyError::NoGroup(_) => 67,
-            GenKeyError::Generate(_) => 70,
-            GenKeyError::Exists(_) | GenKeyError::Create { .. } | GenKeyError::Acl { .. } => 73,
-            GenKeyError::Lookup { .. } | GenKeyError::Write { .. } => 74,
+            GenKeyError::NoGroup(_) => exit::NOUSER,
+            GenKeyError::Generate(_) => exit::SOFTWARE,
+            GenKeyError::Exists(_) | GenKeyError::Create { .. } | GenKeyError::Acl { .. } => {
+                exit::CANTCREAT
+            }
+            GenKeyError::Lookup { .. } | GenKeyError::Write { .. } => exit::IOERR,
         }
     }
 }

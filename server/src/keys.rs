@@ -4,6 +4,7 @@
 
 use ruroco_kit::key_file::KeyFileError;
 use ruroco_kit::trust::{Access, Kind, Owner, Rule, TrustError, Who};
+use ruroco_proto::gate::Permit;
 use ruroco_proto::{CmdHash, Key, KeyId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -131,7 +132,11 @@ impl KeySet {
     /// file is gone, unreadable or refused is dropped, and no key that `previous` did not have
     /// is ever added: a failed reload can only take keys away. An unreadable or untrusted `dir`
     /// keeps none.
-    pub fn salvage(previous: &KeySet, dir: &Path, sections: &BTreeMap<String, KeyConfig>) -> Self {
+    pub fn salvage(
+        previous: &KeyNames,
+        dir: &Path,
+        sections: &BTreeMap<String, KeyConfig>,
+    ) -> Self {
         let who = Who::current();
         if crate::config::KEYS_DIR_RULE.check_path(dir, &who).is_err() {
             return Self::default();
@@ -145,7 +150,7 @@ impl KeySet {
                 continue;
             };
             let id = loaded.key.id();
-            if previous.get(&id).is_none() {
+            if !previous.contains(&id) {
                 continue;
             }
             // A second file with the same key makes its allow-list ambiguous: drop it.
@@ -163,6 +168,7 @@ impl KeySet {
         }
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: &KeyId) -> Option<&LoadedKey> {
         self.by_id.get(id)
     }
@@ -171,8 +177,23 @@ impl KeySet {
         self.by_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+    /// The names of the keys, for reload messages once the keys went to the gate.
+    pub fn names(&self) -> KeyNames {
+        KeyNames {
+            by_id: self
+                .by_id
+                .iter()
+                .map(|(id, k)| (*id, (k.path.clone(), k.name.clone())))
+                .collect(),
+        }
+    }
+
+    /// The keys and their allow-lists, for the gate.
+    pub fn into_permits(self) -> impl Iterator<Item = Permit> {
+        self.by_id.into_values().map(|k| Permit {
+            key: k.key,
+            allowed: k.allowed,
+        })
     }
 
     /// Keys sorted by file name, for stable `--check` output.
@@ -180,6 +201,32 @@ impl KeySet {
         let mut v: Vec<_> = self.by_id.values().collect();
         v.sort_by(|a, b| a.path.cmp(&b.path));
         v
+    }
+}
+
+/// The keys in use by id, with their file and name: what a reload reports and what a failed
+/// reload may keep ([`KeySet::salvage`]), while the keys themselves live in the gate.
+#[derive(Debug, Default)]
+pub struct KeyNames {
+    by_id: HashMap<KeyId, (PathBuf, String)>,
+}
+
+impl KeyNames {
+    /// Whether a key with this id is in use.
+    pub fn contains(&self, id: &KeyId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// The names of the keys here that `other` lacks, in file-name order.
+    pub fn missing_from(&self, other: &KeyNames) -> Vec<String> {
+        let mut v: Vec<_> = self
+            .by_id
+            .iter()
+            .filter(|(id, _)| !other.contains(id))
+            .map(|(_, (path, name))| (path, name))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, name)| name.clone()).collect()
     }
 }
 
@@ -335,7 +382,7 @@ mod tests {
                 commands: Some(vec!["hello".to_owned()]),
             },
         );
-        let kept = KeySet::salvage(&previous, d.path(), &sections);
+        let kept = KeySet::salvage(&previous.names(), d.path(), &sections);
         assert_eq!(
             kept.len(),
             1,
@@ -345,7 +392,7 @@ mod tests {
             kept.get(&b.id()).unwrap().allowed.as_deref(),
             Some(&[CmdHash::of_name("hello")][..])
         );
-        let gone = KeySet::salvage(&previous, &d.path().join("nope"), &sections);
-        assert!(gone.is_empty());
+        let gone = KeySet::salvage(&previous.names(), &d.path().join("nope"), &sections);
+        assert_eq!(gone.len(), 0);
     }
 }

@@ -1,6 +1,6 @@
-//! ruroco-server: a thin wrapper around the library's `run`.
+//! ruroco-server: a thin wrapper around the library's `run`; it must never hold logic.
 #![forbid(unsafe_code)]
 
-fn main() {
-    std::process::exit(ruroco_server::run());
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(ruroco_server::run())
 }

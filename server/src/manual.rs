@@ -499,7 +499,7 @@ mod tests {
         }
     }
 
-    /// RUROCO_REASON lists every rejection reason the verdict has.
+    /// RUROCO_REASON lists every rejection reason the gate has.
     #[test]
     fn every_rejection_reason_is_listed() {
         let (_, text) = JOURNAL_FIELDS
@@ -518,13 +518,14 @@ mod tests {
     /// Every exit status the errors map to is documented, and every documented one happens.
     #[test]
     fn exit_statuses_are_the_codes_the_errors_map_to() {
-        use crate::{ServerError, activation, genkey, privileges};
+        use crate::error::ServerError;
+        use crate::{activation, genkey, privileges};
+        use ruroco_kit::exit::ExitStatus;
         let io = || std::io::Error::other("x");
-        let codes: BTreeSet<i32> = [
-            ServerError::from(crate::config::ConfigError::Parse {
-                path: "p".into(),
-                message: "m".into(),
-            })
+        let codes: BTreeSet<u8> = [
+            ServerError::from(ruroco_kit::config_error::ConfigError::invalid(
+                "p", "f", "m",
+            ))
             .exit_code(),
             ServerError::Socket(activation::ActivationError::TooMany(2)).exit_code(),
             ServerError::Socket(activation::ActivationError::NotDatagram(io())).exit_code(),
@@ -547,7 +548,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let documented: BTreeSet<i32> = EXIT_STATUS.iter().map(|(c, _)| i32::from(*c)).collect();
+        let documented: BTreeSet<u8> = EXIT_STATUS.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, documented);
     }
 

@@ -10,15 +10,15 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 /// Datagrams read per system call.
-pub const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// One byte more than a valid datagram, so an oversized one reads as 95 bytes.
-pub const BUF_LEN: usize = DATAGRAM_LEN + 1;
+pub(crate) const BUF_LEN: usize = DATAGRAM_LEN + 1;
 
 /// One received datagram: its (possibly truncated) length and source address.
 #[derive(Debug, Clone, Copy)]
-pub struct Meta {
-    pub len: usize,
-    pub source: Option<IpAddr>,
+struct Meta {
+    len: usize,
+    source: Option<IpAddr>,
 }
 
 /// Reusable receive buffers and headers.
@@ -37,6 +37,7 @@ impl Default for Receiver {
 }
 
 impl Receiver {
+    /// Buffers for one batch of 64 datagrams of up to 95 bytes, allocated once.
     pub fn new() -> Self {
         Self {
             bufs: Box::new([[0u8; BUF_LEN]; BATCH]),
@@ -46,7 +47,8 @@ impl Receiver {
         }
     }
 
-    /// Read up to `BATCH` queued datagrams; `WouldBlock` when none is queued.
+    /// Read up to 64 queued datagrams (recvmmsg(2), non-blocking); returns how many, or
+    /// `WouldBlock` when none is queued.
     pub fn recv(&mut self, sock: &impl AsRawFd) -> std::io::Result<usize> {
         self.meta.clear();
         if !self.single {
@@ -86,7 +88,8 @@ impl Receiver {
         Ok(self.meta.len())
     }
 
-    /// The datagrams of the last `recv`: bytes and source.
+    /// The datagrams of the last `recv`: bytes (a 95-byte one was oversized) and the source
+    /// as the socket reports it (`None` for a non-IP address family).
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], Option<IpAddr>)> {
         self.meta
             .iter()

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config};
+use ruroco_kit::exit::{self, ExitStatus};
 
 /// The outcome record in `state_dir` (0600, replaced atomically after each reload).
 pub const OUTCOME_FILE: &str = "reload";
@@ -22,17 +23,6 @@ pub const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
 /// What an operator runs to apply a setting that only a restart changes.
 pub const RESTART_HINT: &str = "systemctl restart ruroco";
-
-/// Fields whose value is fixed for the life of the process: the socket is bound (and pinned
-/// by seccomp), the user switched, the replay state and the commander link set up at start.
-pub const RESTART_FIELDS: [&str; 6] = [
-    "listen",
-    "user",
-    "state_dir",
-    "commander_socket",
-    "commander_uid",
-    "receive_buffer",
-];
 
 /// What a parsed config changes in the running server.
 #[derive(Debug)]
@@ -201,13 +191,13 @@ pub enum ReloadError {
     Timeout { pid: i32 },
 }
 
-impl ReloadError {
-    /// sysexits: 78 (EX_CONFIG) for a failed reload (also one of a config that is not TOML),
-    /// 69 (EX_UNAVAILABLE) otherwise.
-    pub fn exit_code(&self) -> i32 {
+/// sysexits: 78 (EX_CONFIG) for a failed reload (also one of a config that is not TOML),
+/// 69 (EX_UNAVAILABLE) otherwise.
+impl ExitStatus for ReloadError {
+    fn exit_code(&self) -> u8 {
         match self {
-            ReloadError::Failed(_) | ReloadError::Unparsable { .. } => 78,
-            _ => 69,
+            ReloadError::Failed(_) | ReloadError::Unparsable { .. } => exit::CONFIG,
+            _ => exit::UNAVAILABLE,
         }
     }
 }

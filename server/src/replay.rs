@@ -9,45 +9,44 @@
 //! The 0.1.0 format (the key lines alone) is still read, since deployed servers have it; it
 //! is refused when empty or when its last line lacks its newline, and the first accepted
 //! datagram rewrites it in the current format. A 0.1.0 file cut exactly at a line boundary
-//! cannot be told from a complete one: that is the format's limit, closed by the rewrite. Writes run on one dedicated thread
-//! ([`Writer`]) so the receive loop keeps reading the socket while the disk flushes.
+//! cannot be told from a complete one: that is the format's limit, closed by the rewrite.
+//! Writes run on one dedicated thread (`writer.rs`) so the receive loop keeps reading the
+//! socket while the disk flushes.
 
 use ruroco_kit::fsutil::{read_bounded, write_atomic};
 use ruroco_proto::KeyId;
-use std::collections::{BTreeMap, VecDeque};
+use ruroco_proto::gate::{Floors, raise};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use tokio::sync::oneshot;
-
-/// A full set of floors: the durable state, or what a write will make durable.
-pub type Floors = BTreeMap<KeyId, u128>;
 
 /// File name inside `state_dir`.
-pub const STATE_FILE: &str = "replay";
+pub(crate) const STATE_FILE: &str = "replay";
 /// Mode of the state file: only the server's user reads it.
-pub const STATE_MODE: u32 = 0o600;
+pub(crate) const STATE_MODE: u32 = 0o600;
 /// A line is at most 16 + 1 + 39 + 1 bytes; this bounds the file to ~1M keys.
-pub const STATE_MAX_LEN: u64 = 64 * 1024 * 1024;
+pub(crate) const STATE_MAX_LEN: u64 = 64 * 1024 * 1024;
 
 /// The first line of the current format.
-pub const HEADER: &str = "ruroco-replay 2";
+pub(crate) const HEADER: &str = "ruroco-replay 2";
 /// The last line of the current format starts with this, followed by the number of keys.
-pub const TERMINATOR: &str = "end";
+pub(crate) const TERMINATOR: &str = "end";
 
 /// Why a state file's text cannot be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// This 1-based line is not a key line, a repeated key, or a wrong `end` count.
     #[error("line {0} is corrupt (expected `<keyid hex16> <counter>`)")]
     Line(usize),
+    /// The file holds nothing but whitespace.
     #[error("it is empty")]
     Empty,
+    /// The file ends before its `end <keys>` line, or inside a line.
     #[error("it is truncated (it does not end with its `end <keys>` line)")]
     Truncated,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub(crate) enum ReplayError {
     #[error(
         "replay state {path}: cannot read: {source} (fix its ownership/permissions; never delete it, that re-enables replays)"
     )]
@@ -68,14 +67,14 @@ pub enum ReplayError {
 
 /// The durable floors, as last written.
 #[derive(Debug)]
-pub struct ReplayState {
+pub(crate) struct ReplayState {
     path: PathBuf,
     floors: Floors,
 }
 
 impl ReplayState {
     /// Load `<state_dir>/replay`; a missing file (and only a missing file) is an empty state.
-    pub fn load(state_dir: &Path) -> Result<Self, ReplayError> {
+    pub(crate) fn load(state_dir: &Path) -> Result<Self, ReplayError> {
         let path = state_dir.join(STATE_FILE);
         let text = match read_bounded(&path, STATE_MAX_LEN) {
             Ok(t) => t,
@@ -94,25 +93,28 @@ impl ReplayState {
         Ok(Self { path, floors })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The highest accepted counter for `id`, 0 when none.
-    pub fn floor(&self, id: &KeyId) -> u128 {
+    #[cfg(test)]
+    pub(crate) fn floor(&self, id: &KeyId) -> u128 {
         self.floors.get(id).copied().unwrap_or(0)
     }
 
-    pub fn len(&self) -> usize {
+    /// Every durable floor.
+    pub(crate) fn floors(&self) -> &Floors {
+        &self.floors
+    }
+
+    pub(crate) fn len(&self) -> usize {
         self.floors.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.floors.is_empty()
-    }
 
     /// The floors after raising those in `updates`: what the next write makes durable.
-    pub fn raised<'a>(&self, updates: impl IntoIterator<Item = (&'a KeyId, &'a u128)>) -> Floors {
+    pub(crate) fn raised<'a>(&self, updates: impl IntoIterator<Item = (&'a KeyId, &'a u128)>) -> Floors {
         let mut next = self.floors.clone();
         for (id, counter) in updates {
             raise(&mut next, *id, *counter);
@@ -121,109 +123,22 @@ impl ReplayState {
     }
 
     /// Record `floors` as durable, after their write succeeded. A floor never goes down.
-    pub fn install(&mut self, floors: Floors) {
+    pub(crate) fn install(&mut self, floors: Floors) {
         for (id, counter) in floors {
             raise(&mut self.floors, id, counter);
         }
     }
 }
 
-/// How many accepted datagrams [`Recent`] remembers.
-pub const RECENT_LEN: usize = 1024;
-
-/// The (key id, counter) of the last [`RECENT_LEN`] accepted datagrams, in memory only, to
-/// tell a late copy of an accepted datagram (`duplicate`: a send to another address of this
-/// server, or a network duplicate, arriving after a newer datagram of the same key) from an
-/// old datagram sent again (`replay`). It never decides acceptance: the floor does. Bounded:
-/// 24 bytes an entry; a lookup scans it, and runs only for authenticated datagrams at or
-/// below their key's floor.
-#[derive(Debug, Default)]
-pub struct Recent {
-    accepted: VecDeque<(KeyId, u128)>,
-}
-
-impl Recent {
-    /// Remember an accepted datagram, forgetting the oldest beyond [`RECENT_LEN`].
-    pub fn remember(&mut self, id: KeyId, counter: u128) {
-        if self.accepted.len() == RECENT_LEN {
-            self.accepted.pop_front();
-        }
-        self.accepted.push_back((id, counter));
-    }
-
-    /// Whether a datagram of `id` with `counter` is among the remembered ones.
-    pub fn contains(&self, id: &KeyId, counter: u128) -> bool {
-        self.accepted.iter().any(|(k, c)| k == id && *c == counter)
-    }
-}
-
-/// Raise `id`'s floor in `floors` to `counter`; a floor never goes down.
-pub fn raise(floors: &mut Floors, id: KeyId, counter: u128) {
-    let f = floors.entry(id).or_insert(0);
-    *f = (*f).max(counter);
-}
-
 /// Replace the state file at `path` with `floors`: write-temp, fsync, rename, fsync-dir.
-pub fn write(path: &Path, floors: &Floors) -> Result<(), ReplayError> {
+pub(crate) fn write(path: &Path, floors: &Floors) -> Result<(), ReplayError> {
     write_atomic(path, render(floors).as_bytes(), STATE_MODE).map_err(|source| ReplayError::Write {
         path: path.to_owned(),
         source,
     })
 }
 
-/// One write for the [`Writer`] thread, and where to report its outcome.
-#[derive(Debug)]
-struct Job {
-    floors: Floors,
-    done: oneshot::Sender<Result<Floors, ReplayError>>,
-}
-
-/// The thread that performs durable writes, one at a time, off the receive loop.
-///
-/// A plain thread started once, before the sandbox, rather than `spawn_blocking`: tokio's
-/// blocking pool creates threads lazily (and lets idle ones exit after 10 s), and after
-/// confinement `clone` fails, which tokio treats as fatal. It must be started after Landlock
-/// (so it inherits the ruleset on kernels without Landlock's thread sync) and before seccomp
-/// (which covers all threads).
-#[derive(Debug)]
-pub struct Writer {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl Writer {
-    /// Start the thread writing `path`. It ends when the `Writer` is dropped.
-    pub fn spawn(path: PathBuf) -> std::io::Result<Self> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (started, running) = mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("ruroco-persist".to_owned())
-            .spawn(move || {
-                let _ = started.send(());
-                for job in rx {
-                    let result = write(&path, &job.floors).map(|()| job.floors);
-                    let _ = job.done.send(result);
-                }
-            })?;
-        // Return only once the thread runs its own code: its start-up (glibc's rseq
-        // registration, which it treats as fatal when refused; the thread name) must be done
-        // before seccomp is applied.
-        running
-            .recv()
-            .map_err(|_| std::io::Error::other("the floor writer thread did not start"))?;
-        Ok(Self { jobs })
-    }
-
-    /// Queue a durable write of `floors`; the receiver yields them back once they are on disk.
-    /// If the thread is gone the receiver reports a closed channel (treat it as a failure).
-    pub fn write(&self, floors: Floors) -> oneshot::Receiver<Result<Floors, ReplayError>> {
-        let (done, rx) = oneshot::channel();
-        // On a send error the job, and with it `done`, is dropped: `rx` then reports closed.
-        let _ = self.jobs.send(Job { floors, done });
-        rx
-    }
-}
-
-/// Parse a state file's text: the current format, or the 0.1.0 one (see the module docs).
+/// Parse a state file's text (the floors, or why the text cannot be trusted): the current format, or the 0.1.0 one (see the module docs).
 pub fn parse(text: &str) -> Result<Floors, ParseError> {
     if text.trim().is_empty() {
         return Err(ParseError::Empty);
@@ -263,7 +178,7 @@ pub fn parse(text: &str) -> Result<Floors, ParseError> {
 
 /// Key lines (`<keyid hex16> <counter>`, numbered); blank lines are skipped.
 fn parse_keys<'a>(lines: impl Iterator<Item = (usize, &'a str)>) -> Result<Floors, ParseError> {
-    let mut floors = BTreeMap::new();
+    let mut floors = Floors::new();
     for (no, line) in lines {
         let line = line.trim();
         if line.is_empty() {
@@ -301,21 +216,6 @@ pub fn render(floors: &Floors) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn recent_remembers_a_bounded_number_of_accepted_counters() {
-        let mut r = Recent::default();
-        let a = KeyId([1; 8]);
-        let b = KeyId([2; 8]);
-        r.remember(a, 10);
-        assert!(r.contains(&a, 10));
-        assert!(!r.contains(&b, 10) && !r.contains(&a, 11));
-        for c in 0..RECENT_LEN as u128 {
-            r.remember(b, 100 + c);
-        }
-        assert!(!r.contains(&a, 10), "the oldest is forgotten");
-        assert!(r.contains(&b, 100) && r.accepted.len() == RECENT_LEN);
-    }
-
     const A: KeyId = KeyId([1, 2, 3, 4, 5, 6, 7, 8]);
     const B: KeyId = KeyId([9; 8]);
 
@@ -332,7 +232,7 @@ mod tests {
     fn missing_file_is_empty_and_commit_round_trips() {
         let d = tempfile::tempdir().unwrap();
         let mut s = ReplayState::load(d.path()).unwrap();
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
         commit(&mut s, &[(A, 10), (B, 5), (A, 12)]).unwrap();
         assert_eq!(s.floor(&A), 12);
         commit(&mut s, &[(A, 3)]).unwrap();
@@ -421,24 +321,5 @@ mod tests {
         let mut s = ReplayState::load(&d.path().join("missing-dir")).unwrap();
         assert!(commit(&mut s, &[(A, 7)]).is_err());
         assert_eq!(s.floor(&A), 0);
-    }
-
-    #[test]
-    fn writer_thread_writes_durably_and_reports_failure() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = ReplayState::load(d.path()).unwrap();
-        let w = Writer::spawn(s.path().to_owned()).unwrap();
-        let floors = s.raised([(&A, &9)]);
-        let written = w.write(floors).blocking_recv().unwrap().unwrap();
-        s.install(written);
-        assert_eq!(ReplayState::load(d.path()).unwrap().floor(&A), 9);
-        assert_eq!(s.floor(&A), 9);
-        let bad = Writer::spawn(d.path().join("missing-dir").join(STATE_FILE)).unwrap();
-        assert!(
-            bad.write(s.raised([(&B, &1)]))
-                .blocking_recv()
-                .unwrap()
-                .is_err()
-        );
     }
 }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use crate::writer::Writer;
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, LandlockStatus, PathBeneath, PathFd,
     RestrictSelfAttr, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
@@ -98,8 +99,13 @@ pub fn restrict_files(paths: &Paths<'_>) -> Result<FilesRestricted, SandboxError
 
 impl FilesRestricted {
     /// Step 2: the seccomp filter, for every thread of the process. `udp` is the server's
-    /// UDP socket, which the filter lets it receive on and nothing else.
-    pub fn restrict_syscalls(self, udp: BorrowedFd<'_>) -> Result<Applied, SandboxError> {
+    /// UDP socket, which the filter lets it receive on and nothing else. It takes the floor
+    /// writer because that thread must exist first: the filter forbids creating threads.
+    pub fn restrict_syscalls(
+        self,
+        udp: BorrowedFd<'_>,
+        _writer: &Writer,
+    ) -> Result<Applied, SandboxError> {
         let seccomp = apply_seccomp(udp.as_raw_fd())?;
         #[cfg(feature = "selftest")]
         if let Some(probe) = std::env::var_os(SELFTEST_ENV) {

@@ -483,3 +483,35 @@ fn a_connect_refused_for_permission_logs_a_permission_hint() {
     assert!(down.contains("socket_group"), "{down}");
     assert!(!down.contains("start the commander"), "{down}");
 }
+
+#[test]
+fn a_type_error_is_shown_on_its_line_with_a_caret_and_logged_as_one_line() {
+    let (mut env, _) = env_with_key();
+    env.extra_config = "receive_buffer = \"big\"\n".to_owned();
+    let config = env.write_config();
+    let (code, out, err) = env.run_once(&["--check"]);
+    assert_eq!(code, Some(78), "stdout: {out} stderr: {err}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let number = text
+        .lines()
+        .position(|l| l.starts_with("receive_buffer"))
+        .unwrap()
+        + 1;
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("config {}:{number}:18: ", config.display()))
+            && lines[0].contains("receive_buffer"),
+        "{err}"
+    );
+    assert_eq!(lines[1], format!("  {number} | receive_buffer = \"big\""));
+    let caret = lines[2].find('^').unwrap();
+    assert_eq!(&lines[2][caret..], "^^^^^", "{err}");
+    assert_eq!(
+        caret,
+        lines[1].find("\"big\"").unwrap(),
+        "the caret is under the value: {err}"
+    );
+    // The start logs the first line alone.
+    start_refuses(&env, lines[0]);
+}

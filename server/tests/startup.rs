@@ -23,12 +23,23 @@ fn refused(env: &Env) -> String {
     err
 }
 
-/// `--check` expecting a refusal; returns stderr.
+/// `--check` expecting a refusal: one line, and for a config error with a position the
+/// config line and a caret under the problem; returns stderr.
 fn check_refused(env: &Env) -> String {
     env.write_config();
     let (code, out, err) = env.run_once(&["--check"]);
     assert_eq!(code, Some(78), "stdout: {out} stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    match lines[..] {
+        [_] => {}
+        [first, _, caret] => assert!(
+            first.starts_with("config ")
+                && caret.trim_start().starts_with("| ")
+                && caret.ends_with('^'),
+            "{err}"
+        ),
+        _ => panic!("one line, or one with its config line and caret: {err}"),
+    }
     err
 }
 

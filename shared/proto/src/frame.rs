@@ -11,14 +11,19 @@ use crate::ip;
 /// Exact size of one frame on the commander socket.
 pub const FRAME_LEN: usize = 24;
 
+/// One request to the commander: run `cmd` for `ip`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Frame {
+    /// The command's hash (bytes 0–7, big-endian).
     pub cmd: CmdHash,
+    /// The address the command acts for (bytes 8–23, `ip::encode`); canonical after decoding.
     pub ip: IpAddr,
 }
 
+/// Why 24 bytes are not a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// The address field is all zeros.
     #[error("frame carries no IP address (all zeros)")]
     NoIp,
     /// Unspecified, broadcast or multicast (`ip::can_be_client`).
@@ -27,6 +32,7 @@ pub enum FrameError {
 }
 
 impl Frame {
+    /// The 24 wire bytes.
     pub fn to_bytes(&self) -> [u8; FRAME_LEN] {
         let mut b = [0u8; FRAME_LEN];
         b[..8].copy_from_slice(&self.cmd.to_bytes());
@@ -34,6 +40,7 @@ impl Frame {
         b
     }
 
+    /// Parse 24 wire bytes; the address must be one a client can have.
     pub fn from_bytes(b: &[u8; FRAME_LEN]) -> Result<Self, FrameError> {
         let mut cmd = [0u8; 8];
         cmd.copy_from_slice(&b[..8]);
@@ -99,18 +106,22 @@ impl AckOutcome {
 /// arrive in any order (a slow command does not hold up the others).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ack {
+    /// The acknowledged frame's sequence number on its connection (bytes 0–7, big-endian).
     pub seq: u64,
+    /// What became of it (byte 8).
     pub outcome: AckOutcome,
 }
 
 /// An acknowledgement the server cannot read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
+    /// Byte 8 is not a known [`AckOutcome`].
     #[error("acknowledgement carries unknown outcome byte {0}")]
     UnknownOutcome(u8),
 }
 
 impl Ack {
+    /// The 9 wire bytes.
     pub fn to_bytes(&self) -> [u8; ACK_LEN] {
         let mut b = [0u8; ACK_LEN];
         b[..8].copy_from_slice(&self.seq.to_be_bytes());
@@ -118,6 +129,7 @@ impl Ack {
         b
     }
 
+    /// Parse 9 wire bytes.
     pub fn from_bytes(b: &[u8; ACK_LEN]) -> Result<Self, AckError> {
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&b[..8]);

@@ -54,6 +54,7 @@ impl CmdHash {
         Self(u64::from_be_bytes(out))
     }
 
+    /// The 8 wire bytes (big-endian), as in datagrams and frames.
     pub fn to_bytes(self) -> [u8; 8] {
         self.0.to_be_bytes()
     }

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+#[cfg(feature = "aead")]
+pub mod gate;
 pub mod ids;
 pub mod ip;
 #[cfg(feature = "aead")]
@@ -13,13 +15,13 @@ pub mod key;
 #[cfg(feature = "aead")]
 pub mod protocol;
 #[cfg(feature = "aead")]
-pub mod verdict;
+mod rate_limit;
 
 pub use frame::{ACK_LEN, Ack, AckOutcome, FRAME_LEN, Frame};
+#[cfg(feature = "aead")]
+pub use gate::{Accepted, Gate, Policy, Reject};
 pub use ids::{CmdHash, KeyId};
 #[cfg(feature = "aead")]
 pub use key::{Key, KeyError};
 #[cfg(feature = "aead")]
 pub use protocol::{DATAGRAM_LEN, Plaintext};
-#[cfg(feature = "aead")]
-pub use verdict::{Accepted, Policy, Reject};

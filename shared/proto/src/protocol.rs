@@ -22,7 +22,9 @@ const CIPHERTEXT: std::ops::Range<usize> = 36..94;
 /// The decrypted content of a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plaintext {
+    /// Protocol version (byte 0); only [`VERSION`] is accepted.
     pub version: u8,
+    /// The command's hash (bytes 1–8, big-endian).
     pub cmd: CmdHash,
     /// Strictly increasing per key; nanoseconds since the Unix epoch when seeded.
     pub counter: u128,
@@ -35,6 +37,8 @@ pub struct Plaintext {
 }
 
 impl Plaintext {
+    /// The 58-byte plaintext: version, command hash, counter (big-endian), strict flag,
+    /// claimed source and destination (16 bytes each, `ip::encode`).
     pub fn to_bytes(&self) -> [u8; PLAINTEXT_LEN] {
         let mut b = [0u8; PLAINTEXT_LEN];
         b[0] = self.version;
@@ -70,19 +74,18 @@ impl Plaintext {
 /// Why a datagram could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenError {
+    /// Not exactly [`DATAGRAM_LEN`] bytes.
     BadLength,
+    /// The tag does not verify under the key (forged, changed, or another key).
     BadTag,
+    /// Authentic, but its version byte is not [`VERSION`].
     BadVersion,
 }
 
 /// The clear key id of a datagram, or `BadLength` for anything but exactly 94 bytes.
 pub fn key_id(datagram: &[u8]) -> Result<KeyId, OpenError> {
-    if datagram.len() != DATAGRAM_LEN {
-        return Err(OpenError::BadLength);
-    }
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&datagram[KEY_ID]);
-    Ok(KeyId(id))
+    let datagram = datagram.try_into().map_err(|_| OpenError::BadLength)?;
+    Ok(key_id_exact(datagram))
 }
 
 /// Encrypt a plaintext under `key` with the given 96-bit IV.
@@ -110,9 +113,19 @@ pub fn seal_random(
 /// Verify and decrypt a datagram with `key` (the caller already matched its key id).
 /// The version is checked only after the tag verifies.
 pub fn open(key: &Key, datagram: &[u8]) -> Result<Plaintext, OpenError> {
-    if datagram.len() != DATAGRAM_LEN {
-        return Err(OpenError::BadLength);
-    }
+    let datagram = datagram.try_into().map_err(|_| OpenError::BadLength)?;
+    open_exact(key, datagram)
+}
+
+/// The clear key id of a datagram whose length is already checked (SPEC §2: bytes 0–7).
+pub fn key_id_exact(datagram: &[u8; DATAGRAM_LEN]) -> KeyId {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&datagram[KEY_ID]);
+    KeyId(id)
+}
+
+/// [`open`] for a datagram whose length is already checked: the gate checks it once.
+pub fn open_exact(key: &Key, datagram: &[u8; DATAGRAM_LEN]) -> Result<Plaintext, OpenError> {
     let mut body = [0u8; PLAINTEXT_LEN];
     body.copy_from_slice(&datagram[CIPHERTEXT]);
     let mut iv = [0u8; 12];

@@ -1,12 +1,12 @@
 //! Reference datagrams from the ruroco v0.14.2 client: each decodes to exactly its listed
-//! fields, the whole verdict accepts them in order and rejects each again as a replay, and
+//! fields, the gate accepts them in order and rejects each again as a replay, and
 //! no single-bit flip of any of them survives.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
 use proptest::prelude::*;
+use ruroco_proto::gate::{Floors, Gate, Limits, Now, Permit, Policy, Reject};
 use ruroco_proto::protocol::{self, OpenError, Plaintext};
-use ruroco_proto::verdict::{self, Policy, Reject};
-use ruroco_proto::{CmdHash, Key, KeyId};
+use ruroco_proto::{CmdHash, Key};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -120,38 +120,68 @@ fn sealing_the_listed_fields_reproduces_every_vector() {
     }
 }
 
+/// Generous limits: the vectors test the decision, not the budgets.
+const LIMITS: Limits = Limits {
+    per_source: 1e9,
+    burst: 1_000_000,
+    global: 1e9,
+    sources: 64,
+};
+
+fn gate(policy: Policy) -> Gate {
+    let permits = load()
+        .0
+        .into_values()
+        .map(|key| Permit { key, allowed: None });
+    Gate::new(permits, policy, LIMITS, Floors::new())
+}
+
 #[test]
-fn verdict_accepts_in_order_then_rejects_replays() {
+fn the_gate_accepts_in_order_then_rejects_replays() {
     let (keys, vectors, _) = load();
     let policy = Policy {
         ips: vec!["127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))],
         max_clock_skew_ns: u128::MAX / 2,
         max_age_ns: None,
     };
-    let now = vectors[0].expected.counter;
-    let mut floors: HashMap<KeyId, u128> = HashMap::new();
+    let now = Now {
+        unix_ns: vectors[0].expected.counter,
+        mono_ns: 0,
+    };
+    let mut gate = gate(policy);
     for v in &vectors {
-        let key = &keys[&v.key_file];
-        let floor = floors.get(&key.id()).copied().unwrap_or(0);
-        let a = verdict::judge(key, None, &v.bytes, v.source, now, floor, &policy)
+        let a = gate
+            .admit(&v.bytes, v.source, now)
             .unwrap_or_else(|r| panic!("vector with counter {} rejected: {r}", v.expected.counter));
         assert_eq!(a.frame.cmd, v.expected.cmd);
         assert_eq!(a.frame.ip, v.expected.src_ip.unwrap_or(v.source));
-        floors.insert(key.id(), a.counter);
+        assert_eq!(a.key_id, keys[&v.key_file].id());
     }
+    // Every one again is a copy of an accepted datagram: the last of each key is its floor,
+    // the older ones were accepted recently.
+    for v in &vectors {
+        assert_eq!(gate.admit(&v.bytes, v.source, now), Err(Reject::Duplicate));
+    }
+    // A fresh gate with the same floors (a restart: nothing recent) calls the older ones
+    // replays.
+    let floors: Floors = keys
+        .values()
+        .map(|k| (k.id(), gate.floor(&k.id())))
+        .collect();
+    let mut restarted = self::gate(Policy {
+        ips: vec![IpAddr::from([127, 0, 0, 1])],
+        max_clock_skew_ns: u128::MAX / 2,
+        max_age_ns: None,
+    });
+    restarted.restore_floors(floors.clone());
     for v in &vectors {
         let key = &keys[&v.key_file];
-        let floor = floors[&key.id()];
-        // The last accepted counter again is a copy of that datagram; older ones are replays.
-        let expected = if v.expected.counter == floor {
+        let expected = if v.expected.counter == floors[&key.id()] {
             Reject::Duplicate
         } else {
             Reject::Replay
         };
-        assert_eq!(
-            verdict::judge(key, None, &v.bytes, v.source, now, floor, &policy),
-            Err(expected)
-        );
+        assert_eq!(restarted.admit(&v.bytes, v.source, now), Err(expected));
     }
 }
 
@@ -180,14 +210,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
     fn random_input_of_any_length_never_panics_or_passes(data in proptest::collection::vec(any::<u8>(), 0..=200)) {
-        let keys = cached_keys();
         let policy = Policy { ips: vec![IpAddr::from([127, 0, 0, 1])], max_clock_skew_ns: 0, max_age_ns: None };
-        for key in keys {
-            let r = verdict::judge(key, None, &data, IpAddr::from([127, 0, 0, 1]), 0, 0, &policy);
-            prop_assert!(r.is_err());
-        }
+        let mut gate = gate(policy);
+        let r = gate.admit(&data, IpAddr::from([127, 0, 0, 1]), Now { unix_ns: 0, mono_ns: 0 });
+        prop_assert!(r.is_err());
         if data.len() != 94 {
-            prop_assert_eq!(verdict::key_id(&data), Err(Reject::BadLength));
+            prop_assert_eq!(r, Err(Reject::BadLength));
         }
     }
 

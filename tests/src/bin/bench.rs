@@ -819,7 +819,7 @@ fn one_64_flood(ctx: &Ctx, plan: &Plan, ceiling: f64) -> R<(Row, Value)> {
     // the failures within the /64's own burst. More AEAD attempts than that (bad tags: the
     // client's datagrams are valid) mean the flood took the reserve the client relies on.
     let global = shipped_limit("global")?;
-    let cap = global * (1.0 - ruroco_server::rate_limit::RESERVE)
+    let cap = global * (1.0 - ruroco_proto::gate::RESERVE)
         // (10 ms more for the last batch, judged after the queue read empty)
         + global * (m.secs + 0.01)
         + shipped_limit("burst")?;

@@ -180,9 +180,13 @@ fn run(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     // Daemons: section 8 (system administration); the client: section 1 (user commands).
     // Their subcommands' pages first, then the main page over clap's.
-    written.extend(man_pages(ruroco_server::cli(), "8", &man)?);
+    written.extend(man_pages(ruroco_server::cli::command(), "8", &man)?);
     written.extend(man_pages(ruroco_commander::cli(), "8", &man)?);
-    daemon_page(ruroco_server::cli(), &ruroco_server::manual::MANUAL, &man)?;
+    daemon_page(
+        ruroco_server::cli::command(),
+        &ruroco_server::manual::MANUAL,
+        &man,
+    )?;
     daemon_page(
         ruroco_commander::cli(),
         &ruroco_commander::manual::MANUAL,

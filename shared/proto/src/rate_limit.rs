@@ -93,6 +93,7 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.keys.len()
     }
@@ -138,7 +139,7 @@ impl Table {
 
 /// The keys a source is counted under: its address, and for IPv6 (not IPv4-mapped) its /64.
 fn keys(ip: IpAddr) -> (u128, Option<u128>) {
-    let addr = u128::from_be_bytes(ruroco_proto::ip::encode(Some(ip.to_canonical())));
+    let addr = u128::from_be_bytes(crate::ip::encode(Some(ip.to_canonical())));
     match ip.to_canonical() {
         IpAddr::V4(_) => (addr, None),
         IpAddr::V6(_) => (addr, Some(addr & !u128::from(u64::MAX))),
@@ -186,6 +187,7 @@ impl RateLimiter {
     }
 
     /// Number of address slots (fixed for the limiter's life; the /64 table is as large).
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.addresses.len()
     }
@@ -277,7 +279,7 @@ mod tests {
 
     #[test]
     fn forged_junk_never_stops_a_source_while_the_global_budget_has_room() {
-        // The attack of issue 14: junk with a client's key id forged from its address at
+        // The attack: junk with a client's key id forged from its address at
         // 100/s, the client's valid datagram in between. Every one is still authenticated.
         let mut rl = RateLimiter::new(2.0, 5, 100_000.0, 64);
         let client = v4(7);
