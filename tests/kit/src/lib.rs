@@ -4,12 +4,15 @@
 //! own notify socket, a stub commander). It must never touch anything outside the temp dirs
 //! and processes its callers hand it, and never synchronise by sleeping a fixed time.
 //!
+//! Feature `aead` adds the hand-made datagrams (`plaintext`, `seal`; they need the cipher).
 //! Everything is re-exported at the crate root, so `use ruroco_testkit::{Daemon, wait_for}`
 //! works whatever module an item lives in.
 // A harness failure is a test failure: panicking with a clear message is the intended way out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod clock;
 pub mod daemon;
+#[cfg(any(feature = "aead", test))]
 pub mod datagram;
 pub mod fs;
 pub mod logfmt;
@@ -18,8 +21,10 @@ pub mod procfs;
 pub mod stub;
 pub mod wait;
 
+pub use clock::{fresh_counter, now_ns};
 pub use daemon::{Daemon, Notify, as_nobody};
-pub use datagram::{fresh_counter, now_ns, plaintext, seal};
+#[cfg(any(feature = "aead", test))]
+pub use datagram::{plaintext, seal};
 pub use fs::{
     append_line, chmod, chown_to, copy_for_nobody, gid_of, link_or_copy, temp_dir, toml_string,
     uid_of, write_file,
