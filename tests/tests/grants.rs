@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 
 use nix::sys::signal::Signal;
 use ruroco_testkit::{DEADLINE, chmod, wait_for};
