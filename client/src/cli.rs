@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ruroco_kit::exit;
+
 use crate::connect::ConnectMode;
 use crate::send::DEFAULT_PORT;
 
@@ -30,104 +32,113 @@ pub type ExitStatus = (u8, &'static str);
 /// Exit statuses of `send` (sysexits.h values).
 pub const SEND_EXIT: &[ExitStatus] = &[
     (
-        0,
+        exit::OK,
         "sent (with --wait: the port answered; with --connect: the connection was handed over and, when relayed, closed)",
     ),
     (
-        64,
+        exit::USAGE,
         "usage: bad arguments or address, no command (-c or the profile's command), unknown profile, no address or key",
     ),
     (
-        65,
+        exit::DATAERR,
         "malformed key file, or a counter file that is corrupt, a link or another user's (run `ruroco-client reseed`)",
     ),
     (
-        66,
+        exit::NOINPUT,
         "key file missing, unreadable, or not a regular file (a directory, a FIFO)",
     ),
-    (68, "host name not resolved, or no address left after -4/-6"),
     (
-        69,
+        exit::NOHOST,
+        "host name not resolved, or no address left after -4/-6",
+    ),
+    (
+        exit::UNAVAILABLE,
         "--wait: the port did not answer before the timeout (the line printed lists the likely causes)",
     ),
     (
-        70,
+        exit::SOFTWARE,
         "internal error (e.g. the system random number generator failed)",
     ),
     (
-        74,
+        exit::IOERR,
         "I/O error: state directory, counter or lock, every send failed, or handing over the connection failed",
     ),
     (
-        77,
+        exit::NOPERM,
         "permission: key file readable by others or writable by anyone else (chmod 0600 it), or an unsafe state directory (a link, not a directory, another user's) or lock file (remove it)",
     ),
     (
-        78,
+        exit::CONFIG,
         "config: client.toml is invalid or unsafe, or neither XDG_STATE_HOME nor HOME is set (pass --state-dir)",
     ),
 ];
 /// Exit statuses of `gen`.
 pub const GEN_EXIT: &[ExitStatus] = &[
-    (0, "the key was written"),
-    (64, "usage error"),
+    (exit::OK, "the key was written"),
+    (exit::USAGE, "usage error"),
     (
-        70,
+        exit::SOFTWARE,
         "internal error (the system random number generator failed)",
     ),
     (
-        73,
+        exit::CANTCREAT,
         "the key file exists (pass --force) or cannot be created",
     ),
-    (74, "cannot write to stdout"),
+    (exit::IOERR, "cannot write to stdout"),
 ];
 /// Exit statuses of `reseed`.
 pub const RESEED_EXIT: &[ExitStatus] = &[
-    (0, "the counter was set to the clock"),
-    (64, "usage error"),
-    (74, "I/O error: state directory, counter or lock"),
+    (exit::OK, "the counter was set to the clock"),
+    (exit::USAGE, "usage error"),
+    (exit::IOERR, "I/O error: state directory, counter or lock"),
     (
-        77,
+        exit::NOPERM,
         "the state directory or lock file is unsafe (a link, not a directory, another user's, or writable by others; a lock file we cannot open for writing)",
     ),
     (
-        78,
+        exit::CONFIG,
         "neither XDG_STATE_HOME nor HOME is set (pass --state-dir)",
     ),
 ];
 /// Exit statuses of `list`.
 pub const LIST_EXIT: &[ExitStatus] = &[
-    (0, "the profiles were listed"),
-    (64, "usage error, or no profile of that name"),
-    (74, "cannot write to stdout"),
+    (exit::OK, "the profiles were listed"),
+    (exit::USAGE, "usage error, or no profile of that name"),
+    (exit::IOERR, "cannot write to stdout"),
     (
-        78,
+        exit::CONFIG,
         "client.toml is invalid or unsafe, or neither XDG_CONFIG_HOME nor HOME is set",
     ),
 ];
 /// Exit statuses of `completions`.
 pub const COMPLETIONS_EXIT: &[ExitStatus] = &[
-    (0, "the script was printed"),
-    (64, "usage error (unknown shell)"),
-    (74, "cannot write to stdout"),
+    (exit::OK, "the script was printed"),
+    (exit::USAGE, "usage error (unknown shell)"),
+    (exit::IOERR, "cannot write to stdout"),
 ];
 /// Exit statuses of the program as a whole (any subcommand).
 pub const TOP_EXIT: &[ExitStatus] = &[
-    (0, "success"),
-    (64, "usage error"),
+    (exit::OK, "success"),
+    (exit::USAGE, "usage error"),
     (
-        65,
+        exit::DATAERR,
         "malformed key file or counter file (send: run `ruroco-client reseed` for the counter)",
     ),
-    (66, "key file missing or unreadable"),
-    (68, "host name not resolved"),
-    (69, "send --wait: the port did not answer"),
-    (70, "internal error"),
-    (73, "gen: the key file exists or cannot be created"),
-    (74, "I/O error"),
-    (77, "permission: key file, state directory or lock file"),
+    (exit::NOINPUT, "key file missing or unreadable"),
+    (exit::NOHOST, "host name not resolved"),
+    (exit::UNAVAILABLE, "send --wait: the port did not answer"),
+    (exit::SOFTWARE, "internal error"),
     (
-        78,
+        exit::CANTCREAT,
+        "gen: the key file exists or cannot be created",
+    ),
+    (exit::IOERR, "I/O error"),
+    (
+        exit::NOPERM,
+        "permission: key file, state directory or lock file",
+    ),
+    (
+        exit::CONFIG,
         "configuration: client.toml, or no HOME for the defaults",
     ),
 ];

@@ -13,9 +13,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ruroco_kit::config_error::Location;
 use ruroco_kit::duration::HumanDuration;
 
-use crate::send::{self, AddrSpec, Family, Target};
+use crate::send::{self, AddrSpec, Family};
 
 /// Name of the config file inside `$XDG_CONFIG_HOME/ruroco`.
 pub const CONFIG_FILE: &str = "client.toml";
@@ -39,10 +40,12 @@ pub enum ConfigError {
     Read { path: PathBuf, source: io::Error },
     #[error("config file {path}: {detail}")]
     Unsafe { path: PathBuf, detail: String },
-    #[error("config file {path}, line {line}: {message}")]
+    /// Not TOML, or a value of the wrong type or an unknown field; `at` is where the TOML
+    /// parser points (the message names its line).
+    #[error("config file {path}, line {}: {message}", .at.line)]
     Parse {
         path: PathBuf,
-        line: usize,
+        at: Location,
         message: String,
     },
     #[error("config file {path}: [servers.{profile}] {field}: {message}")]
@@ -133,7 +136,8 @@ pub struct Profile {
 
 impl Profile {
     /// Where each address goes: its own port, else the profile's `port`, else the default.
-    pub fn targets(&self) -> Vec<Target> {
+    #[cfg(test)]
+    pub fn targets(&self) -> Vec<send::Target> {
         let port = self.port.unwrap_or(send::DEFAULT_PORT);
         self.address
             .iter()
@@ -213,24 +217,32 @@ impl Config {
     /// Parse and check the text of `path`.
     pub fn parse(text: &str, path: &Path, home: Option<&str>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let start = e.span().map_or(0, |s| s.start.min(text.len()));
-            let line = text[..start].matches('\n').count() + 1;
+            // Without a usable span the error is placed at the start of the file.
+            let at = e
+                .span()
+                .and_then(|span| Location::of_span(text, span))
+                .or_else(|| Location::of_span(text, 0..0))
+                .unwrap_or(Location {
+                    line: 1,
+                    column: 1,
+                    text: String::new(),
+                    width: 1,
+                });
             // toml names unknown fields but not the field whose value is wrong: take it from
             // the line the error points at.
-            let key = text
-                .lines()
-                .nth(line - 1)
-                .and_then(|l| l.split_once('='))
+            let key = at
+                .text
+                .split_once('=')
                 .map(|(k, _)| k.trim())
                 .filter(|k| !k.is_empty() && !e.message().contains(&format!("`{k}`")));
             let message = parse_message(e.message());
             ConfigError::Parse {
                 path: path.to_owned(),
-                line,
                 message: match key {
                     Some(k) => format!("{k}: {message}"),
                     None => message,
                 },
+                at,
             }
         })?;
         let base = match path.parent() {
@@ -621,6 +633,17 @@ key = "~/k.key"
                 assert!(e.contains(n), "{n:?} not in {e:?} for {text:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_parse_error_keeps_the_position_toml_reports() {
+        let e = parse("[servers.a]\nport = \"x\"\n").unwrap_err();
+        let ConfigError::Parse { at, .. } = &e else {
+            panic!("not a parse error: {e}");
+        };
+        assert_eq!((at.line, at.column), (2, 8), "{at:?}");
+        assert_eq!((at.text.as_str(), at.width), ("port = \"x\"", 3));
+        assert!(e.to_string().contains("client.toml, line 2: port: "), "{e}");
     }
 
     #[test]

@@ -1,16 +1,23 @@
-//! ruroco-client library: argument handling, key generation, the counter and sending, so tests
-//! and the man-page generator can reach them. Never reads from the network.
+//! ruroco-client library: argument handling, key generation, the counter and sending behind
+//! one entry point, [`run`]. Never reads from the network.
+//!
+//! Feature `internal-api` makes the man-page composer (`man`) and the clap definition
+//! (`command`) reachable for the docs generator; nothing else is public.
 #![forbid(unsafe_code)]
 
-pub mod cli;
-pub mod config;
-pub mod connect;
-pub mod counter;
-pub mod r#gen;
+mod cli;
+mod config;
+mod connect;
+mod counter;
+mod r#gen;
+#[cfg(feature = "internal-api")]
 pub mod man;
-pub mod send;
-pub mod settings;
-pub mod wait;
+#[cfg(not(feature = "internal-api"))]
+#[allow(dead_code)] // Only the docs generator composes man pages.
+mod man;
+mod send;
+mod settings;
+mod wait;
 
 use clap::Parser;
 use std::ffi::OsString;
@@ -19,10 +26,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use ruroco_kit::exit::{self, ExitStatus};
 use ruroco_kit::key_file::KeyFileError;
 use ruroco_proto::Key;
 
+/// The clap definition of the whole command line (subcommands, flags, help texts), for the
+/// man pages and shell completions the docs generator writes.
+#[cfg(feature = "internal-api")]
 pub use cli::command;
+#[cfg(not(feature = "internal-api"))]
+use cli::command;
 use cli::{Cli, Cmd, GenArgs, ListArgs, SendArgs};
 use config::{Config, ConfigError};
 use connect::{ConnectError, ConnectMode};
@@ -33,7 +46,7 @@ use settings::{Overrides, Resolved};
 
 /// Everything that can stop the client, each with its exit status (sysexits).
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+enum Error {
     /// Bad arguments, or `--help`/`--version` (which clap prints).
     #[error("{0}")]
     Usage(clap::Error),
@@ -67,24 +80,8 @@ pub enum Error {
     Stdout(io::Error),
 }
 
-/// sysexits.h values used by the client.
-mod exit {
-    pub const OK: u8 = 0;
-    pub const USAGE: u8 = 64;
-    pub const DATAERR: u8 = 65;
-    pub const NOINPUT: u8 = 66;
-    pub const NOHOST: u8 = 68;
-    pub const UNAVAILABLE: u8 = 69;
-    pub const SOFTWARE: u8 = 70;
-    pub const CANTCREAT: u8 = 73;
-    pub const IOERR: u8 = 74;
-    pub const NOPERM: u8 = 77;
-    pub const CONFIG: u8 = 78;
-}
-
-impl Error {
-    /// The process exit status for this error.
-    pub fn exit_code(&self) -> u8 {
+impl ExitStatus for Error {
+    fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(e) if !e.use_stderr() => exit::OK,
             Error::Usage(_) | Error::Address(_) | Error::Missing(_) => exit::USAGE,
@@ -108,9 +105,11 @@ impl Error {
             Error::NoAnswer(_) => exit::UNAVAILABLE,
         }
     }
+}
 
+impl Error {
     /// Print the error: clap's own rendering for usage/help, else one line on stderr.
-    pub fn report(&self) {
+    fn report(&self) {
         match self {
             Error::Usage(e) => {
                 let _ = e.print();
@@ -120,13 +119,22 @@ impl Error {
     }
 }
 
-/// Entry point called by `main`: parse the process arguments and run the subcommand.
-pub fn run() -> Result<(), Error> {
-    run_from(std::env::args_os())
+/// The entry point of `main`: parse the process arguments, run the subcommand, print any error
+/// on stderr (clap's own rendering for usage, `--help` and `--version`; else one line) and
+/// return the exit status: 0, or a sysexits(3) value from `ruroco_kit::exit` (each
+/// subcommand's are listed in its `--help` and in ruroco-client(1)).
+pub fn run() -> u8 {
+    match run_from(std::env::args_os()) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            e.report();
+            e.exit_code()
+        }
+    }
 }
 
 /// Run with explicit arguments (the first is the program name).
-pub fn run_from<I, T>(args: I) -> Result<(), Error>
+fn run_from<I, T>(args: I) -> Result<(), Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,

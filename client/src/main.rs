@@ -1,15 +1,6 @@
-//! ruroco-client binary: parse nothing here; run the library and map its error to an exit
-//! status. Must never hold logic of its own.
-#![forbid(unsafe_code)]
+//! ruroco-client binary: runs the library and exits with the status it returns. Must never
+//! hold logic of its own.
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    match ruroco_client::run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            e.report();
-            ExitCode::from(e.exit_code())
-        }
-    }
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(ruroco_client::run())
 }

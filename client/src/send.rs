@@ -87,16 +87,18 @@ fn parse_port(input: &str, port: &str) -> Result<u16, AddrError> {
 /// Parse `HOST`, `HOST:PORT`, `IPv4[:PORT]`, `IPv6`, `[IPv6]` or `[IPv6]:PORT`. A bare IPv6
 /// literal (more than one colon, no brackets) takes the default port; so does a zone id form
 /// like `fe80::1%eth0`, which is left to the resolver.
+#[cfg(test)]
 pub fn parse_target(input: &str) -> Result<Target, AddrError> {
     parse_target_port(input, DEFAULT_PORT)
 }
 
 /// [`parse_target`] with `default_port` for an address that names none (a profile's `port`).
+#[cfg(test)]
 pub fn parse_target_port(input: &str, default_port: u16) -> Result<Target, AddrError> {
     Ok(parse_spec(input)?.with_default_port(default_port))
 }
 
-/// Parse an address as [`parse_target`] does, keeping whether it named a port.
+/// Parse an address (the forms above), keeping whether it named a port.
 pub fn parse_spec(input: &str) -> Result<AddrSpec, AddrError> {
     let s = input.trim();
     if s.is_empty() {

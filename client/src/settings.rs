@@ -69,7 +69,6 @@ fn pick<T>(flag: Option<T>, profile: Option<T>, default: Option<T>) -> Sourced<O
 /// Everything a send needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    pub profile: Option<String>,
     pub address: Sourced<Vec<Target>>,
     pub key: Sourced<Option<PathBuf>>,
     pub command: Sourced<Option<String>>,
@@ -170,7 +169,6 @@ pub fn resolve(o: &Overrides, p: Option<&Profile>) -> Resolved {
         pick(o.wait, p.and_then(|p| p.wait), None)
     };
     Resolved {
-        profile: p.map(|p| p.name.clone()),
         address,
         key,
         command: pick(o.command.clone(), p.and_then(|p| p.command.clone()), None),

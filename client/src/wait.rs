@@ -37,6 +37,7 @@ pub struct Answered {
     pub addr: SocketAddr,
     pub elapsed: Duration,
     /// Whether the half-time resend happened.
+    #[allow(dead_code)] // Read by the tests, which prove when the resend happens.
     pub resent: bool,
 }
 

@@ -77,7 +77,7 @@ fn now_ms() -> u64 {
 fn a_grant_runs_is_active_then_undone_and_forgotten() {
     let env = Env::new();
     env.write_config("", &open_close("1s"));
-    let d = env.start();
+    let mut d = env.start();
     let mut s = env.connect();
     send(&mut s, "open", "2001:db8::9");
     assert_eq!(read_ack(&mut s), ack(0, AckOutcome::Done));
@@ -86,11 +86,11 @@ fn a_grant_runs_is_active_then_undone_and_forgotten() {
     assert_eq!(r[0]["state"].as_str(), Some("active"));
     assert_eq!(r[0]["ip"].as_str(), Some("2001:db8::9"));
     assert_eq!(r[0]["boot_id"].as_str(), Some(boot_id().as_str()));
-    wait_until("the undo", || env.out_lines().len() == 2);
+    wait_until("the undo", DEADLINE, || env.out_lines().len() == 2);
     assert_eq!(env.out_lines(), ["open 2001:db8::9", "close 2001:db8::9"]);
-    d.wait_log(&["event=undone", "command=open", "ip=2001:db8::9"], 1);
-    wait_until("the record to go", || records(&env).is_empty());
-    d.wait_notify("STATUS=1 commands, 0 active grants");
+    d.wait_log_lines(&["event=undone", "command=open", "ip=2001:db8::9"], 1);
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
+    d.wait_notify("STATUS=1 commands, 0 active grants", 1);
     let mode = std::fs::metadata(env.grants_dir()).unwrap().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
@@ -113,9 +113,9 @@ fn the_undo_never_overlaps_its_run() {
         ["start", "end"],
         "acknowledged once the run ended"
     );
-    wait_until("the undo", || env.out_lines().len() == 3);
+    wait_until("the undo", DEADLINE, || env.out_lines().len() == 3);
     assert_eq!(env.out_lines(), ["start", "end", "close"]);
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
 }
 
 /// Issue scenario 2: three requests inside the window run the command once and the undo
@@ -140,12 +140,12 @@ fn repeats_extend_instead_of_stacking() {
     assert_eq!(r.len(), 1, "one grant: {r:?}");
     assert!(deadline(&r[0]) > first, "deadline moved later");
     assert_eq!(env.out_lines(), ["open 192.0.2.8"], "ran once");
-    wait_until("the undo", || env.out_lines().len() == 2);
+    wait_until("the undo", DEADLINE, || env.out_lines().len() == 2);
     assert!(
         now_ms() + 50 >= deadline(&r[0]),
         "undone at the later deadline, not the first"
     );
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
     assert_eq!(env.out_lines(), ["open 192.0.2.8", "close 192.0.2.8"]);
 }
 
@@ -160,13 +160,13 @@ fn a_repeat_during_the_run_does_not_run_again() {
     let d = env.start();
     let mut s = env.connect();
     send(&mut s, "open", "192.0.2.2");
-    wait_until("the run", || env.out_lines().len() == 1);
+    wait_until("the run", DEADLINE, || env.out_lines().len() == 1);
     send(&mut s, "open", "192.0.2.2");
     std::fs::write(env.path("release"), "").unwrap();
     let mut acks = [read_ack(&mut s), read_ack(&mut s)];
     acks.sort_by_key(|a| a.seq);
     assert_eq!(acks, [ack(0, AckOutcome::Done), ack(1, AckOutcome::Done)]);
-    wait_until("the undo", || env.out_lines().len() == 2);
+    wait_until("the undo", DEADLINE, || env.out_lines().len() == 2);
     assert_eq!(env.out_lines(), ["open", "close"]);
     assert_eq!(d.log_count(&["event=extended"]), 1);
 }
@@ -183,10 +183,10 @@ fn a_failed_run_is_undone_at_once() {
     let mut s = env.connect();
     send(&mut s, "open", "192.0.2.3");
     assert_eq!(read_ack(&mut s), ack(0, AckOutcome::Failed));
-    wait_until("the undo", || env.out_lines().len() == 2);
+    wait_until("the undo", DEADLINE, || env.out_lines().len() == 2);
     assert_eq!(env.out_lines(), ["open", "close"]);
-    d.wait_log(&["event=undo", "reason=run_failed"], 1);
-    wait_until("the record to go", || records(&env).is_empty());
+    d.wait_log_lines(&["event=undo", "reason=run_failed"], 1);
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
     std::fs::write(env.path("works"), "").unwrap();
     send(&mut s, "open", "192.0.2.3");
     assert_eq!(read_ack(&mut s), ack(1, AckOutcome::Done));
@@ -206,8 +206,8 @@ fn a_timed_out_run_is_undone_at_once() {
     let mut s = env.connect();
     send(&mut s, "open", "192.0.2.4");
     assert_eq!(read_ack(&mut s), ack(0, AckOutcome::Failed));
-    wait_until("the undo", || env.out_lines().len() == 2);
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the undo", DEADLINE, || env.out_lines().len() == 2);
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
 }
 
 /// A request arriving while its own undo runs waits for that undo, then runs and makes a new
@@ -222,13 +222,13 @@ fn request_during_running_undo(max_parallel: usize) {
     let mut s = env.connect();
     send(&mut s, "open", "192.0.2.1");
     assert_eq!(read_ack(&mut s), ack(0, AckOutcome::Done));
-    wait_until("the undo to start", || {
+    wait_until("the undo to start", DEADLINE, || {
         env.out_lines() == ["open", "close-start"]
     });
     send(&mut s, "open", "192.0.2.1");
     std::fs::write(env.path("release"), "").unwrap();
     assert_eq!(read_ack(&mut s), ack(1, AckOutcome::Done));
-    wait_until("the second undo", || env.out_lines().len() == 6);
+    wait_until("the second undo", DEADLINE, || env.out_lines().len() == 6);
     assert_eq!(
         env.out_lines(),
         [
@@ -240,7 +240,7 @@ fn request_during_running_undo(max_parallel: usize) {
             "close-done"
         ]
     );
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
 }
 
 #[test]
@@ -264,8 +264,8 @@ fn an_active_grant_survives_sigkill_and_is_undone_after_restart() {
     d.signal(Signal::SIGKILL);
     d.wait_exit();
     assert_eq!(records(&env).len(), 1);
-    let d2 = env.start();
-    d2.wait_notify("STATUS=1 commands, 1 active grants");
+    let mut d2 = env.start();
+    d2.wait_notify("STATUS=1 commands, 1 active grants", 1);
     let out = env.op(&["grants"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
@@ -273,9 +273,11 @@ fn an_active_grant_survives_sigkill_and_is_undone_after_restart() {
         text.contains("open") && text.contains("192.0.2.7") && text.contains("active"),
         "{text}"
     );
-    wait_until("the undo after restart", || env.out_lines().len() == 2);
+    wait_until("the undo after restart", DEADLINE, || {
+        env.out_lines().len() == 2
+    });
     assert_eq!(env.out_lines(), ["open 192.0.2.7", "close 192.0.2.7"]);
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
 }
 
 #[test]
@@ -289,9 +291,11 @@ fn a_grant_of_an_earlier_boot_is_undone_at_start() {
         now_ms() + 3_600_000,
     );
     let d = env.start();
-    wait_until("the undo", || env.out_lines() == ["close 198.51.100.1"]);
-    d.wait_log(&["event=undo", "reason=earlier_boot", "ip=198.51.100.1"], 1);
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the undo", DEADLINE, || {
+        env.out_lines() == ["close 198.51.100.1"]
+    });
+    d.wait_log_lines(&["event=undo", "reason=earlier_boot", "ip=198.51.100.1"], 1);
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
     // Not active any more: the next request runs the command again.
     let mut s = env.connect();
     send(&mut s, "open", "198.51.100.1");
@@ -305,9 +309,11 @@ fn a_run_interrupted_by_a_crash_is_undone_at_start() {
     env.write_config("", &open_close("5m"));
     plant(&env, &boot_id(), "running", 0);
     let d = env.start();
-    wait_until("the undo", || env.out_lines() == ["close 198.51.100.1"]);
-    d.wait_log(&["event=undo", "reason=interrupted"], 1);
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the undo", DEADLINE, || {
+        env.out_lines() == ["close 198.51.100.1"]
+    });
+    d.wait_log_lines(&["event=undo", "reason=interrupted"], 1);
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
 }
 
 /// Made while the clock was 30 days ahead, then the clock was corrected: the grant stays open
@@ -318,7 +324,7 @@ fn a_deadline_far_in_the_future_is_cut_to_undo_after() {
     env.write_config("", &open_close("5m"));
     plant(&env, &boot_id(), "active", now_ms() + 30 * 86_400_000);
     let d = env.start();
-    d.wait_log(&["event=deadline_cut", "ip=198.51.100.1"], 1);
+    d.wait_log_lines(&["event=deadline_cut", "ip=198.51.100.1"], 1);
     let r = records(&env);
     assert!(deadline(&r[0]) <= now_ms() + 300_000, "{r:?}");
     let out = env.op(&["grants"]);
@@ -350,11 +356,11 @@ fn the_0_1_0_undo_file_becomes_grants() {
     )
     .unwrap();
     let d = env.start();
-    wait_until("the overdue undo", || !env.out_lines().is_empty());
+    wait_until("the overdue undo", DEADLINE, || !env.out_lines().is_empty());
     assert_eq!(env.out_lines(), ["removed 198.51.100.1"]);
-    d.wait_log(&["event=undone", "command=removed"], 1);
+    d.wait_log_lines(&["event=undone", "command=removed"], 1);
     assert!(!env.legacy_undo_file().exists());
-    wait_until("the record to go", || records(&env).is_empty());
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
 }
 
 #[test]
@@ -448,16 +454,16 @@ fn revoke_undoes_now_and_grants_lists() {
         String::from_utf8_lossy(&out.stdout),
         "revoked open 192.0.2.1 (undo started)\n"
     );
-    wait_until("the undo", || {
+    wait_until("the undo", DEADLINE, || {
         env.out_lines().contains(&"close 192.0.2.1".to_owned())
     });
-    wait_until("one record left", || records(&env).len() == 1);
+    wait_until("one record left", DEADLINE, || records(&env).len() == 1);
 
     let out = env.op(&["revoke", "open", "192.0.2.1"]);
     assert_eq!(out.status.code(), Some(1), "nothing matched: {out:?}");
     let out = env.op(&["revoke"]);
     assert!(out.status.success(), "{out:?}");
-    wait_until("every undo", || records(&env).is_empty());
+    wait_until("every undo", DEADLINE, || records(&env).is_empty());
     assert_eq!(env.out_lines().len(), 4);
     let out = env.op(&["grants"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no grants\n");
@@ -508,7 +514,7 @@ fn a_non_root_user_cannot_list_or_revoke() {
             "{out:?}"
         );
     }
-    d.wait_log(
+    d.wait_log_lines(
         &["event=rejected", "reason=control_peer_uid", "uid=65534"],
         2,
     );
@@ -529,10 +535,10 @@ fn a_stopping_commander_acknowledges_what_ran_and_nothing_else() {
     let mut d = env.start();
     let mut s = env.connect();
     send(&mut s, "gate", "192.0.2.1");
-    wait_until("the first run", || env.out_lines().len() == 1);
+    wait_until("the first run", DEADLINE, || env.out_lines().len() == 1);
     send(&mut s, "gate", "192.0.2.2");
     d.signal(Signal::SIGTERM);
-    d.wait_log(&["event=stopping"], 1);
+    d.wait_log_lines(&["event=stopping"], 1);
     // Written after the stop began: never read.
     send(&mut s, "gate", "192.0.2.3");
     std::fs::write(env.path("release"), "").unwrap();
@@ -586,7 +592,9 @@ fn a_revoke_interrupted_by_a_crash_is_undone_at_the_next_start() {
     assert_eq!(read_ack(&mut s), ack(0, AckOutcome::Done));
     let out = env.op(&["revoke", "open", "192.0.2.5"]);
     assert!(out.status.success(), "{out:?}");
-    wait_until("the undo to start", || env.out_lines() == ["open", "close"]);
+    wait_until("the undo to start", DEADLINE, || {
+        env.out_lines() == ["open", "close"]
+    });
     assert!(
         deadline(&records(&env)[0]) <= now_ms(),
         "recorded as due now"
@@ -595,10 +603,10 @@ fn a_revoke_interrupted_by_a_crash_is_undone_at_the_next_start() {
     d.wait_exit();
     std::fs::write(env.path("release"), "").unwrap();
     let d2 = env.start();
-    wait_until("the undo again", || env.out_lines().len() == 3);
+    wait_until("the undo again", DEADLINE, || env.out_lines().len() == 3);
     assert_eq!(env.out_lines(), ["open", "close", "close"]);
-    d2.wait_log(&["event=undone", "ip=192.0.2.5"], 1);
-    wait_until("the record to go", || records(&env).is_empty());
+    d2.wait_log_lines(&["event=undone", "ip=192.0.2.5"], 1);
+    wait_until("the record to go", DEADLINE, || records(&env).is_empty());
 }
 
 /// `grants` / `revoke` refuse to talk to a control socket that a non-root process serves (a

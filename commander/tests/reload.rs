@@ -11,13 +11,6 @@ use nix::sys::signal::Signal;
 use ruroco_proto::AckOutcome;
 use std::os::unix::fs::PermissionsExt;
 
-/// Send `name` for 192.0.2.1 on a fresh connection; its acknowledgement's outcome.
-fn ask(env: &Env, name: &str) -> AckOutcome {
-    let mut s = env.connect();
-    send(&mut s, name, "192.0.2.1");
-    read_ack(&mut s).outcome
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -29,8 +22,8 @@ fn a_removed_command_stops_at_a_reload_that_also_has_a_bad_entry() {
         "",
         "one = 'echo one >> $DIR/out'\ntwo = 'echo two >> $DIR/out'",
     );
-    let d = env.start();
-    assert_eq!(ask(&env, "two"), AckOutcome::Done);
+    let mut d = env.start();
+    assert_eq!(env.ask("two"), AckOutcome::Done);
 
     // `two` removed, and a new entry that is refused (undo without undo_after).
     env.write_config(
@@ -48,11 +41,11 @@ fn a_removed_command_stops_at_a_reload_that_also_has_a_bad_entry() {
     );
     let status = d.wait_notify_prefix("STATUS=reload failed");
     assert!(status.ends_with("1 commands, 0 active grants"), "{status}");
-    d.wait_log(&["event=reload_failed", "commands=1"], 1);
+    d.wait_log_lines(&["event=reload_failed", "commands=1"], 1);
 
-    assert_eq!(ask(&env, "two"), AckOutcome::UnknownCommand);
-    assert_eq!(ask(&env, "one"), AckOutcome::Done);
-    assert_eq!(ask(&env, "bad"), AckOutcome::UnknownCommand);
+    assert_eq!(env.ask("two"), AckOutcome::UnknownCommand);
+    assert_eq!(env.ask("one"), AckOutcome::Done);
+    assert_eq!(env.ask("bad"), AckOutcome::UnknownCommand);
     assert_eq!(env.out_lines(), ["two", "one"]);
 
     // Fixed: the reload succeeds (exit 0), and `STATUS=` no longer shows the failure.
@@ -67,8 +60,8 @@ fn a_removed_command_stops_at_a_reload_that_also_has_a_bad_entry() {
         text(&out.stdout).trim(),
         "reloaded: 3 commands (added bad, three)"
     );
-    d.wait_notify("STATUS=3 commands, 0 active grants");
-    assert_eq!(ask(&env, "three"), AckOutcome::Done);
+    d.wait_notify("STATUS=3 commands, 0 active grants", 1);
+    assert_eq!(env.ask("three"), AckOutcome::Done);
 }
 
 #[test]
@@ -85,14 +78,14 @@ fn an_untrusted_or_unparsable_file_keeps_no_command() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(ask(&env, "one"), AckOutcome::UnknownCommand);
+    assert_eq!(env.ask("one"), AckOutcome::UnknownCommand);
 
     // Not TOML: which commands are still meant cannot be told. The control socket is then
     // found through $RUNTIME_DIRECTORY, as systemd sets it for ExecReload=.
     env.write_config("", "one = 'echo one >> $DIR/out'");
     let out = env.op(&["reload"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(ask(&env, "one"), AckOutcome::Done);
+    assert_eq!(env.ask("one"), AckOutcome::Done);
     std::fs::write(env.config(), "[commands\none = 'x'\n").unwrap();
     std::fs::set_permissions(env.config(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = std::process::Command::new(BIN)
@@ -103,7 +96,7 @@ fn an_untrusted_or_unparsable_file_keeps_no_command() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
-    assert_eq!(ask(&env, "one"), AckOutcome::UnknownCommand);
+    assert_eq!(env.ask("one"), AckOutcome::UnknownCommand);
     drop(d);
 }
 
@@ -111,7 +104,7 @@ fn an_untrusted_or_unparsable_file_keeps_no_command() {
 fn restart_only_settings_are_named_and_sighup_still_reloads() {
     let env = Env::new();
     env.write_config("queue = 8", "one = 'echo one >> $DIR/out'");
-    let d = env.start();
+    let mut d = env.start();
     env.write_config(
         "queue = 9\nmax_parallel = 2",
         "one = 'echo one >> $DIR/out'\ntwo = 'echo two >> $DIR/out'",
@@ -123,7 +116,7 @@ fn restart_only_settings_are_named_and_sighup_still_reloads() {
         "reloaded: 2 commands (added two); restart needed for max_parallel, queue (systemctl restart ruroco-commander)"
     );
     for field in ["max_parallel", "queue"] {
-        d.wait_log(
+        d.wait_log_lines(
             &[
                 "event=restart_needed",
                 &format!("field={field}"),
@@ -140,9 +133,9 @@ fn restart_only_settings_are_named_and_sighup_still_reloads() {
         "two = 'echo two >> $DIR/out'\nbad = 5",
     );
     d.signal(Signal::SIGHUP);
-    d.wait_log(&["event=reload_failed"], 1);
-    assert_eq!(ask(&env, "one"), AckOutcome::UnknownCommand);
-    assert_eq!(ask(&env, "two"), AckOutcome::Done);
+    d.wait_log_lines(&["event=reload_failed"], 1);
+    assert_eq!(env.ask("one"), AckOutcome::UnknownCommand);
+    assert_eq!(env.ask("two"), AckOutcome::Done);
 }
 
 #[test]
@@ -154,12 +147,14 @@ fn a_grant_of_a_removed_command_is_still_undone_at_its_deadline() {
          x = 'true'",
     );
     let d = env.start();
-    assert_eq!(ask(&env, "g"), AckOutcome::Done);
+    assert_eq!(env.ask("g"), AckOutcome::Done);
     env.write_config("", "x = 'true'\nbroken = { run = '' }");
     assert_eq!(env.op(&["reload"]).status.code(), Some(78));
-    assert_eq!(ask(&env, "g"), AckOutcome::UnknownCommand);
-    d.wait_log(&["event=undo", "reason=expired", "command=g"], 1);
-    wait_until("the undo to run", || env.out_lines() == ["run", "undo"]);
+    assert_eq!(env.ask("g"), AckOutcome::UnknownCommand);
+    d.wait_log_lines(&["event=undo", "reason=expired", "command=g"], 1);
+    wait_until("the undo to run", DEADLINE, || {
+        env.out_lines() == ["run", "undo"]
+    });
 }
 
 #[test]

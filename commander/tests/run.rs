@@ -19,11 +19,11 @@ fn hello_runs_with_the_ip_v4_and_v6() {
     let mut s = env.connect();
     send(&mut s, "hello", "192.0.2.7");
     send(&mut s, "hello", "2001:db8::7");
-    wait_until("both runs", || env.out_lines().len() == 2);
+    wait_until("both runs", DEADLINE, || env.out_lines().len() == 2);
     let mut lines = env.out_lines();
     lines.sort();
     assert_eq!(lines, ["192.0.2.7 hello", "2001:db8::7 hello"]);
-    d.wait_log(
+    d.wait_log_lines(
         &["event=executed", "command=hello", "exit=0", "duration_ms="],
         2,
     );
@@ -43,10 +43,10 @@ fn unknown_hash_runs_nothing_and_the_connection_keeps_working() {
     use std::io::Write;
     s.write_all(&[0u8; 24]).unwrap();
     send(&mut s, "hello", "192.0.2.2");
-    wait_until("hello after the unknown frame", || {
+    wait_until("hello after the unknown frame", DEADLINE, || {
         !env.out_lines().is_empty()
     });
-    d.wait_log(&["event=executed", "command=hello"], 1);
+    d.wait_log_lines(&["event=executed", "command=hello"], 1);
     assert_eq!(env.out_lines(), ["192.0.2.2 hello"]);
     assert_eq!(d.log_count(&["event=unknown_command", "ip=192.0.2.1"]), 1);
     assert_eq!(d.log_count(&["event=bad_frame"]), 1);
@@ -64,11 +64,11 @@ fn short_frame_closes_the_connection_without_running() {
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
-    d.wait_log(&["event=short_frame", "bytes=10"], 1);
+    d.wait_log_lines(&["event=short_frame", "bytes=10"], 1);
     // A complete frame on a new connection still runs, and is the only run.
     let mut s2 = env.connect();
     send(&mut s2, "hello", "192.0.2.4");
-    d.wait_log(&["event=executed", "command=hello"], 1);
+    d.wait_log_lines(&["event=executed", "command=hello"], 1);
     assert_eq!(env.out_lines(), ["192.0.2.4 hello"]);
 }
 
@@ -130,7 +130,7 @@ fn timeout_kills_the_whole_process_group() {
     let d = env.start();
     let mut s = env.connect();
     send(&mut s, "hang", "192.0.2.9");
-    wait_until("the pgid file", || {
+    wait_until("the pgid file", DEADLINE, || {
         std::fs::read_to_string(env.path("pgid")).is_ok_and(|t| t.ends_with('\n'))
     });
     let pgid: i32 = std::fs::read_to_string(env.path("pgid"))
@@ -138,10 +138,10 @@ fn timeout_kills_the_whole_process_group() {
         .trim()
         .parse()
         .unwrap();
-    wait_until("both sleeps in the command's group", || {
+    wait_until("both sleeps in the command's group", DEADLINE, || {
         members_of_group(pgid).len() >= 3
     });
-    d.wait_log(&["event=failed", "reason=timeout", "command=hang"], 1);
+    d.wait_log_lines(&["event=failed", "reason=timeout", "command=hang"], 1);
     let left = members_of_group(pgid);
     assert!(left.is_empty(), "processes left in group {pgid}: {left:?}");
 }
@@ -157,11 +157,11 @@ fast = "echo fast >> $DIR/out""#,
     let d = env.start();
     let mut s = env.connect();
     send(&mut s, "slow", "192.0.2.1");
-    wait_until("slow to start", || {
+    wait_until("slow to start", DEADLINE, || {
         env.out_lines().contains(&"slow-started".to_owned())
     });
     send(&mut s, "fast", "192.0.2.1");
-    wait_until("fast to run", || {
+    wait_until("fast to run", DEADLINE, || {
         env.out_lines().contains(&"fast".to_owned())
     });
     assert!(
@@ -169,10 +169,10 @@ fast = "echo fast >> $DIR/out""#,
         "fast ran only after slow finished"
     );
     std::fs::write(env.path("release"), "").unwrap();
-    wait_until("slow to finish", || {
+    wait_until("slow to finish", DEADLINE, || {
         env.out_lines().contains(&"slow-done".to_owned())
     });
-    d.wait_log(&["event=executed"], 2);
+    d.wait_log_lines(&["event=executed"], 2);
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn beyond_max_parallel_and_queue_frames_are_refused_and_acknowledged_so() {
     let d = env.start();
     let mut s = env.connect();
     send(&mut s, "gate", "192.0.2.1");
-    wait_until("the first run", || env.out_lines().len() == 1);
+    wait_until("the first run", DEADLINE, || env.out_lines().len() == 1);
     for i in 2..=6 {
         send(&mut s, "gate", &format!("192.0.2.{i}"));
     }
@@ -215,7 +215,7 @@ fn beyond_max_parallel_and_queue_frames_are_refused_and_acknowledged_so() {
         .collect();
     done.sort();
     assert_eq!(done, [0, 1, 2]);
-    d.wait_log(&["event=executed", "command=gate"], 3);
+    d.wait_log_lines(&["event=executed", "command=gate"], 3);
     assert_eq!(env.out_lines().len(), 3, "exactly max_parallel + queue ran");
 }
 
@@ -229,8 +229,8 @@ fn output_lines_are_logged_and_bounded() {
     let d = env.start();
     let mut s = env.connect();
     send(&mut s, "chatty", "192.0.2.5");
-    d.wait_log(&["event=executed", "command=chatty"], 1);
-    d.wait_log(&["event=output_truncated", "dropped_lines=37"], 1);
+    d.wait_log_lines(&["event=executed", "command=chatty"], 1);
+    d.wait_log_lines(&["event=output_truncated", "dropped_lines=37"], 1);
     assert_eq!(d.log_count(&["event=output", "hello from 192.0.2.5"]), 1);
     assert_eq!(d.log_count(&["event=output"]), 64);
 }
@@ -245,14 +245,13 @@ fn sigterm_lets_a_running_command_finish_then_exits_cleanly() {
     let mut d = env.start();
     let mut s = env.connect();
     send(&mut s, "gate", "192.0.2.1");
-    wait_until("the command to start", || env.out_lines() == ["started"]);
+    wait_until("the command to start", DEADLINE, || {
+        env.out_lines() == ["started"]
+    });
     d.signal(Signal::SIGTERM);
-    d.wait_notify("STOPPING=1");
-    wait_until("the socket file to go", || !env.socket().exists());
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "exited before its child finished"
-    );
+    d.wait_notify("STOPPING=1", 1);
+    wait_until("the socket file to go", DEADLINE, || !env.socket().exists());
+    assert!(d.alive(), "exited before its child finished");
     std::fs::write(env.path("release"), "").unwrap();
     let st = d.wait_exit();
     assert_eq!(st.code(), Some(0), "log:\n{}", d.log_text());
@@ -263,16 +262,16 @@ fn sigterm_lets_a_running_command_finish_then_exits_cleanly() {
 fn sighup_reloads_commands() {
     let env = Env::new();
     env.write_config("", "one = 'echo one >> $DIR/out'");
-    let d = env.start();
+    let mut d = env.start();
     env.write_config("", "two = 'echo two >> $DIR/out'");
     d.signal(Signal::SIGHUP);
-    d.wait_log(&["event=reloaded", "commands=1"], 1);
+    d.wait_log_lines(&["event=reloaded", "commands=1"], 1);
     let mut s = env.connect();
     send(&mut s, "one", "192.0.2.1");
     send(&mut s, "two", "192.0.2.1");
-    d.wait_log(&["event=executed", "command=two"], 1);
+    d.wait_log_lines(&["event=executed", "command=two"], 1);
     assert_eq!(env.out_lines(), ["two"]);
-    d.wait_log(&["event=unknown_command"], 1);
+    d.wait_log_lines(&["event=unknown_command"], 1);
 }
 
 #[test]
@@ -282,7 +281,7 @@ fn a_failing_command_is_logged_with_its_exit_code() {
     let d = env.start();
     let mut s = env.connect();
     send(&mut s, "fail", "192.0.2.10");
-    d.wait_log(
+    d.wait_log_lines(
         &[
             "event=failed",
             "reason=exit",
@@ -314,7 +313,7 @@ fn frames_split_across_writes_and_coalesced_in_one_write_all_run() {
     let mut two = frame("hello", "192.0.2.22").to_vec();
     two.extend_from_slice(&frame("hello", "192.0.2.23"));
     s.write_all(&two).unwrap();
-    d.wait_log(&["event=executed", "command=hello"], 3);
+    d.wait_log_lines(&["event=executed", "command=hello"], 3);
     let mut lines = env.out_lines();
     lines.sort();
     assert_eq!(
@@ -334,16 +333,16 @@ fn descriptors_the_parent_left_open_never_reach_a_command() {
     );
     let d = env.start_with_inherited_fd(7);
     // The number may be reused by the commander's own (close-on-exec) descriptors.
-    let fd7 = std::fs::read_link(format!("/proc/{}/fd/7", d.child.id()));
+    let fd7 = std::fs::read_link(format!("/proc/{}/fd/7", d.pid()));
     assert!(
         fd7.as_ref()
             .map_or(true, |p| p != std::path::Path::new("/dev/null")),
         "the commander closed the inherited fd 7: {fd7:?}"
     );
-    d.wait_log(&["event=closed_inherited_fds", "7"], 1);
+    d.wait_log_lines(&["event=closed_inherited_fds", "7"], 1);
     let mut s = env.connect();
     send(&mut s, "fds", "192.0.2.1");
-    wait_until("the command", || !env.out_lines().is_empty());
+    wait_until("the command", DEADLINE, || !env.out_lines().is_empty());
     assert_eq!(env.out_lines(), ["clean"]);
 }
 

@@ -70,14 +70,14 @@ fn a_command_runs_as_its_user_with_its_groups_and_root_stays_the_default() {
     let mut s = env.connect();
     for name in ["as_root", "as_nobody", "as_nobody_in_group"] {
         send(&mut s, name, "192.0.2.9");
-        d.wait_log(&["event=executed", &format!("command={name}")], 1);
+        d.wait_log_lines(&["event=executed", &format!("command={name}")], 1);
     }
-    d.wait_log(&["event=output", "root uid=0 gid=0 home=unset"], 1);
-    d.wait_log(
+    d.wait_log_lines(&["event=output", "root uid=0 gid=0 home=unset"], 1);
+    d.wait_log_lines(
         &["event=output", &expected("nobody", "nobody", nobody_gid)],
         1,
     );
-    d.wait_log(
+    d.wait_log_lines(
         &[
             "event=output",
             &expected("grouped", "nobody", gid_of("daemon")),
@@ -102,9 +102,9 @@ fn the_undo_runs_as_the_same_user() {
         .uid
         .as_raw();
     let gid = gid_of("daemon");
-    d.wait_log(&["event=output", &format!("run uid={uid} gid={gid}")], 1);
-    d.wait_log(&["event=undone", "command=open"], 1);
-    d.wait_log(&["event=output", &format!("undo uid={uid} gid={gid}")], 1);
+    d.wait_log_lines(&["event=output", &format!("run uid={uid} gid={gid}")], 1);
+    d.wait_log_lines(&["event=undone", "command=open"], 1);
+    d.wait_log_lines(&["event=output", &format!("undo uid={uid} gid={gid}")], 1);
 }
 
 /// The undo runs as its command ran, even once the command is gone from the config (a reload
@@ -124,15 +124,15 @@ fn the_undo_of_a_removed_command_runs_as_the_user_that_ran() {
         .unwrap()
         .uid
         .as_raw();
-    d.wait_log(&["event=output", &format!("run uid={uid}")], 1);
-    d.wait_log(&["event=granted"], 1);
+    d.wait_log_lines(&["event=output", &format!("run uid={uid}")], 1);
+    d.wait_log_lines(&["event=granted"], 1);
     env.write_config("", "other = 'true'");
     let out = env.op(&["reload"]);
     assert!(out.status.success(), "{out:?}");
     let out = env.op(&["revoke", "open", "192.0.2.11"]);
     assert!(out.status.success(), "{out:?}");
-    d.wait_log(&["event=undone", "command=open"], 1);
-    d.wait_log(&["event=output", &format!("undo uid={uid}")], 1);
+    d.wait_log_lines(&["event=undone", "command=open"], 1);
+    d.wait_log_lines(&["event=output", &format!("undo uid={uid}")], 1);
     assert_eq!(d.log_count(&["undo uid=0"]), 0, "{}", d.log_text());
 }
 

@@ -166,7 +166,7 @@ fn stale_socket_file_is_replaced() {
     let _d = env.start();
     let mut s = env.connect();
     send(&mut s, "hello", "192.0.2.1");
-    wait_until("hello", || env.out_lines() == ["192.0.2.1 hello"]);
+    wait_until("hello", DEADLINE, || env.out_lines() == ["192.0.2.1 hello"]);
     let meta = std::fs::metadata(env.socket()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
 }
@@ -182,7 +182,7 @@ fn second_commander_on_a_live_socket_refuses_to_start() {
     // The first one still works.
     let mut s = env.connect();
     send(&mut s, "hello", "192.0.2.2");
-    wait_until("hello", || env.out_lines() == ["192.0.2.2 hello"]);
+    wait_until("hello", DEADLINE, || env.out_lines() == ["192.0.2.2 hello"]);
 }
 
 /// The commander under `systemd-socket-activate`, listening on `sockets` (it starts the
@@ -210,13 +210,13 @@ fn socket_activation_is_adopted() {
     let mut child = activated(&env, &[env.socket()], "activate.log");
     // It listens before it starts the commander; the first connection triggers the start.
     let mut conn = None;
-    wait_until("a connectable socket", || {
+    wait_until("a connectable socket", DEADLINE, || {
         conn = std::os::unix::net::UnixStream::connect(env.socket()).ok();
         conn.is_some()
     });
     let mut s = conn.unwrap();
     send(&mut s, "hello", "192.0.2.3");
-    wait_until("hello via the passed socket", || {
+    wait_until("hello via the passed socket", DEADLINE, || {
         env.out_lines() == ["192.0.2.3 hello"]
     });
     let text = std::fs::read_to_string(env.path("activate.log")).unwrap();
@@ -269,7 +269,7 @@ fn peer_running_as_nobody_is_refused() {
     assert!(o.status.success(), "probe failed: {out}\n{}", stderr(&o));
     assert!(out.contains("PROBE_UID 65534"), "{out}");
     assert!(out.contains("PROBE_CLOSED"), "{out}");
-    d.wait_log(
+    d.wait_log_lines(
         &[
             "event=rejected",
             "reason=peer_uid",
@@ -283,7 +283,7 @@ fn peer_running_as_nobody_is_refused() {
     // processed later input, and the probe's hello never ran.
     let mut s = env.connect();
     send(&mut s, "marker", "192.0.2.1");
-    wait_until("the marker", || {
+    wait_until("the marker", DEADLINE, || {
         env.out_lines().contains(&"marker".to_owned())
     });
     assert_eq!(env.out_lines(), ["marker"]);
@@ -298,13 +298,13 @@ fn two_activated_sockets_are_refused() {
     env.write_config("", HELLO);
     let second = env.path("second.sock");
     let mut child = activated(&env, &[env.socket(), second], "commander.log");
-    wait_until("systemd-socket-activate to listen", || {
+    wait_until("systemd-socket-activate to listen", DEADLINE, || {
         env.socket().exists()
     });
     // It starts the commander on the first connection.
     let _c = std::os::unix::net::UnixStream::connect(env.socket()).unwrap();
     let mut status = None;
-    wait_until("the commander to refuse", || {
+    wait_until("the commander to refuse", DEADLINE, || {
         status = child.try_wait().unwrap();
         status.is_some()
     });

@@ -66,7 +66,7 @@ fn env_with_key() -> (Env, Key) {
 fn a_state_dir_the_server_user_cannot_write_is_refused() {
     let (env, _) = env_with_key();
     chown(env.path("state"), Some(0), Some(0)).unwrap();
-    set_mode(&env.path("state"), 0o755);
+    chmod(&env.path("state"), 0o755);
     let s = env.path("state").display().to_string();
     refused_alike(
         &env,
@@ -84,7 +84,7 @@ fn a_root_only_key_file_is_refused_for_the_server_user() {
     let (env, _) = env_with_key();
     let p = env.path("keys/k.key");
     chown(&p, Some(0), Some(0)).unwrap();
-    set_mode(&p, 0o600);
+    chmod(&p, 0o600);
     let k = p.display().to_string();
     refused_alike(
         &env,
@@ -96,7 +96,7 @@ fn a_root_only_key_file_is_refused_for_the_server_user() {
     );
     // The remedy it names works.
     chown(&p, Some(0), Some(NOBODY)).unwrap();
-    set_mode(&p, 0o640);
+    chmod(&p, 0o640);
     env.write_config();
     let (code, _, err) = env.run_once(&["--check"]);
     assert_eq!(code, Some(0), "{err}");
@@ -113,7 +113,7 @@ fn started_as_the_server_user_it_reaches_the_check_verdict() {
     env.as_nobody = true;
     let bin = env.path("ruroco-server");
     std::fs::copy(server_bin(), &bin).unwrap();
-    set_mode(&bin, 0o755);
+    chmod(&bin, 0o755);
     let out = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         .arg(&bin)
@@ -165,11 +165,11 @@ fn zero_max_age_and_max_clock_skew_are_refused() {
 fn a_keys_dir_others_may_write_is_refused() {
     let (env, _) = env_with_key();
     let d = env.path("keys");
-    set_mode(&d, 0o777);
+    chmod(&d, 0o777);
     let d = d.display().to_string();
     refused_alike(&env, &["keys_dir", &format!("chmod 0755 {d}")]);
     // Owned by someone else than root: refused too, and not adopted (it may hold their keys).
-    set_mode(&env.path("keys"), 0o755);
+    chmod(&env.path("keys"), 0o755);
     chown(env.path("keys"), Some(DAEMON), None).unwrap();
     refused_alike(
         &env,
@@ -201,9 +201,9 @@ fn a_config_others_may_change_or_with_an_acl_is_refused() {
             "start: {start:?}, --check: {err:?}"
         );
     };
-    set_mode(&cfg, 0o664);
+    chmod(&cfg, 0o664);
     check(&[&c, &format!("chmod 0644 {c}")]);
-    set_mode(&cfg, 0o644);
+    chmod(&cfg, 0o644);
     chown(&cfg, Some(DAEMON), None).unwrap();
     check(&[&c, "owned by daemon", "chown root:"]);
     chown(&cfg, Some(0), None).unwrap();
@@ -216,7 +216,7 @@ fn a_commander_socket_directory_the_server_user_cannot_search_is_refused() {
     let (mut env, _) = env_with_key();
     let run = env.path("run");
     std::fs::create_dir(&run).unwrap();
-    set_mode(&run, 0o700);
+    chmod(&run, 0o700);
     env.commander_socket = run.join("commander.sock");
     let r = run.display().to_string();
     refused_alike(&env, &[&r, "nobody", "cannot search"]);
@@ -235,7 +235,7 @@ fn a_planted_key_with_an_acl_is_refused_by_check_and_by_reload() {
     let p = env.path("keys/planted.key");
     std::fs::write(&p, planted.to_file_text().as_bytes()).unwrap();
     chown(&p, Some(DAEMON), Some(DAEMON)).unwrap();
-    set_mode(&p, 0o600);
+    chmod(&p, 0o600);
     setfacl(&["-m", "u:nobody:r,m::r"], &p);
     let mode = std::fs::metadata(&p).unwrap();
     assert_eq!(
@@ -308,7 +308,7 @@ fn a_state_file_the_server_user_cannot_use_is_refused() {
     for name in ["replay", "reload"] {
         let f = env.path(&format!("state/{name}"));
         std::fs::write(&f, "").unwrap();
-        set_mode(&f, 0o600);
+        chmod(&f, 0o600);
         let s = f.display().to_string();
         refused_alike(&env, &[&s, &format!("chown nobody:nogroup {s}")]);
         std::fs::remove_file(&f).unwrap();
@@ -322,7 +322,7 @@ fn an_empty_replay_file_is_refused_alike() {
     let (env, _) = env_with_key();
     let f = env.path("state/replay");
     std::fs::write(&f, "").unwrap();
-    set_mode(&f, 0o600);
+    chmod(&f, 0o600);
     chown(&f, Some(65534), Some(65534)).unwrap();
     let s = f.display().to_string();
     refused_alike(&env, &[&s, "it is empty"]);
@@ -335,8 +335,8 @@ fn an_ancestor_with_an_acl_is_refused() {
     let (mut env, _) = env_with_key();
     let a = env.path("a");
     std::fs::create_dir_all(a.join("run")).unwrap();
-    set_mode(&a, 0o755);
-    set_mode(&a.join("run"), 0o755);
+    chmod(&a, 0o755);
+    chmod(&a.join("run"), 0o755);
     setfacl(&["-m", "u:nobody:---"], &a);
     env.commander_socket = a.join("run/commander.sock");
     let d = a.display().to_string();
@@ -350,8 +350,8 @@ fn an_ancestor_the_server_user_cannot_search_names_it_and_the_right_class() {
     let g = env.path("g");
     std::fs::create_dir_all(g.join("run")).unwrap();
     chown(&g, Some(0), Some(NOBODY)).unwrap();
-    set_mode(&g, 0o701);
-    set_mode(&g.join("run"), 0o755);
+    chmod(&g, 0o701);
+    chmod(&g.join("run"), 0o755);
     env.commander_socket = g.join("run/commander.sock");
     let d = g.display().to_string();
     refused_alike(&env, &[&d, &format!("chmod g+x {d}")]);
@@ -362,7 +362,7 @@ fn an_ancestor_the_server_user_cannot_search_names_it_and_the_right_class() {
 #[test]
 fn an_ancestor_others_may_write_is_refused() {
     let (env, _) = env_with_key();
-    set_mode(&env.path(""), 0o777);
+    chmod(&env.path(""), 0o777);
     let d = no_slash(&env.path(""));
     refused_alike(&env, &[&d, &format!("chmod go-w {d}")]);
 }
@@ -373,7 +373,7 @@ fn a_key_others_may_read_gets_a_fix_that_keeps_it_readable() {
     let (env, _) = env_with_key();
     let k = env.path("keys/k.key");
     chown(&k, Some(0), Some(0)).unwrap();
-    set_mode(&k, 0o604);
+    chmod(&k, 0o604);
     let k = k.display().to_string();
     refused_alike(
         &env,
@@ -418,7 +418,7 @@ fn a_state_dir_another_user_owns_is_moved_away_not_adopted() {
 fn a_commander_socket_the_server_user_cannot_connect_to_is_refused() {
     let (env, _) = env_with_key();
     let _l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
-    set_mode(&env.commander_socket, 0o600);
+    chmod(&env.commander_socket, 0o600);
     let s = env.commander_socket.display().to_string();
     refused_alike(&env, &[&s, "nobody", "socket_group"]);
 }
@@ -473,9 +473,9 @@ fn a_connect_refused_for_permission_logs_a_permission_hint() {
     let (mut env, k) = env_with_key();
     env.start();
     let _l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
-    set_mode(&env.commander_socket, 0o600);
+    chmod(&env.commander_socket, 0o600);
     env.send(&seal(&k, &pt("hello")));
-    let down = wait_for("commander_down", || {
+    let down = wait_for("commander_down", DEADLINE, || {
         events(&env.log(), "commander_down").into_iter().next()
     });
     assert!(down.contains("may not connect"), "{down}");

@@ -20,14 +20,18 @@ fn reload(env: &Env) -> (Option<i32>, String, String) {
 /// Wait for a `STATUS=` line starting with `prefix`; returns the line.
 fn wait_status_text(env: &mut Env, prefix: &str) -> String {
     let full = format!("STATUS={prefix}");
-    wait_for(&format!("a status line starting with {prefix:?}"), || {
-        env.poll_notes();
-        env.notes
-            .iter()
-            .flat_map(|m| m.lines())
-            .find(|l| l.starts_with(&full))
-            .map(str::to_owned)
-    })
+    wait_for(
+        &format!("a status line starting with {prefix:?}"),
+        DEADLINE,
+        || {
+            env.poll_notes();
+            env.notes
+                .iter()
+                .flat_map(|m| m.lines())
+                .find(|l| l.starts_with(&full))
+                .map(str::to_owned)
+        },
+    )
 }
 
 /// Rewrite server.toml: `f` edits the text.
@@ -52,16 +56,12 @@ fn a_removed_key_stops_at_a_reload_that_fails_and_the_failure_is_reported() {
     env.add_key("c", &c);
     let stub = env.stub();
     env.start();
-    env.send(&seal(&a, &pt("before")));
-    assert_eq!(
-        stub.next_frame().cmd,
-        ruroco_proto::CmdHash::of_name("before")
-    );
+    assert_next_frame_is(&env, &stub, &a, "before");
 
     // The issue's case: key file A deleted, a bad key file B (0644) added.
     std::fs::remove_file(&a_path).unwrap();
     let b_path = env.add_key("b", &Key::generate().unwrap());
-    set_mode(&b_path, 0o644);
+    chmod(&b_path, 0o644);
     let (code, out, err) = reload(&env);
     assert_eq!(code, Some(78), "stdout: {out}\nstderr: {err}");
     assert!(
@@ -75,11 +75,7 @@ fn a_removed_key_stops_at_a_reload_that_fails_and_the_failure_is_reported() {
     // A no longer runs anything; C, whose file is still fine, does.
     env.send(&seal(&a, &pt("after")));
     env.wait_status("a's datagram refused", |s| get(s, "unknown_key") == 1);
-    env.send(&seal(&c, &pt("still")));
-    assert_eq!(
-        stub.next_frame().cmd,
-        ruroco_proto::CmdHash::of_name("still")
-    );
+    assert_next_frame_is(&env, &stub, &c, "still");
     assert!(
         stub.frames
             .recv_timeout(Duration::from_millis(200))
@@ -88,7 +84,7 @@ fn a_removed_key_stops_at_a_reload_that_fails_and_the_failure_is_reported() {
     );
 
     // Fixed: the next reload succeeds and clears the note, and B (new) works then.
-    set_mode(&b_path, 0o600);
+    chmod(&b_path, 0o600);
     let (code, out, err) = reload(&env);
     assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
     assert!(out.starts_with("reloaded: 2 keys (added b)"), "{out}");
@@ -117,11 +113,7 @@ fn a_config_that_no_longer_parses_keeps_the_settings_but_still_drops_removed_key
     );
     env.send(&seal(&a, &pt("gone")));
     env.wait_status("the removed key refused", |s| get(s, "unknown_key") == 1);
-    env.send(&seal(&c, &pt("kept")));
-    assert_eq!(
-        stub.next_frame().cmd,
-        ruroco_proto::CmdHash::of_name("kept")
-    );
+    assert_next_frame_is(&env, &stub, &c, "kept");
 
     // Not TOML at all: `--reload` finds the record through $STATE_DIRECTORY, as systemd
     // sets it for ExecReload=.
@@ -140,11 +132,7 @@ fn a_config_that_no_longer_parses_keeps_the_settings_but_still_drops_removed_key
         err.contains("reload failed") && err.contains("server.toml"),
         "{err}"
     );
-    env.send(&seal(&c, &pt("still")));
-    assert_eq!(
-        stub.next_frame().cmd,
-        ruroco_proto::CmdHash::of_name("still")
-    );
+    assert_next_frame_is(&env, &stub, &c, "still");
 
     // Not TOML, state_dir not the default and no $STATE_DIRECTORY: the default is assumed and
     // holds no record, yet the reload failed for sure (the server reads the same file). The
@@ -221,11 +209,11 @@ fn ips_clock_skew_max_age_allow_lists_and_keys_dir_apply_at_the_reload() {
     let b = Key::generate().unwrap();
     let keys2 = env.path("keys2");
     std::fs::create_dir(&keys2).unwrap();
-    set_mode(&keys2, 0o755);
+    chmod(&keys2, 0o755);
     // keys_dir: moves to keys2 (inside the config's directory), where only b is.
     let b_file = keys2.join("b.key");
     std::fs::write(&b_file, b.to_file_text().as_bytes()).unwrap();
-    set_mode(&b_file, 0o600);
+    chmod(&b_file, 0o600);
     std::os::unix::fs::chown(&b_file, Some(NOBODY), Some(NOBODY)).unwrap();
     edit_config(&env, |t| {
         t.replace(
@@ -288,8 +276,10 @@ fn a_field_that_needs_a_restart_is_named_and_kept() {
     env.start();
     let old_port = env.port;
     edit_config(&env, |t| {
-        t.replace(&format!(":{old_port}\""), &format!(":{}\"", free_port()))
-            + "receive_buffer = 65536\n"
+        t.replace(
+            &format!(":{old_port}\""),
+            &format!(":{}\"", free_udp_port()),
+        ) + "receive_buffer = 65536\n"
     });
     let (code, out, err) = reload(&env);
     assert_eq!(code, Some(0), "{out} {err}");
@@ -309,11 +299,7 @@ fn a_field_that_needs_a_restart_is_named_and_kept() {
     }
     wait_status_text(&mut env, "restart needed for listen");
     // Still listening where it was.
-    env.send(&seal(&a, &pt("same_port")));
-    assert_eq!(
-        stub.next_frame().cmd,
-        ruroco_proto::CmdHash::of_name("same_port")
-    );
+    assert_next_frame_is(&env, &stub, &a, "same_port");
 }
 
 #[test]
@@ -326,7 +312,7 @@ fn plain_sighup_fails_closed_too_and_reload_without_a_server_fails() {
     env.start();
     std::fs::remove_file(&a_path).unwrap();
     std::fs::write(env.path("keys/junk.key"), "not a key").unwrap();
-    set_mode(&env.path("keys/junk.key"), 0o600);
+    chmod(&env.path("keys/junk.key"), 0o600);
     env.signal(Signal::SIGHUP);
     wait_status_text(&mut env, "reload failed");
     env.send(&seal(&a, &pt("gone")));

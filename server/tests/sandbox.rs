@@ -1,26 +1,25 @@
 //! Black-box proof of the server's in-process sandbox: the real binary, started as root (it
 //! switches to `nobody`), runs under seccomp with no_new_privs, cannot open a world-readable
 //! file outside its allowed paths, and still receives, persists, reloads and forwards.
-//! Self-contained on purpose (no shared test helpers); never leaves the daemon running.
+//! Keeps its own set-up (not the black-box `Env`) so the sandbox is exercised exactly as
+//! packaged; takes only generic helpers from the test kit. Never leaves the daemon running.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use ruroco_proto::frame::{Ack, AckOutcome, FRAME_LEN, Frame};
-use ruroco_proto::protocol::{self, Plaintext};
+use ruroco_proto::frame::Frame;
+use ruroco_proto::protocol;
 use ruroco_proto::{CmdHash, Key};
+use ruroco_testkit::{DEADLINE, StubCommander, free_udp_port, plaintext, seal};
 
-const DEADLINE: Duration = Duration::from_secs(20);
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
 
@@ -51,31 +50,8 @@ fn write_key(dir: &Path, name: &str) -> Key {
     key
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 fn datagram(key: &Key, command: &str) -> [u8; protocol::DATAGRAM_LEN] {
-    let pt = Plaintext {
-        version: protocol::VERSION,
-        cmd: CmdHash::of_name(command),
-        counter: now_ns(),
-        strict: true,
-        src_ip: None,
-        dst_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-    };
-    protocol::seal_random(key, &pt).unwrap()
+    seal(key, &plaintext(command, IpAddr::V4(Ipv4Addr::LOCALHOST)))
 }
 
 /// Wait for a notify message with the line `needle`, looking first at messages in `seen`
@@ -111,34 +87,6 @@ fn wait_log(log: &Path, needles: &[&str]) -> String {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Accept connections on the stub commander socket, pass every 24-byte frame on and
-/// acknowledge it (so the sandboxed server also reads acknowledgements).
-fn stub_commander(listener: UnixListener) -> mpsc::Receiver<[u8; FRAME_LEN]> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut frame = [0u8; FRAME_LEN];
-                let mut seq = 0u64;
-                while conn.read_exact(&mut frame).is_ok() {
-                    let done = Ack {
-                        seq,
-                        outcome: AckOutcome::Done,
-                    };
-                    seq += 1;
-                    let _ = conn.write_all(&done.to_bytes());
-                    if tx.send(frame).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    rx
 }
 
 fn status_field(status: &str, field: &str) -> Option<String> {
@@ -226,12 +174,9 @@ fn setup() -> Setup {
 }
 
 /// The stub commander (frames out) and the notify socket, both reachable by `nobody`.
-fn peers(s: &Setup) -> (mpsc::Receiver<[u8; FRAME_LEN]>, UnixDatagram, PathBuf) {
-    let sock_path = s.base.join("run/commander.sock");
-    let listener = UnixListener::bind(&sock_path).unwrap();
-    // `nobody` needs write permission on a socket file to connect or send to it.
-    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o777)).unwrap();
-    let frames = stub_commander(listener);
+fn peers(s: &Setup) -> (StubCommander, UnixDatagram, PathBuf) {
+    // Mode 0777: `nobody` needs write permission on a socket file to connect or send to it.
+    let frames = StubCommander::start(&s.base.join("run/commander.sock"));
     let notify_path = s.base.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();
@@ -430,14 +375,11 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
     sender
         .send_to(&datagram(&key, "hello"), ("127.0.0.1", s.port))
         .unwrap();
-    let got = frames
-        .recv_timeout(DEADLINE)
-        .expect("no frame reached the stub commander");
     let expected = Frame {
         cmd: CmdHash::of_name("hello"),
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
-    assert_eq!(Frame::from_bytes(&got), Ok(expected));
+    assert_eq!(frames.next_frame(), expected);
     // ... and its acknowledgement is read back under the filter.
     wait_log(&log, &["event=delivered"]);
     let replay = fs::read_to_string(s.state.join("replay")).unwrap();
@@ -463,13 +405,7 @@ fn sandboxed_server_denies_foreign_files_and_still_forwards() {
     sender
         .send_to(&datagram(&key2, "open_ssh"), ("127.0.0.1", s.port))
         .unwrap();
-    let got = frames
-        .recv_timeout(DEADLINE)
-        .expect("no frame after reload");
-    assert_eq!(
-        Frame::from_bytes(&got).map(|f| f.cmd),
-        Ok(CmdHash::of_name("open_ssh"))
-    );
+    assert_eq!(frames.next_frame().cmd, CmdHash::of_name("open_ssh"));
     let text = wait_log(&log, &["event=reloaded"]);
     assert!(
         text.contains("keys=2"),
@@ -563,13 +499,7 @@ fn sandbox_holds_when_socket_activated_as_nobody() {
     sender
         .send_to(&datagram(&key, "hello"), ("127.0.0.1", s.port))
         .unwrap();
-    let got = frames
-        .recv_timeout(DEADLINE)
-        .expect("no frame reached the stub commander");
-    assert_eq!(
-        Frame::from_bytes(&got).map(|f| f.cmd),
-        Ok(CmdHash::of_name("hello"))
-    );
+    assert_eq!(frames.next_frame().cmd, CmdHash::of_name("hello"));
     assert!(
         fs::read_to_string(s.state.join("replay"))
             .unwrap()

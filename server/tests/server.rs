@@ -16,19 +16,6 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
 }
 
-/// Send one valid datagram and assert it is the very next frame: proves no other frame came
-/// before it.
-fn assert_next_frame_is(env: &Env, stub: &StubCommander, key: &Key, cmd: &str) {
-    env.send(&seal(key, &pt(cmd)));
-    assert_eq!(
-        stub.next_frame(),
-        Frame {
-            cmd: CmdHash::of_name(cmd),
-            ip: LOCAL
-        }
-    );
-}
-
 #[test]
 fn every_rejection_reason_is_counted_and_sends_no_frame() {
     let mut env = Env::new();
@@ -126,6 +113,7 @@ fn every_rejection_reason_is_counted_and_sends_no_frame() {
             "a rejection summary line in {}",
             env.path("server.log").display()
         ),
+        DEADLINE,
         || {
             env.log()
                 .contains("rejected rate_limited from 127.0.0.2 count=")
@@ -250,8 +238,8 @@ fn flood_of_bad_datagrams_lets_every_valid_one_through() {
     for (i, src) in valid_sources.iter().enumerate() {
         // Flow control, not timing: keep the socket's queue from overflowing on a busy
         // machine, so every datagram reaches the server and is counted.
-        wait_for("the server to drain its receive queue", || {
-            (udp_queue(env.port).0 < 512 * 1024).then_some(())
+        wait_for("the server to drain its receive queue", DEADLINE, || {
+            (udp_queue(env.port, None).unwrap_or_default().0 < 512 * 1024).then_some(())
         });
         for j in 0..1000u32 {
             unknown[..4].copy_from_slice(&j.to_be_bytes());
@@ -273,7 +261,11 @@ fn flood_of_bad_datagrams_lets_every_valid_one_through() {
         get(s, "unknown_key") + get(s, "bad_tag") + get(s, "rate_limited") >= 20_000
     });
     assert_eq!(get(&s, "accepted"), 20);
-    assert_eq!(udp_queue(env.port).1, 0, "the kernel dropped datagrams");
+    assert_eq!(
+        udp_queue(env.port, None).unwrap_or_default().1,
+        0,
+        "the kernel dropped datagrams"
+    );
     assert_eq!(get(&s, "received"), 20_020);
 }
 
@@ -294,7 +286,7 @@ fn sighup_reloads_keys_and_notify_protocol_is_followed() {
     assert_next_frame_is(&env, &stub, &b, "late");
     // A broken reload keeps the keys that work.
     std::fs::write(env.path("keys/c.key"), "not a key").unwrap();
-    set_mode(&env.path("keys/c.key"), 0o600);
+    chmod(&env.path("keys/c.key"), 0o600);
     env.signal(Signal::SIGHUP);
     env.wait_note("READY=1");
     assert_next_frame_is(&env, &stub, &a, "still");
@@ -331,7 +323,7 @@ fn socket_activated_as_root_drops_everything_too() {
 }
 
 fn assert_caps_dropped(pid: i32) {
-    let st = proc_status(pid);
+    let st = proc_status(pid as u32);
     for f in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(st[f], "0000000000000000", "{f} of {pid}: {st:?}");
     }
@@ -389,7 +381,7 @@ fn started_unprivileged_it_stays_so_and_works() {
     env.as_nobody = true;
     let stub = env.stub();
     env.start();
-    let st = proc_status(env.pid());
+    let st = proc_status(env.pid() as u32);
     for f in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
         assert_eq!(st[f], "0000000000000000", "{f}: {st:?}");
     }

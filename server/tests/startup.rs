@@ -72,10 +72,10 @@ fn config_errors_exit_78_naming_field_or_file() {
     assert_eq!(code, Some(78));
     assert!(e.contains("ips") || e.contains("10.0.0.300"), "{e}");
 
-    set_mode(&p, 0o644);
+    chmod(&p, 0o644);
     let e = check_refused(&env);
     assert!(e.contains("k.key") && e.contains("chmod 0640"), "{e}");
-    set_mode(&p, 0o600);
+    chmod(&p, 0o600);
 
     let copy = env.add_key("copy", &k);
     let e = check_refused(&env);
@@ -171,7 +171,7 @@ fn probe_fake_commander() {
         return;
     };
     let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    set_mode(std::path::Path::new(&sock), 0o777);
+    chmod(std::path::Path::new(&sock), 0o777);
     for c in l.incoming() {
         let mut c = c.unwrap();
         let mut buf = Vec::new();
@@ -193,10 +193,10 @@ fn fake_commander_as_nobody_gets_no_frame() {
     // A 0755 copy of this test binary (the checkout may sit under a 0700 home).
     let bin_dir = env.path("bin");
     std::fs::create_dir(&bin_dir).unwrap();
-    set_mode(&bin_dir, 0o755);
+    chmod(&bin_dir, 0o755);
     let exe = bin_dir.join("probe");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    set_mode(&exe, 0o755);
+    chmod(&exe, 0o755);
     let fake = env.path("fake");
     std::fs::create_dir(&fake).unwrap();
     chown(&fake, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -224,7 +224,7 @@ fn fake_commander_as_nobody_gets_no_frame() {
         .spawn()
         .unwrap();
     let sock = env.commander_socket.clone();
-    wait_for("the fake commander's socket", || {
+    wait_for("the fake commander's socket", DEADLINE, || {
         sock.exists().then_some(())
     });
     env.start();
@@ -232,9 +232,10 @@ fn fake_commander_as_nobody_gets_no_frame() {
     env.wait_status("accepted", |s| get(s, "accepted") == 1);
     wait_for(
         "the server to connect to the fake commander and hang up",
+        DEADLINE,
         || std::fs::read_to_string(&out).ok().filter(|t| !t.is_empty()),
     );
-    wait_for("the refusal naming uid 65534 in the log", || {
+    wait_for("the refusal naming uid 65534 in the log", DEADLINE, || {
         env.log().contains("runs as uid 65534").then_some(())
     });
     let s = env.wait_status("forwarded still 0", |s| get(s, "accepted") == 1);
@@ -277,7 +278,7 @@ fn unwritable_state_dir_forwards_nothing_until_it_recovers() {
     let stub = env.stub();
     env.start();
     let state = env.path("state");
-    set_mode(&state, 0o500);
+    chmod(&state, 0o500);
     let d = seal(&k, &pt("blocked"));
     env.send(&d);
     env.wait_status("persist_failed", |s| get(s, "persist_failed") == 1);
@@ -286,7 +287,7 @@ fn unwritable_state_dir_forwards_nothing_until_it_recovers() {
         "{}",
         env.log()
     );
-    set_mode(&state, 0o700);
+    chmod(&state, 0o700);
     // Nothing left for the blocked one: the same datagram, retried, now runs exactly once.
     env.send(&d);
     assert_eq!(stub.next_frame().cmd, CmdHash::of_name("blocked"));
@@ -374,7 +375,7 @@ fn a_commander_that_closes_connections_still_gets_every_frame() {
     // A commander that reads and acknowledges one frame per connection and hangs up (like
     // an idle timeout).
     let l = std::os::unix::net::UnixListener::bind(&env.commander_socket).unwrap();
-    set_mode(&env.commander_socket, 0o777);
+    chmod(&env.commander_socket, 0o777);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for c in l.incoming() {
@@ -437,7 +438,7 @@ fn a_second_activated_socket_is_refused() {
     let env = Env::new();
     env.add_key("a", &Key::generate().unwrap());
     env.write_config();
-    let second = free_port();
+    let second = free_udp_port();
     let log = std::fs::File::create(env.path("server.log")).unwrap();
     let mut child = Command::new("systemd-socket-activate")
         .arg("--datagram")
@@ -454,7 +455,7 @@ fn a_second_activated_socket_is_refused() {
         .spawn()
         .unwrap();
     let bound = format!(":{:04X} ", env.port);
-    wait_for("systemd-socket-activate to listen", || {
+    wait_for("systemd-socket-activate to listen", DEADLINE, || {
         std::fs::read_to_string("/proc/net/udp")
             .unwrap_or_default()
             .contains(&bound)
@@ -462,7 +463,7 @@ fn a_second_activated_socket_is_refused() {
     });
     let poke = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     // It starts the server on the first datagram; resend until it has.
-    let status = wait_for("the server to refuse two sockets", || {
+    let status = wait_for("the server to refuse two sockets", DEADLINE, || {
         let _ = poke.send_to(b"x", env.addr());
         child.try_wait().unwrap()
     });

@@ -2,32 +2,37 @@
 //! unprivileged user, socket-activated or binding itself) in a temp dir, owns their notify
 //! sockets, sends datagrams, reads outcomes. It must never leave a process it started running,
 //! nor touch anything outside its own temp dirs.
+//!
+//! What is not specific to the whole chain (waits, datagrams, logfmt, `/proc`, files, ports,
+//! [`Daemon`]) lives in `ruroco-testkit`; the names the benchmark reaches through this crate
+//! are re-exported below.
 // A harness failure is a test failure: panicking with a clear message is the intended way out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Gid, Group, Pid, Uid, User, chown};
-use ruroco_proto::protocol::{self, Plaintext};
-use ruroco_proto::{CmdHash, DATAGRAM_LEN, Key};
+use nix::sys::signal::Signal;
+use ruroco_proto::Key;
+use ruroco_testkit::{
+    as_nobody, chmod, chown_to, link_or_copy, send_from, temp_dir, toml_string, unspecified_like,
+    write_file,
+};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
-/// How long any wait for a condition may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(20);
-/// How often a condition is polled.
-pub const POLL: Duration = Duration::from_millis(20);
-/// Names of the three binaries the chain runs.
+// The kit's names the benchmark uses as `ruroco_tests::…`, until it depends on the kit.
+pub use ruroco_testkit::{
+    DEADLINE, Daemon, POLL, free_udp_port, kb_field, line_has, now_ns, plaintext, proc_status,
+    seal, udp_queue, wait_for,
+};
+
+/// The server binary's name.
 pub const SERVER: &str = "ruroco-server";
+/// The commander binary's name.
 pub const COMMANDER: &str = "ruroco-commander";
+/// The client binary's name.
 pub const CLIENT: &str = "ruroco-client";
 /// The counters the server reports in `STATUS=` besides one per rejection reason.
 pub const STATUS_TOTALS: [&str; 5] = [
@@ -43,84 +48,6 @@ const PACE_QUEUE_BYTES: u64 = 64 * 1024;
 /// How long a paced sender waits for the server to drain its queue: longer than
 /// [`DEADLINE`] because a durable write on a busy disk may hold the server for seconds.
 const PACE_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Poll `f` every [`POLL`] until it returns `Some`, or fail after `deadline` naming `what`.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > until {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-/// A counter for a hand-made datagram: now in ns, strictly above every one handed out before
-/// in this process (the same rule as the client's).
-pub fn fresh_counter() -> u128 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    // ns since the epoch fit in u64 until 2554.
-    let now = now_ns() as u64;
-    let mut prev = LAST.load(Ordering::SeqCst);
-    loop {
-        let next = now.max(prev + 1);
-        match LAST.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => return u128::from(next),
-            Err(p) => prev = p,
-        }
-    }
-}
-
-/// A plaintext for `cmd` with a fresh counter, strict, nothing claimed, sent to `dst`.
-pub fn plaintext(cmd: &str, dst: IpAddr) -> Plaintext {
-    Plaintext {
-        version: protocol::VERSION,
-        cmd: CmdHash::of_name(cmd),
-        counter: fresh_counter(),
-        strict: true,
-        src_ip: None,
-        dst_ip: Some(dst),
-    }
-}
-
-pub fn seal(key: &Key, pt: &Plaintext) -> [u8; DATAGRAM_LEN] {
-    protocol::seal_random(key, pt).expect("OS random generator")
-}
-
-pub fn uid_of(user: &str) -> Uid {
-    User::from_name(user)
-        .expect("getpwnam")
-        .unwrap_or_else(|| panic!("no user {user} on this machine"))
-        .uid
-}
-
-pub fn gid_of(group: &str) -> Gid {
-    Group::from_name(group)
-        .expect("getgrnam")
-        .unwrap_or_else(|| panic!("no group {group} on this machine"))
-        .gid
-}
-
-pub fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
-}
-
-pub fn chown_to(path: &Path, user: Option<&str>, group: Option<&str>) {
-    chown(path, user.map(uid_of), group.map(gid_of))
-        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-}
 
 /// The cargo target profile dir holding the binaries: the test exe lives in `<it>/deps/`.
 pub fn profile_dir() -> PathBuf {
@@ -148,335 +75,6 @@ pub fn install_binaries(dest: &Path) {
             );
         }
         link_or_copy(&from, &dest.join(name));
-    }
-}
-
-/// Hard-link `from` to `to` (cheap; the binaries are large debug builds), else copy it;
-/// either way `to` ends up mode 0755.
-pub fn link_or_copy(from: &Path, to: &Path) {
-    if fs::hard_link(from, to).is_err() {
-        fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-    }
-    chmod(to, 0o755);
-}
-
-/// A fresh temp dir, mode 0755, under /tmp (never under a possibly-0700 home).
-pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    chmod(d.path(), 0o755);
-    d
-}
-
-/// A UDP port free on both IPv4 and IPv6 loopback/wildcard right now.
-pub fn free_udp_port() -> u16 {
-    for _ in 0..100 {
-        let s = UdpSocket::bind("[::]:0").expect("bind [::]:0");
-        let port = s.local_addr().unwrap().port();
-        drop(s);
-        if UdpSocket::bind(("0.0.0.0", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free UDP port");
-}
-
-/// A TCP port free on IPv4 loopback right now (for a listener a test command starts).
-pub fn free_tcp_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-/// Whether the logfmt log line `line` holds `needle`: a needle of `key=value` pairs must
-/// match whole pairs of the line (`event=undo` does not match `event=undone`; `key=` matches
-/// any value), any other needle is a substring (for text inside a quoted value).
-pub fn line_has(line: &str, needle: &str) -> bool {
-    if !needle.contains('=') {
-        return line.contains(needle);
-    }
-    line.match_indices(needle).any(|(i, _)| {
-        let before = line[..i].chars().next_back();
-        let after = line[i + needle.len()..].chars().next();
-        // A needle ending in `=` asks only for the key.
-        let edge = |c: char| c == ' ' || c == '"';
-        before.is_none_or(edge) && (needle.ends_with('=') || after.is_none_or(edge))
-    })
-}
-
-/// Whether any line of the logfmt `log` holds `needle` (see [`line_has`]).
-pub fn log_has(log: &str, needle: &str) -> bool {
-    log.lines().any(|l| line_has(l, needle))
-}
-
-/// Parse a `STATUS=` text of `key=value` words into numbers (non-numeric words are skipped).
-pub fn parse_status(text: &str) -> BTreeMap<String, u64> {
-    text.split_whitespace()
-        .filter_map(|w| {
-            let (k, v) = w.split_once('=')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// `(rx_queue bytes, drops)` summed over the UDP sockets bound to local `port`
-/// (/proc/net/udp and udp6), or `None` when no such socket exists. With `pid`, only the
-/// sockets that process holds count (another process may use the same port on another
-/// address).
-pub fn udp_queue(port: u16, pid: Option<u32>) -> Option<(u64, u64)> {
-    let inodes: Option<Vec<String>> = pid.map(|pid| {
-        fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| {
-                        let target = fs::read_link(e.path()).ok()?;
-                        let t = target.to_str()?;
-                        Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-    let mut found = None;
-    let want = format!(":{port:04X}");
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 13 || !f[1].ends_with(&want) {
-                continue;
-            }
-            if let Some(inodes) = &inodes {
-                if !inodes.iter().any(|i| i == f[9]) {
-                    continue;
-                }
-            }
-            let rx = f[4]
-                .split_once(':')
-                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
-                .unwrap_or(0);
-            let drops: u64 = f[f.len() - 1].parse().unwrap_or(0);
-            let (r, d) = found.unwrap_or((0, 0));
-            found = Some((r + rx, d + drops));
-        }
-    }
-    found
-}
-
-/// `/proc/PID/status` as a map of field -> value text.
-pub fn proc_status(pid: u32) -> BTreeMap<String, String> {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.to_owned(), v.trim().to_owned()))
-        })
-        .collect()
-}
-
-/// A `VmHWM`-style "1234 kB" value in bytes.
-pub fn kb_field(v: &str) -> u64 {
-    v.split_whitespace()
-        .next()
-        .and_then(|n| n.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
-/// A process this harness started, with a notify socket of its own and a log file.
-#[derive(Debug)]
-pub struct Daemon {
-    pub name: String,
-    child: Child,
-    notify: UnixDatagram,
-    notify_path: PathBuf,
-    pub log: PathBuf,
-    /// Every notify datagram received so far, in order.
-    pub messages: Vec<String>,
-    exited: Option<ExitStatus>,
-}
-
-impl Daemon {
-    /// Spawn `cmd` in its own process group, stdout+stderr appended to `log`, with
-    /// `NOTIFY_SOCKET` pointing at a socket this harness owns (writable by anyone, so a
-    /// daemon that switched user can still notify).
-    pub fn spawn(name: &str, mut cmd: Command, dir: &Path, log: &Path) -> Self {
-        let notify_path = dir.join(format!("{name}.notify"));
-        let _ = fs::remove_file(&notify_path);
-        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-        notify.set_nonblocking(true).unwrap();
-        chmod(&notify_path, 0o777);
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        cmd.env("NOTIFY_SOCKET", &notify_path)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            // As under systemd; the checkout may be unreadable to an unprivileged daemon.
-            .current_dir("/")
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
-        Self {
-            name: name.to_owned(),
-            child,
-            notify,
-            notify_path,
-            log: log.to_path_buf(),
-            messages: Vec::new(),
-            exited: None,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Collect every notify datagram waiting on the socket.
-    pub fn drain_notify(&mut self) {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.notify.recv(&mut buf) {
-            self.messages
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-
-    /// How many notify datagrams carried the line `line` (e.g. "READY=1").
-    pub fn count_notify(&mut self, line: &str) -> usize {
-        self.drain_notify();
-        self.messages
-            .iter()
-            .filter(|m| m.lines().any(|l| l == line))
-            .count()
-    }
-
-    /// Wait until `line` has been seen at least `n` times in total; fails early if the
-    /// process exits, showing its log.
-    pub fn wait_notify(&mut self, line: &str, n: usize) {
-        let what = format!("{} to send {line} ({n} times)", self.name);
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if self.count_notify(line) >= n {
-                return;
-            }
-            if let Some(st) = self.try_exit() {
-                panic!(
-                    "{} exited ({st}) before {line}; log:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            if Instant::now() > until {
-                panic!(
-                    "timed out waiting for {what}; notify so far: {:?}; log:\n{}",
-                    self.messages,
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// The counters of the last `STATUS=` the daemon sent (empty before the first).
-    pub fn status(&mut self) -> BTreeMap<String, u64> {
-        self.drain_notify();
-        self.messages
-            .iter()
-            .rev()
-            .find_map(|m| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
-            .map(parse_status)
-            .unwrap_or_default()
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait until a line of the log holds `needle` (see [`line_has`]).
-    pub fn wait_log(&mut self, needle: &str) -> String {
-        let until = Instant::now() + DEADLINE;
-        loop {
-            let text = self.log_text();
-            if text.lines().any(|l| line_has(l, needle)) {
-                return text;
-            }
-            if Instant::now() > until {
-                panic!(
-                    "timed out waiting for {:?} in the {} log:\n{text}",
-                    needle, self.name
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Exit status if the process has ended (reaped).
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
-        }
-        self.exited
-    }
-
-    pub fn alive(&mut self) -> bool {
-        self.try_exit().is_none()
-    }
-
-    /// Assert the process is still running, showing its log otherwise.
-    pub fn assert_alive(&mut self) {
-        if let Some(st) = self.try_exit() {
-            panic!("{} died ({st}); log:\n{}", self.name, self.log_text());
-        }
-    }
-
-    pub fn signal(&mut self, sig: Signal) {
-        if self.alive() {
-            kill(Pid::from_raw(self.pid() as i32), sig)
-                .unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
-        }
-    }
-
-    /// Wait for the process to exit and reap it.
-    pub fn wait_exit(&mut self) -> ExitStatus {
-        let name = self.name.clone();
-        wait_for(&format!("{name} to exit"), DEADLINE, || self.try_exit())
-    }
-
-    /// SIGKILL the whole process group and reap.
-    pub fn kill_group(&mut self) -> ExitStatus {
-        if self.alive() {
-            let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
-        }
-        self.wait_exit()
-    }
-
-    /// Exit code, or 128+signal.
-    pub fn exit_code(st: ExitStatus) -> i32 {
-        st.code()
-            .or_else(|| st.signal().map(|s| 128 + s))
-            .unwrap_or(-1)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.try_exit().is_none() {
-            let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-        let _ = fs::remove_file(&self.notify_path);
     }
 }
 
@@ -560,6 +158,7 @@ impl ChainBuilder {
         self
     }
 
+    /// `[keys.KEY] commands = [...]` in server.toml: what `key` may run.
     pub fn allow(mut self, key: &str, commands: &[&str]) -> Self {
         self.allow.push((
             key.to_owned(),
@@ -583,11 +182,13 @@ impl ChainBuilder {
         self
     }
 
+    /// The server's `ips` (its own addresses a datagram may name).
     pub fn ips(mut self, ips: &[&str]) -> Self {
         self.ips = ips.iter().map(|s| (*s).to_owned()).collect();
         self
     }
 
+    /// How the server gets its socket (default: socket-activated on 127.0.0.1).
     pub fn activation(mut self, a: Activation) -> Self {
         self.activation = a;
         self
@@ -702,26 +303,39 @@ impl ChainBuilder {
 #[derive(Debug)]
 pub struct Chain {
     // Declared first so they are killed before the temp dir goes.
+    /// The running server, if started.
     pub server: Option<Daemon>,
+    /// The running commander, if started.
     pub commander: Option<Daemon>,
+    /// The 0755 dir holding the three binaries.
     pub bin: PathBuf,
+    /// The server's `keys_dir` (0750 root:nogroup).
     pub keys_dir: PathBuf,
+    /// The server's `state_dir` (0700, owned by the server user).
     pub state_dir: PathBuf,
+    /// The commander's `state_dir` (0700 root).
     pub cstate_dir: PathBuf,
+    /// The dir of the commander's socket (0755).
     pub run_dir: PathBuf,
+    /// The client's `--state-dir` (0700).
     pub client_state: PathBuf,
     /// Every recorded command appends `<command> <ip>` here.
     pub out: PathBuf,
+    /// The server's config file.
     pub server_toml: PathBuf,
+    /// The commander's config file.
     pub commander_toml: PathBuf,
     /// The commander's socket path (also the server's `commander_socket`).
     pub socket: PathBuf,
+    /// The server's UDP port.
     pub port: u16,
     /// Datagrams the harness sent to wake socket activation since the server started.
     pub kicks: u64,
     /// Counters at server start (after the kicks were counted); tests speak in deltas.
     pub baseline: BTreeMap<String, u64>,
+    /// What the chain was built from.
     pub cfg: ChainBuilder,
+    /// The chain's temp dir.
     pub root: PathBuf,
     dir: Option<tempfile::TempDir>,
 }
@@ -738,6 +352,7 @@ impl Drop for Chain {
 }
 
 impl Chain {
+    /// A builder with the defaults of [`ChainBuilder::new`].
     pub fn builder() -> ChainBuilder {
         ChainBuilder::new()
     }
@@ -758,6 +373,7 @@ impl Chain {
             .expect("run ruroco-commander")
     }
 
+    /// The file of the key `name` (`<keys_dir>/<name>.key`).
     pub fn key_path(&self, name: &str) -> PathBuf {
         self.keys_dir.join(format!("{name}.key"))
     }
@@ -765,12 +381,10 @@ impl Chain {
     /// Write a key file the way an operator would for a server running as an unprivileged
     /// user: 0640 root:nogroup.
     pub fn write_key(&self, name: &str, text: &str) {
-        let p = self.key_path(name);
-        fs::write(&p, text).unwrap();
-        chmod(&p, 0o640);
-        chown_to(&p, None, Some("nogroup"));
+        write_file(&self.key_path(name), text, 0o640, None, Some("nogroup"));
     }
 
+    /// The key `name`, read back from its file.
     pub fn key(&self, name: &str) -> Key {
         ruroco_kit::key_file::load(&self.key_path(name)).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -780,6 +394,7 @@ impl Chain {
             .replace("@DIR", &self.root.display().to_string())
     }
 
+    /// (Re)write server.toml (0644) from [`Self::cfg`].
     pub fn write_server_config(&self) {
         let c = &self.cfg;
         let ips: Vec<String> = c.ips.iter().map(|i| format!("\"{i}\"")).collect();
@@ -812,10 +427,10 @@ impl Chain {
                 list.join(", ")
             ));
         }
-        fs::write(&self.server_toml, t).unwrap();
-        chmod(&self.server_toml, 0o644);
+        write_file(&self.server_toml, &t, 0o644, None, None);
     }
 
+    /// (Re)write commander.toml (0600) from [`Self::cfg`].
     pub fn write_commander_config(&self) {
         let c = &self.cfg;
         let mut t = format!(
@@ -840,8 +455,7 @@ impl Chain {
             };
             t.push_str(&format!("{name} = {value}\n"));
         }
-        fs::write(&self.commander_toml, t).unwrap();
-        chmod(&self.commander_toml, 0o600);
+        write_file(&self.commander_toml, &t, 0o600, None, None);
     }
 
     /// Start the commander as root and wait for READY=1.
@@ -927,14 +541,17 @@ impl Chain {
         }
     }
 
+    /// The running server; fails the test when it is not running.
     pub fn server_mut(&mut self) -> &mut Daemon {
         self.server.as_mut().expect("server not running")
     }
 
+    /// The running commander; fails the test when it is not running.
     pub fn commander_mut(&mut self) -> &mut Daemon {
         self.commander.as_mut().expect("commander not running")
     }
 
+    /// The running server's pid; fails the test when it is not running.
     pub fn server_pid(&self) -> u32 {
         self.server.as_ref().expect("server not running").pid()
     }
@@ -949,6 +566,7 @@ impl Chain {
         st
     }
 
+    /// Stop the commander with `sig` and reap it; returns its exit status.
     pub fn stop_commander(&mut self, sig: Signal) -> ExitStatus {
         let mut d = self.commander.take().expect("commander not running");
         d.signal(sig);
@@ -957,10 +575,12 @@ impl Chain {
         st
     }
 
+    /// The server's log of every run so far.
     pub fn server_log(&self) -> String {
         fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
     }
 
+    /// The commander's log of every run so far.
     pub fn commander_log(&self) -> String {
         fs::read_to_string(self.root.join("commander.log")).unwrap_or_default()
     }
@@ -970,6 +590,7 @@ impl Chain {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
     }
 
+    /// The server's destination for IPv6 ([::1]:port).
     pub fn addr6(&self) -> SocketAddr {
         SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), self.port)
     }
@@ -1274,60 +895,4 @@ impl Chain {
     pub fn path(&self) -> &Path {
         &self.root
     }
-}
-
-/// `program` run through `setpriv` as uid/gid 65534 (nobody:nogroup) with no supplementary
-/// groups, an empty bounding set and no-new-privs: an unprivileged local user.
-pub fn as_nobody(program: &Path) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--bounding-set=-all",
-        "--no-new-privs",
-    ])
-    .arg(program);
-    cmd
-}
-
-/// The unspecified address of the same family (a "bind anywhere" source).
-fn unspecified_like(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-    }
-}
-
-/// Send one datagram from `from` (any port) to `to`.
-pub fn send_from(from: IpAddr, to: SocketAddr, bytes: &[u8]) {
-    let sock = UdpSocket::bind(SocketAddr::new(from, 0))
-        .unwrap_or_else(|e| panic!("bind sender {from}: {e}"));
-    sock.send_to(bytes, to)
-        .unwrap_or_else(|e| panic!("send {from} -> {to}: {e}"));
-}
-
-/// A TOML basic string holding `s`.
-pub fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Append a line to a file (creating it), for probes reporting to the test.
-pub fn append_line(path: &Path, line: &str) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    writeln!(f, "{line}").unwrap();
 }

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ruroco_proto::DATAGRAM_LEN;
-use ruroco_tests::{Chain, now_ns, plaintext, seal};
+use ruroco_testkit::{now_ns, plaintext, seal};
+use ruroco_tests::Chain;
 use std::net::{IpAddr, Ipv4Addr};
 
 const LO4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

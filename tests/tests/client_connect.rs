@@ -11,7 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
-use ruroco_tests::{CLIENT, Chain, DEADLINE, free_tcp_port};
+use ruroco_testkit::{DEADLINE, free_tcp_port};
+use ruroco_tests::{CLIENT, Chain};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
 
 const LISTENER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_listener.py");

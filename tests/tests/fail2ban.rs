@@ -8,7 +8,8 @@
 //! skipped, unless `RUROCO_REQUIRE_FAIL2BAN=1` (set by scripts/test.sh), where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ruroco_tests::{Activation, Chain, line_has, plaintext, seal, wait_for};
+use ruroco_testkit::{line_has, plaintext, seal, wait_for};
+use ruroco_tests::{Activation, Chain};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nix::sys::signal::Signal;
-use ruroco_tests::{Chain, DEADLINE, Daemon, plaintext, seal, wait_for};
+use ruroco_testkit::{DEADLINE, Daemon, plaintext, seal, wait_for};
+use ruroco_tests::Chain;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -128,8 +129,8 @@ fn a_commander_that_never_reads_never_stalls_the_server() {
     let listener = std::os::unix::net::UnixListener::bind(&c.socket).unwrap();
     listener.set_nonblocking(true).unwrap();
     // Like the real one, writable by the server's group (nobody may connect: uid 0 listens).
-    ruroco_tests::chown_to(&c.socket, None, Some("nogroup"));
-    ruroco_tests::chmod(&c.socket, 0o660);
+    ruroco_testkit::chown_to(&c.socket, None, Some("nogroup"));
+    ruroco_testkit::chmod(&c.socket, 0o660);
     let mut held = Vec::new();
     let k = c.key("k1");
     let total: u64 = 2000;
@@ -174,14 +175,14 @@ fn a_read_only_state_dir_forwards_nothing_and_says_why() {
     c.send_raw(LO4, &d1);
     c.wait_out(1);
     // The server (nobody) owns the dir; without write permission no floor can be persisted.
-    ruroco_tests::chmod(&c.state_dir, 0o500);
+    ruroco_testkit::chmod(&c.state_dir, 0o500);
     let (d2, _) = hello_for(&c, 2);
     c.send_raw(LO4, &d2);
     c.wait_counter("persist_failed", 1);
-    ruroco_tests::chmod(&c.state_dir, 0o700);
+    ruroco_testkit::chmod(&c.state_dir, 0o700);
     let log = c.server_log();
     assert!(
-        ruroco_tests::log_has(&log, "event=failed reason=persist"),
+        ruroco_testkit::log_has(&log, "event=failed reason=persist"),
         "no persist failure logged:\n{log}"
     );
     once_the_disk_recovers_the_next_one_runs(&mut c, &l1);
@@ -220,7 +221,7 @@ fn a_full_state_dir_forwards_nothing_and_says_why() {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs CAP_SYS_ADMIN)");
         return;
     };
-    ruroco_tests::chown_to(&c.state_dir, Some("nobody"), Some("nogroup"));
+    ruroco_testkit::chown_to(&c.state_dir, Some("nobody"), Some("nogroup"));
     c.start_server();
     let (d1, l1) = hello_for(&c, 1);
     c.send_raw(LO4, &d1);

@@ -7,7 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ruroco_proto::DATAGRAM_LEN;
-use ruroco_tests::{Chain, kb_field, plaintext, proc_status, seal};
+use ruroco_testkit::{kb_field, plaintext, proc_status, seal};
+use ruroco_tests::Chain;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
@@ -46,7 +47,7 @@ fn valid_datagrams_get_through_a_flood_from_ten_thousand_sources() {
             c.wait_queue_below(0);
             let from = valid_source(j);
             let d = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
-            ruroco_tests::send_from(from, to, &d);
+            ruroco_testkit::send_from(from, to, &d);
             expected.push(format!("hello {from}"));
         }
         urandom.read_exact(&mut garbage).unwrap();
@@ -140,7 +141,7 @@ fn a_valid_datagram_runs_while_a_flood_goes_on() {
                         d[0] ^= 1;
                     }
                     // Keep the queue between empty and half the default buffer: never idle.
-                    while ruroco_tests::udp_queue(port, Some(pid))
+                    while ruroco_testkit::udp_queue(port, Some(pid))
                         .is_some_and(|(rx, _)| rx > 96 * 1024)
                     {
                         std::thread::yield_now();
@@ -153,12 +154,12 @@ fn a_valid_datagram_runs_while_a_flood_goes_on() {
         })
     };
     // Let the flood get going, then send the valid one from an address of its own.
-    ruroco_tests::wait_for("the flood to start", ruroco_tests::DEADLINE, || {
+    ruroco_testkit::wait_for("the flood to start", ruroco_testkit::DEADLINE, || {
         (c.status_delta().get("received").copied().unwrap_or(0) > 10_000).then_some(())
     });
     let from = valid_source(0);
     let d = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    ruroco_tests::send_from(from, to, &d);
+    ruroco_testkit::send_from(from, to, &d);
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         c.wait_line(&format!("hello {from}"));
     }));
@@ -257,7 +258,7 @@ fn a_captured_datagram_replayed_from_one_address_cannot_take_the_reserve() {
     let client = IpAddr::V4(Ipv4Addr::new(127, 5, 2, 1));
     let attacker = IpAddr::V4(Ipv4Addr::new(127, 9, 0, 1));
     let captured = seal(&key, &plaintext("hello", IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    ruroco_tests::send_from(client, to, &captured);
+    ruroco_testkit::send_from(client, to, &captured);
     c.wait_line(&format!("hello {client}"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (port, pid) = (c.port, c.server_pid());
@@ -274,7 +275,7 @@ fn a_captured_datagram_replayed_from_one_address_cannot_take_the_reserve() {
                 // Checked every 32 datagrams (reading /proc each time would slow the flood below
                 // the global cap): 64 KiB + 32 queued datagrams stay under the 208 KiB default.
                 while sent % 32 == 0
-                    && ruroco_tests::udp_queue(port, Some(pid))
+                    && ruroco_testkit::udp_queue(port, Some(pid))
                         .is_some_and(|(rx, _)| rx > 64 * 1024)
                 {
                     std::thread::yield_now();
@@ -286,7 +287,7 @@ fn a_captured_datagram_replayed_from_one_address_cannot_take_the_reserve() {
             sent
         })
     };
-    ruroco_tests::wait_for("the replays to start", ruroco_tests::DEADLINE, || {
+    ruroco_testkit::wait_for("the replays to start", ruroco_testkit::DEADLINE, || {
         (c.status_delta().get("duplicate").copied().unwrap_or(0) > 5_000).then_some(())
     });
     let sock = UdpSocket::bind(SocketAddr::new(client, 0)).unwrap();

@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 
 use nix::sys::signal::Signal;
-use ruroco_tests::{Chain, DEADLINE, wait_for};
+use ruroco_testkit::{DEADLINE, chmod, wait_for};
+use ruroco_tests::Chain;
 
 const MARKER_SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
@@ -96,7 +96,7 @@ fn repeats_inside_the_window_run_once_and_undo_once() {
     let extended = c
         .commander_log()
         .lines()
-        .filter(|l| ruroco_tests::line_has(l, "event=extended"))
+        .filter(|l| ruroco_testkit::line_has(l, "event=extended"))
         .count();
     assert_eq!(extended, 2, "{}", c.commander_log());
     wait_lines(&c, &["open 127.0.0.1", "close 127.0.0.1"]);
@@ -204,7 +204,7 @@ fn a_request_during_a_graceful_stop_runs_after_the_restart() {
     assert_eq!(s.get("queue_dropped").copied().unwrap_or(0), 0, "{s:?}");
     c.assert_only_ran("k1", &["slow", "hello 127.0.0.1"], MARKER_SRC);
     assert!(
-        ruroco_tests::log_has(&c.server_log(), "event=resent"),
+        ruroco_testkit::log_has(&c.server_log(), "event=resent"),
         "{}",
         c.server_log()
     );
@@ -260,7 +260,7 @@ fn only_root_lists_and_revokes_grants() {
     send(&c, "open");
     wait_lines(&c, &["open"]);
     let as_nobody = |args: &[&str]| {
-        ruroco_tests::as_nobody(&c.bin.join("ruroco-commander"))
+        ruroco_testkit::as_nobody(&c.bin.join("ruroco-commander"))
             .arg("--control")
             .arg(c.control_socket())
             .args(args)
@@ -282,9 +282,4 @@ fn only_root_lists_and_revokes_grants() {
     let o = c.commander_op(&["revoke", "open"]);
     assert!(o.status.success(), "{o:?}");
     wait_lines(&c, &["open", "close"]);
-}
-
-fn chmod(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ruroco_proto::CmdHash;
-use ruroco_tests::{Activation, Chain, plaintext, proc_status, seal};
+use ruroco_testkit::{plaintext, proc_status, seal};
+use ruroco_tests::{Activation, Chain};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 

@@ -5,9 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ruroco_proto::{CmdHash, Frame};
-use ruroco_tests::{
-    Activation, Chain, ChainBuilder, append_line, chown_to, plaintext, seal, wait_for,
-};
+use ruroco_testkit::{append_line, chown_to, plaintext, seal, wait_for};
+use ruroco_tests::{Activation, Chain, ChainBuilder};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -103,7 +102,7 @@ fn nobody_is_refused_by_the_commander() {
         .socket_group("daemon")
         .without_server()
         .start();
-    ruroco_tests::chmod(&c.socket, 0o666);
+    ruroco_testkit::chmod(&c.socket, 0o666);
     c.start_server();
     let report = c.root.join("probe-report");
     let report_dir = c.root.join("probe");
@@ -175,7 +174,7 @@ fn fake_commander_gets_no_frame(builder: ChainBuilder) {
     let read = || std::fs::read_to_string(&report).unwrap_or_default();
     wait_for(
         "the fake commander to listen",
-        ruroco_tests::DEADLINE,
+        ruroco_testkit::DEADLINE,
         || read().contains("listening").then_some(()),
     );
     c.start_server();
@@ -185,7 +184,7 @@ fn fake_commander_gets_no_frame(builder: ChainBuilder) {
     c.server_mut().wait_log("65534");
     wait_for(
         "the server to connect to the fake",
-        ruroco_tests::DEADLINE,
+        ruroco_testkit::DEADLINE,
         || read().contains("conn bytes=").then_some(()),
     );
     let text = read();

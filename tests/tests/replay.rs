@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nix::sys::signal::Signal;
-use ruroco_tests::{Chain, plaintext, seal};
+use ruroco_testkit::{plaintext, seal};
+use ruroco_tests::Chain;
 use std::net::{IpAddr, Ipv4Addr};
 
 const LO4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -1,28 +1,20 @@
 //! Helpers for the black-box tests of the `ruroco-client` binary: a temp dir with a key and a
 //! state dir, running the binary, and receiving its datagrams on a socket the test owns.
 //! Never sleeps to synchronise: every wait has a deadline and fails loudly.
-#![allow(dead_code)]
+//! The clock and the deadline come from `ruroco-testkit`, re-exported for the test files.
+// Each test binary compiles this module and uses a different part of it and of the re-exports.
+#![allow(dead_code, unused_imports)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ruroco_proto::protocol::{self, DATAGRAM_LEN};
 use ruroco_proto::{Key, Plaintext};
-
-/// Generous deadline for anything the client should do promptly.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub use ruroco_testkit::{DEADLINE, now_ns};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ruroco-client")
-}
-
-pub fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 /// A temp dir holding a fresh key (`k.key`, 0600) and a state dir (`state`).

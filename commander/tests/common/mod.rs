@@ -1,34 +1,30 @@
 //! Shared harness for the commander's black-box tests: a 0755 temp dir with a root-owned 0600
 //! config, the real binary started with stderr in a log file and a NOTIFY_SOCKET the test owns,
 //! and a test-owned Unix client writing frames. It must never synchronise by sleeping.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Generic helpers (waits, [`Daemon`], logfmt, `/proc`, running as nobody) come from
+//! `ruroco-testkit` and are re-exported here for the test files.
+// Each test binary compiles this module and uses a different part of it and of the re-exports.
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
-use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
-use ruroco_proto::{ACK_LEN, Ack, CmdHash, Frame};
+use ruroco_proto::{ACK_LEN, Ack, AckOutcome, CmdHash, Frame};
+pub use ruroco_testkit::{
+    DEADLINE, Daemon, as_nobody, copy_for_nobody, line_has, members_of_group, temp_dir, wait_until,
+    write_file,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ruroco-commander");
-/// Generous: CI machines are slow and shared.
-pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Poll `cond` until it holds or the deadline passes (then fail naming `what`).
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A temp dir (0755, so a probe running as nobody can reach the socket) with the config.
 pub struct Env {
@@ -38,11 +34,7 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ruroco-commander-test.")
-            .tempdir_in("/tmp")
-            .unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = temp_dir("ruroco-commander-test.");
         Self {
             dir,
             socket_group: "root".to_owned(),
@@ -97,7 +89,7 @@ impl Env {
 
     /// Lines the commands appended to `out`.
     pub fn out_lines(&self) -> Vec<String> {
-        fs::read_to_string(self.out())
+        std::fs::read_to_string(self.out())
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
@@ -118,14 +110,13 @@ impl Env {
             top.replace("$DIR", &d),
             commands.replace("$DIR", &d),
         );
-        fs::write(self.config(), text).unwrap();
-        fs::set_permissions(self.config(), fs::Permissions::from_mode(0o600)).unwrap();
+        write_file(&self.config(), &text, 0o600, None, None);
     }
 
     /// Start the real binary and wait for READY=1.
     pub fn start(&self) -> Daemon {
-        let d = self.spawn();
-        d.wait_notify("READY=1");
+        let mut d = self.spawn();
+        d.wait_notify("READY=1", 1);
         d
     }
 
@@ -141,40 +132,18 @@ impl Env {
         c.arg("-c")
             .arg(format!("exec {fd}</dev/null; exec \"$0\" \"$@\""))
             .arg(BIN);
-        let d = self.spawn_cmd(c);
-        d.wait_notify("READY=1");
+        let mut d = self.spawn_cmd(c);
+        d.wait_notify("READY=1", 1);
         d
     }
 
+    /// The real binary, run by `cmd`, as a [`Daemon`] logging to `commander.log`. Every
+    /// start gets a notify socket of its own: an earlier daemon of the same test may still be
+    /// alive.
     fn spawn_cmd(&self, mut cmd: Command) -> Daemon {
-        let notify_path = self.path(&format!("notify.{}", rand_suffix()));
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        notify
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let log = self.path("commander.log");
-        let log_file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = cmd
-            .arg("--config")
-            .arg(self.config())
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            notify,
-            log,
-            seen: std::cell::RefCell::new(String::new()),
-        }
+        cmd.arg("--config").arg(self.config());
+        let name = format!("commander.{}", rand_suffix());
+        Daemon::spawn(&name, cmd, self.dir.path(), &self.path("commander.log"))
     }
 
     /// Run the binary to completion with extra args (e.g. `--check`).
@@ -191,6 +160,13 @@ impl Env {
     /// Connect as the stub server (this test runs as root = server_user).
     pub fn connect(&self) -> UnixStream {
         UnixStream::connect(self.socket()).unwrap()
+    }
+
+    /// Send `name` for 192.0.2.1 on a fresh connection; its acknowledgement's outcome.
+    pub fn ask(&self, name: &str) -> AckOutcome {
+        let mut s = self.connect();
+        send(&mut s, name, "192.0.2.1");
+        read_ack(&mut s).outcome
     }
 }
 
@@ -224,191 +200,4 @@ pub fn read_ack(stream: &mut UnixStream) -> Ack {
     let mut b = [0u8; ACK_LEN];
     stream.read_exact(&mut b).expect("an acknowledgement");
     Ack::from_bytes(&b).unwrap()
-}
-
-/// A running commander; killed on drop.
-pub struct Daemon {
-    pub child: Child,
-    notify: UnixDatagram,
-    pub log: PathBuf,
-    seen: std::cell::RefCell<String>,
-}
-
-impl Daemon {
-    /// Wait until the daemon sent `state` (e.g. "READY=1") to our NOTIFY_SOCKET.
-    pub fn wait_notify(&self, state: &str) {
-        let start = Instant::now();
-        let mut buf = [0u8; 4096];
-        loop {
-            if self.seen.borrow().lines().any(|l| l == state) {
-                return;
-            }
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let mut seen = self.seen.borrow_mut();
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-                seen.push('\n');
-                continue;
-            }
-            if let Ok(Some(st)) = self.child_try_wait() {
-                panic!(
-                    "commander exited ({st}) before {state}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {state}; log:\n{}",
-                self.log_text()
-            );
-        }
-    }
-
-    /// Wait until a notify line starts with `prefix` (e.g. "STATUS=reload failed"); returns it.
-    pub fn wait_notify_prefix(&self, prefix: &str) -> String {
-        let start = Instant::now();
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(l) = self.seen.borrow().lines().find(|l| l.starts_with(prefix)) {
-                return l.to_owned();
-            }
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let mut seen = self.seen.borrow_mut();
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-                seen.push('\n');
-                continue;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for a line starting with {prefix}; log:\n{}",
-                self.log_text()
-            );
-        }
-    }
-
-    fn child_try_wait(&self) -> std::io::Result<Option<ExitStatus>> {
-        // try_wait needs &mut; peek through /proc instead to keep this &self.
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
-        match stat {
-            Ok(s) if s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) => {
-                Ok(Some(ExitStatus::default()))
-            }
-            Ok(_) => Ok(None),
-            Err(_) => Ok(Some(ExitStatus::default())),
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// How many log lines contain every one of `needles`.
-    pub fn log_count(&self, needles: &[&str]) -> usize {
-        self.log_text()
-            .lines()
-            .filter(|l| needles.iter().all(|n| line_has(l, n)))
-            .count()
-    }
-
-    pub fn wait_log(&self, needles: &[&str], count: usize) {
-        wait_until(&format!("{count} log line(s) with {needles:?}"), || {
-            self.log_count(needles) >= count
-        });
-    }
-
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, sig).unwrap();
-    }
-
-    /// Wait for the process to exit (bounded) and return its status.
-    pub fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "commander did not exit; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Copy a binary into a fresh 0755 dir under /tmp so uid 65534 can execute it.
-pub fn copy_for_nobody(src: &Path) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("ruroco-nobody.")
-        .tempdir_in("/tmp")
-        .unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let dst = dir.path().join(src.file_name().unwrap());
-    // A hard link writes nothing: a copy's write descriptor, inherited by a child another test
-    // thread forks meanwhile, makes exec of the copy fail with ETXTBSY.
-    if fs::hard_link(src, &dst).is_err() {
-        fs::copy(src, &dst).unwrap();
-    }
-    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
-    (dir, dst)
-}
-
-/// `setpriv` arguments that run a command as nobody:nogroup with nothing else.
-pub fn as_nobody(cmd: &Path) -> Command {
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--bounding-set=-all",
-        "--no-new-privs",
-    ])
-    .arg(cmd);
-    c
-}
-
-/// Process ids whose process group is `pgid` (from /proc/*/stat).
-pub fn members_of_group(pgid: i32) -> Vec<i32> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the command name: state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && f.first() != Some(&"Z") {
-            v.push(pid);
-        }
-    }
-    v
-}
-
-/// Whether the logfmt log line `line` holds `needle`: a `key=value` needle must be a whole
-/// pair of the line (`event=undo` does not match `event=undone`; `key=` matches any value),
-/// any other needle is a substring (for text inside a quoted value).
-pub fn line_has(line: &str, needle: &str) -> bool {
-    if !needle.contains('=') {
-        return line.contains(needle);
-    }
-    line.match_indices(needle).any(|(i, _)| {
-        let before = line[..i].chars().next_back();
-        let after = line[i + needle.len()..].chars().next();
-        // A needle ending in `=` asks only for the key.
-        let edge = |c: char| c == ' ' || c == '"';
-        before.is_none_or(edge) && (needle.ends_with('=') || after.is_none_or(edge))
-    })
 }

@@ -1,51 +1,31 @@
 //! Test harness for the server's black-box tests: a temp dir laid out for a server that drops
 //! to `nobody`, a stub commander (a Unix listener the test owns), a NOTIFY_SOCKET, and the
 //! real binary. It must never sleep to synchronise: every wait polls a condition with a deadline.
-#![allow(dead_code)]
+//! What the other test crates share (waits, datagrams, logfmt, `/proc`, the stub commander)
+//! comes from `ruroco-testkit` and is re-exported here for the test files.
+// Each test binary compiles this module and uses a different part of it and of the re-exports.
+#![allow(dead_code, unused_imports)]
 
-use ruroco_proto::protocol::{Plaintext, seal_random};
+use ruroco_proto::protocol::Plaintext;
 use ruroco_proto::{ACK_LEN, Ack, AckOutcome, CmdHash, FRAME_LEN, Frame, Key};
-use std::collections::HashMap;
+pub use ruroco_testkit::stub::bind_commander;
+pub use ruroco_testkit::{
+    DEADLINE, Notify, POLL, StubCommander, chmod, events, free_udp_port, line_has, now_ns,
+    parse_status, plaintext, proc_status, seal, temp_dir, udp_queue, wait_for, write_file,
+};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::fs::{PermissionsExt, chown};
-use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 pub const NOBODY: u32 = 65534;
-pub const DEADLINE: Duration = Duration::from_secs(20);
 pub const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 pub fn server_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ruroco-server")
-}
-
-pub fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-pub fn set_mode(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Poll `f` until it returns Some, or fail with `what` after the deadline.
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > end {
-            panic!("timed out after {DEADLINE:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `c` run by `sh -c "<prelude> \"$0\" \"$@\""`: the shell does `prelude` (ending in `exec`)
@@ -63,77 +43,22 @@ fn via_shell(c: &Command, prelude: &str) -> Command {
     sh
 }
 
-/// A free UDP port on loopback (bound and released).
-pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plaintext for `cmd` to 127.0.0.1, strict, nothing claimed, counter = now.
+/// A plaintext for `cmd` to 127.0.0.1, strict, nothing claimed, a fresh counter.
 pub fn pt(cmd: &str) -> Plaintext {
-    Plaintext {
-        version: 1,
-        cmd: CmdHash::of_name(cmd),
-        counter: now_ns(),
-        strict: true,
-        src_ip: None,
-        dst_ip: Some(LOCAL),
-    }
+    plaintext(cmd, LOCAL)
 }
 
-pub fn seal(key: &Key, p: &Plaintext) -> [u8; 94] {
-    seal_random(key, p).unwrap()
-}
-
-/// The stub commander: accepts connections, reports every 24-byte frame it reads and
-/// acknowledges it as done (seq counted per connection, like the real commander).
-pub struct StubCommander {
-    pub frames: mpsc::Receiver<Frame>,
-}
-
-impl StubCommander {
-    pub fn start(path: &Path) -> Self {
-        let l = bind_commander(path);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(mut c) = conn else { return };
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    let mut b = [0u8; FRAME_LEN];
-                    let mut seq = 0u64;
-                    while c.read_exact(&mut b).is_ok() {
-                        let ack = Ack {
-                            seq,
-                            outcome: AckOutcome::Done,
-                        };
-                        seq += 1;
-                        let _ = c.write_all(&ack.to_bytes());
-                        if tx.send(Frame::from_bytes(&b).unwrap()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { frames: rx }
-    }
-
-    pub fn next_frame(&self) -> Frame {
-        self.frames
-            .recv_timeout(DEADLINE)
-            .expect("the stub commander received no frame within the deadline")
-    }
-}
-
-/// A commander socket the test drives by hand (reachable by the server running as nobody).
-pub fn bind_commander(path: &Path) -> UnixListener {
-    let l = UnixListener::bind(path).unwrap();
-    set_mode(path, 0o777);
-    l
+/// Send one valid datagram for `cmd` with `key` from 127.0.0.1 and assert it is the very next
+/// frame, from 127.0.0.1: proves no other frame came before it.
+pub fn assert_next_frame_is(env: &Env, stub: &StubCommander, key: &Key, cmd: &str) {
+    env.send(&seal(key, &pt(cmd)));
+    assert_eq!(
+        stub.next_frame(),
+        Frame {
+            cmd: CmdHash::of_name(cmd),
+            ip: LOCAL
+        }
+    );
 }
 
 /// The server's next connection to `l`, with reads bounded by the deadline.
@@ -141,6 +66,7 @@ pub fn accept(l: &UnixListener) -> UnixStream {
     l.set_nonblocking(true).unwrap();
     let c = wait_for(
         "the server to connect to the commander socket",
+        DEADLINE,
         || match l.accept() {
             Ok((c, _)) => Some(c),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
@@ -189,7 +115,7 @@ pub fn wait_closed(c: &mut UnixStream) {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub port: u16,
-    pub notify: UnixDatagram,
+    pub notify: Notify,
     pub notes: Vec<String>,
     pub extra_config: String,
     pub commander_socket: PathBuf,
@@ -201,7 +127,7 @@ pub struct Env {
     /// Extra environment for the server process.
     pub extra_env: Vec<(String, String)>,
     /// The counters of the last STATUS= seen.
-    pub last_status: HashMap<String, u64>,
+    pub last_status: BTreeMap<String, u64>,
     /// Open this descriptor on /dev/null (without close-on-exec) in a shell that then execs
     /// the server, as a careless parent would leave it.
     pub inherit_fd: Option<u32>,
@@ -209,32 +135,25 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ruroco-server-test")
-            .tempdir_in("/tmp")
-            .unwrap();
-        set_mode(dir.path(), 0o755);
+        let dir = temp_dir("ruroco-server-test");
         let keys = dir.path().join("keys");
         std::fs::create_dir(&keys).unwrap();
-        set_mode(&keys, 0o755);
+        chmod(&keys, 0o755);
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
-        chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
-        set_mode(&state, 0o700);
-        let np = dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&np).unwrap();
-        set_mode(&np, 0o777);
-        notify.set_nonblocking(true).unwrap();
+        std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+        chmod(&state, 0o700);
+        let notify = Notify::bind(&dir.path().join("notify.sock"));
         let commander_socket = dir.path().join("commander.sock");
         Self {
             commander_socket,
             dir,
-            port: free_port(),
+            port: free_udp_port(),
             notify,
             notes: Vec::new(),
             extra_config: String::new(),
             child: None,
-            last_status: HashMap::new(),
+            last_status: BTreeMap::new(),
             extra_env: Vec::new(),
             listen_host: "127.0.0.1".to_owned(),
             as_nobody: false,
@@ -253,9 +172,13 @@ impl Env {
     /// Write `key` as `keys/<name>.key`, 0600 and owned by nobody (so a reload can read it).
     pub fn add_key(&self, name: &str, key: &Key) -> PathBuf {
         let p = self.path(&format!("keys/{name}.key"));
-        std::fs::write(&p, key.to_file_text().as_bytes()).unwrap();
-        set_mode(&p, 0o600);
-        chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+        write_file(
+            &p,
+            &key.to_file_text(),
+            0o600,
+            Some("nobody"),
+            Some("nogroup"),
+        );
         p
     }
 
@@ -275,8 +198,7 @@ impl Env {
             sock = self.commander_socket.display(),
             extra = self.extra_config,
         );
-        std::fs::write(&p, text).unwrap();
-        set_mode(&p, 0o644);
+        write_file(&p, &text, 0o644, None, None);
         p
     }
 
@@ -316,7 +238,7 @@ impl Env {
         if self.as_nobody {
             let bin = self.path("ruroco-server");
             std::fs::copy(server_bin(), &bin).unwrap();
-            set_mode(&bin, 0o755);
+            chmod(&bin, 0o755);
             let mut sp = Command::new("setpriv");
             sp.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
                 .arg(&bin)
@@ -354,7 +276,7 @@ impl Env {
             .stderr(self.log_file());
         self.child = Some(c.spawn().unwrap());
         // Wait until the activator listens, then trigger the start.
-        wait_for("systemd-socket-activate to listen", || {
+        wait_for("systemd-socket-activate to listen", DEADLINE, || {
             std::fs::read_to_string("/proc/net/udp")
                 .ok()?
                 .contains(&format!(":{:04X} ", self.port))
@@ -389,16 +311,12 @@ impl Env {
     /// Wait for the child to exit and return its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        wait_for("the server to exit", || child.try_wait().unwrap())
+        wait_for("the server to exit", DEADLINE, || child.try_wait().unwrap())
     }
 
     /// Drain the notify socket into `notes`.
     pub fn poll_notes(&mut self) {
-        let mut b = [0u8; 4096];
-        while let Ok(n) = self.notify.recv(&mut b) {
-            self.notes
-                .push(String::from_utf8_lossy(&b[..n]).into_owned());
-        }
+        self.notify.recv_into(&mut self.notes);
     }
 
     /// Wait until a notify message contains `line` (as one of its lines); consumes messages
@@ -426,7 +344,7 @@ impl Env {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL);
         }
     }
 
@@ -434,8 +352,8 @@ impl Env {
     pub fn wait_status(
         &mut self,
         what: &str,
-        pred: impl Fn(&HashMap<String, u64>) -> bool,
-    ) -> HashMap<String, u64> {
+        pred: impl Fn(&BTreeMap<String, u64>) -> bool,
+    ) -> BTreeMap<String, u64> {
         let log = self.path("server.log");
         let end = Instant::now() + DEADLINE;
         let mut last = std::mem::take(&mut self.last_status);
@@ -458,7 +376,7 @@ impl Env {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL);
         }
     }
 
@@ -485,71 +403,7 @@ impl Drop for Env {
     }
 }
 
-/// The log lines of events named `event`.
-pub fn events(log: &str, event: &str) -> Vec<String> {
-    let needle = format!("event={event}");
-    log.lines()
-        .filter(|l| line_has(l, &needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Whether the logfmt log line `line` holds `needle`: a `key=value` needle must be a whole
-/// pair of the line (`event=undo` does not match `event=undone`; `key=` matches any value),
-/// any other needle is a substring (for text inside a quoted value).
-pub fn line_has(line: &str, needle: &str) -> bool {
-    if !needle.contains('=') {
-        return line.contains(needle);
-    }
-    line.match_indices(needle).any(|(i, _)| {
-        let before = line[..i].chars().next_back();
-        let after = line[i + needle.len()..].chars().next();
-        // A needle ending in `=` asks only for the key.
-        let edge = |c: char| c == ' ' || c == '"';
-        before.is_none_or(edge) && (needle.ends_with('=') || after.is_none_or(edge))
-    })
-}
-
-pub fn parse_status(s: &str) -> HashMap<String, u64> {
-    s.split_whitespace()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-pub fn get(m: &HashMap<String, u64>, k: &str) -> u64 {
+/// Counter `k` of a `STATUS=` (0 when absent).
+pub fn get(m: &BTreeMap<String, u64>, k: &str) -> u64 {
     m.get(k).copied().unwrap_or(0)
-}
-
-/// Capability and uid lines of a process.
-pub fn proc_status(pid: i32) -> HashMap<String, String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.to_owned(), v.trim().to_owned()))
-        })
-        .collect()
-}
-
-/// Bytes waiting in the receive queue of the UDP socket bound to `port`, and its drop count
-/// (from /proc/net/udp and /proc/net/udp6).
-pub fn udp_queue(port: u16) -> (u64, u64) {
-    let want = format!(":{port:04X}");
-    for file in ["/proc/net/udp", "/proc/net/udp6"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 12 && f[1].ends_with(&want) {
-                let rx = f[4]
-                    .split_once(':')
-                    .map_or(0, |(_, rx)| u64::from_str_radix(rx, 16).unwrap_or(0));
-                return (rx, f[f.len() - 1].parse().unwrap_or(0));
-            }
-        }
-    }
-    (0, 0)
 }
