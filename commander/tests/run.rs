@@ -104,7 +104,7 @@ fn frames_split_and_batched_across_writes_each_run_once() {
     let mut seqs: Vec<u64> = (0..4).map(|_| read_ack(&mut s).seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, [1, 2, 3, 4]);
-    d.wait_log(&["event=executed", "command=hello"], 5);
+    d.wait_log_lines(&["event=executed", "command=hello"], 5);
     let mut ran = env.out_lines();
     ran.sort();
     assert_eq!(
