@@ -3,11 +3,8 @@
 //! exits 0 whatever the numbers are, non-zero only when something broke. It must never
 //! flood anything but loopback sockets it started itself.
 
-#[path = "../bench/load.rs"]
 mod load;
-#[path = "../bench/rig.rs"]
 mod rig;
-#[path = "../bench/sink.rs"]
 mod sink;
 
 use clap::Parser;
