@@ -71,7 +71,7 @@ step "cargo test (unit, property, black-box, end-to-end)"
 cargo test --workspace --locked
 
 step "benchmark smoke (runs every measurement briefly; never fails on a number)"
-cargo run -q -p ruroco-tests --bin bench --locked -- --smoke --json target/bench-smoke.json
+cargo run -q -p ruroco-bench --bin bench --locked -- --smoke --json target/bench-smoke.json
 
 if [ "$quick" = 0 ]; then
     step "packages: packaging/build.sh --profile dev (packages the binaries built above)"

@@ -4,16 +4,15 @@
 //! nor touch anything outside its own temp dirs.
 //!
 //! What is not specific to the whole chain (waits, datagrams, logfmt, `/proc`, files, ports,
-//! [`Daemon`]) lives in `ruroco-testkit`; the names the benchmark reaches through this crate
-//! are re-exported below.
+//! `Daemon`) lives in `ruroco-testkit`.
 // A harness failure is a test failure: panicking with a clear message is the intended way out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use nix::sys::signal::Signal;
 use ruroco_proto::Key;
 use ruroco_testkit::{
-    as_nobody, chmod, chown_to, link_or_copy, send_from, temp_dir, toml_string, unspecified_like,
-    write_file,
+    DEADLINE, Daemon, POLL, as_nobody, chmod, chown_to, free_udp_port, link_or_copy, plaintext,
+    seal, send_from, temp_dir, toml_string, udp_queue, unspecified_like, wait_for, write_file,
 };
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,12 +20,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
-
-// The kit's names the benchmark uses as `ruroco_tests::…`, until it depends on the kit.
-pub use ruroco_testkit::{
-    DEADLINE, Daemon, POLL, free_udp_port, kb_field, line_has, now_ns, plaintext, proc_status,
-    seal, udp_queue, wait_for,
-};
 
 /// The server binary's name.
 pub const SERVER: &str = "ruroco-server";

@@ -7,7 +7,7 @@
 
 use nix::unistd::{Gid, Uid, chown};
 use ruroco_proto::Key;
-use ruroco_tests::{Daemon, free_udp_port, kb_field, proc_status, udp_queue};
+use ruroco_testkit::{Daemon, free_udp_port, kb_field, proc_status, udp_queue};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
@@ -388,7 +388,8 @@ impl Rig {
         let needle = format!("command={command}");
         text.lines()
             .filter(|l| {
-                ruroco_tests::line_has(l, "event=executed") && ruroco_tests::line_has(l, &needle)
+                ruroco_testkit::line_has(l, "event=executed")
+                    && ruroco_testkit::line_has(l, &needle)
             })
             .count() as u64
     }
