@@ -333,6 +333,11 @@ fn reload_signals_nothing_but_a_ruroco_server() {
         .arg("300")
         .spawn()
         .unwrap();
+    // Until the child has exec'd, its comm is still this test thread's name.
+    let comm = format!("/proc/{}/comm", other.id());
+    ruroco_testkit::wait_until("the child to exec sleep", DEADLINE, || {
+        std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+    });
     let (code, _, err) = env.run_once(&["--reload", &other.id().to_string()]);
     assert_eq!(code, Some(69), "{err}");
     assert!(err.contains("is `sleep`, not ruroco-server"), "{err}");
