@@ -64,6 +64,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo deny (licenses, bans, sources)"
 cargo deny --offline check licenses bans sources
 
+# The root commander never decrypts: built on its own it must link no cipher crate. (A
+# workspace build unifies features, so only the per-package tree shows it.)
+step "the commander links no cipher (cargo tree -p ruroco-commander)"
+if cargo tree -p ruroco-commander -e normal --locked --prefix none |
+    grep -E '^(aes|aes-gcm-siv|polyval|ctr|ghash) '; then
+    echo "ruroco-commander depends on the cipher crates above: keep ruroco-proto's aead feature off"
+    exit 1
+fi
+
 step "cargo build (the binaries the end-to-end tests start; same profile as the tests)"
 cargo build --workspace --locked
 

@@ -6,7 +6,8 @@
 
 use ruroco_kit::notify;
 use ruroco_proto::gate::{Gate, Now};
-use ruroco_proto::{Accepted, Reject, ip};
+use ruroco_proto::ip::Source;
+use ruroco_proto::{Accepted, Reject};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,10 +183,10 @@ impl Server {
             n += 1;
             let Some(source) = source else { continue };
             // As logged and as the fail2ban filter matches it: IPv4-mapped is IPv4.
-            let source = ip::canonical(source);
+            let source = Source::from(source);
             match self.gate.admit(data, source, now) {
-                Ok(a) => self.commit.accept(a, source),
-                Err(r) => self.reject(r, data, source),
+                Ok(a) => self.commit.accept(a, source.addr()),
+                Err(r) => self.reject(r, data, source.addr()),
             }
         }
         Counters::add(&self.counters.received, n);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use crate::frame::Frame;
 use crate::ids::{CmdHash, KeyId};
-use crate::ip;
+use crate::ip::{self, Source};
 use crate::key::Key;
 use crate::protocol::{self, DATAGRAM_LEN, OpenError};
 use crate::rate_limit::RateLimiter;
@@ -268,7 +268,12 @@ impl Gate {
     /// source claim, client address, allow-list. An accepted datagram raises its key's floor
     /// in the view at once. Every check after the rate limit that fails is charged to the
     /// source's budget; one that passes costs the source nothing.
-    pub fn admit(&mut self, datagram: &[u8], source: IpAddr, now: Now) -> Result<Accepted, Reject> {
+    pub fn admit(
+        &mut self,
+        datagram: &[u8],
+        source: impl Into<Source>,
+        now: Now,
+    ) -> Result<Accepted, Reject> {
         let Ok(datagram) = <&[u8; DATAGRAM_LEN]>::try_from(datagram) else {
             return Err(Reject::BadLength);
         };
@@ -276,7 +281,7 @@ impl Gate {
         let Some(permit) = self.keys.get(&id) else {
             return Err(Reject::UnknownKey);
         };
-        let source = ip::canonical(source);
+        let source = source.into().addr();
         // Every AEAD attempt is admitted by the global budget; only one that is not accepted
         // is charged to its source: forged junk cannot lock the real sender out, and a source
         // replaying a captured datagram (it authenticates, then is a `replay`) goes over its

@@ -33,6 +33,25 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
+/// A datagram's source address in canonical form ([`canonical`]), made once per datagram: the
+/// gate's source checks and rate limit, the logs and the fail2ban address all read this one
+/// value. `From<IpAddr>` canonicalizes; a `Source` passed on is never converted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    /// The canonical address.
+    pub fn addr(self) -> IpAddr {
+        self.0
+    }
+}
+
+impl From<IpAddr> for Source {
+    fn from(ip: IpAddr) -> Self {
+        Self(canonical(ip))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +95,14 @@ mod tests {
         let b = encode(Some(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4))));
         assert_eq!(&b[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
         assert_eq!(&b[12..], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_source_is_canonical_once_made() {
+        let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        let source = Source::from(mapped);
+        assert_eq!(source.addr(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(Source::from(v6).addr(), v6);
     }
 }
