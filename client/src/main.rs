@@ -1,5 +1,5 @@
-//! ruroco-client binary: runs the library and exits with the status it returns. Must never
-//! hold logic of its own.
+//! ruroco-client: a thin wrapper around the library's `run`; it must never hold logic.
+#![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(ruroco_client::run())

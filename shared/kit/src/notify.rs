@@ -3,6 +3,9 @@
 //! notify are logged, never fatal (the daemon's work matters more than its status line).
 //! It must never block the daemon: the notify socket's queue is short (10 datagrams by
 //! default) and a service manager that does not read it must not stall the receive loop.
+//! That is why messages go out through a non-blocking sendto(2) (`MSG_DONTWAIT`) here, not
+//! `sd_notify::notify` (a blocking send); the `sd-notify` crate supplies `MONOTONIC_USEC` and
+//! sd_watchdog_enabled(3).
 
 use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
