@@ -72,6 +72,8 @@ if cargo tree -p ruroco-commander -e normal --locked --prefix none |
     echo "ruroco-commander depends on the cipher crates above: keep ruroco-proto's aead feature off"
     exit 1
 fi
+# ...and its code builds without the cipher (a workspace build would lend it `aead`).
+cargo check -p ruroco-commander --locked
 
 step "cargo build (the binaries the end-to-end tests start; same profile as the tests)"
 cargo build --workspace --locked

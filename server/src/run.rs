@@ -214,7 +214,8 @@ impl Server {
     /// moves each group to the commander's socket before the next one is queued.
     async fn finish(&mut self, (batch, result): Written) {
         if let Err(e) = result {
-            self.gate.restore_floors(self.commit.without_failed());
+            self.gate
+                .restore_floors(self.commit.durable().floors(), self.commit.waiting_floors());
             Counters::add(&self.counters.persist_failed, batch.len() as u64);
             for (a, src) in batch {
                 tracing::error!(

@@ -129,10 +129,10 @@ impl GroupCommit {
         &self.durable
     }
 
-    /// What the gate's floor view must fall back to after a failed write: the durable floors
-    /// raised by what still waits for the next write.
-    pub(crate) fn without_failed(&self) -> Floors {
-        self.durable.raised(&self.pending_floors)
+    /// The floors of the accepted datagrams that wait for the next write (not the failed
+    /// one): with the durable floors, what the gate falls back to after a failed write.
+    pub(crate) fn waiting_floors(&self) -> &Floors {
+        &self.pending_floors
     }
 
     /// Whether a write is on its way to disk.
@@ -317,7 +317,8 @@ mod tests {
         let (batch, result) = rt.block_on(gc.written());
         assert!(result.is_err() && batch.len() == 1);
         assert_eq!(gc.durable_floor(&r.key_id), 0);
-        r.gate.restore_floors(gc.without_failed());
+        r.gate
+            .restore_floors(gc.durable().floors(), gc.waiting_floors());
         assert_eq!(r.gate.floor(&r.key_id), 0);
         assert!(
             r.gate.admit(&r.datagram, r.source, r.now).is_ok(),

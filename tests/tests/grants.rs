@@ -143,11 +143,13 @@ fn a_failed_run_is_undone_at_once_and_the_next_request_runs_again() {
     std::fs::write(c.path().join("works"), "").unwrap();
     send(&c, "open");
     wait_lines(&c, &["open", "close", "open"]);
-    let g = grants_output(&c);
-    assert!(
-        g.contains("open") && g.contains("127.0.0.1") && g.contains("active"),
-        "{g}"
-    );
+    // The output line is written while the run goes on (`running`); it is `active` once the
+    // run has exited 0.
+    let g = wait_for("the grant to be active", DEADLINE, || {
+        let g = grants_output(&c);
+        g.contains("active").then_some(g)
+    });
+    assert!(g.contains("open") && g.contains("127.0.0.1"), "{g}");
 }
 
 /// Records of an earlier boot are undone when the commander starts, and are not active.

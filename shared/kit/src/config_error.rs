@@ -139,11 +139,12 @@ impl ConfigError {
             let number = loc.line.to_string();
             let pad = " ".repeat(number.len());
             out.push_str(&format!("\n  {number} | {}", loc.text));
-            out.push_str(&format!(
-                "\n  {pad} | {}{}",
-                " ".repeat(loc.column.saturating_sub(1)),
-                "^".repeat(loc.width)
-            ));
+            // Tabs stay tabs under the line, so the caret lines up however wide they show.
+            let indent: String = (loc.text.chars())
+                .take(loc.column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            out.push_str(&format!("\n  {pad} | {indent}{}", "^".repeat(loc.width)));
         }
         out
     }
@@ -156,6 +157,12 @@ impl fmt::Display for ConfigError {
             write!(f, ":{}:{}", loc.line, loc.column)?;
         }
         match &self.problem {
+            ConfigProblem::Read(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write!(
+                    f,
+                    ": cannot read: {e} (pass another file with --config PATH)"
+                )
+            }
             ConfigProblem::Read(e) => write!(f, ": cannot read: {e}"),
             ConfigProblem::Syntax(m) => write!(f, ": {m}"),
             ConfigProblem::Invalid { field, message } => write!(f, ": field `{field}`: {message}"),
@@ -189,11 +196,29 @@ mod tests {
     }
 
     #[test]
+    fn the_caret_lines_up_under_tabs() {
+        let src = "\tmax_age = 5\n";
+        let start = src.find('5').unwrap();
+        let e = ConfigError::syntax("/c", src, "bad", Some(start..start + 1));
+        assert_eq!(
+            e.render(),
+            "config /c:1:12: bad\n  1 | \tmax_age = 5\n    | \t          ^"
+        );
+    }
+
+    #[test]
     fn spans_past_the_end_or_inside_a_character_give_no_location_not_a_panic() {
         let src = "é = 1";
         assert_eq!(Location::of_span(src, 1..2), None);
         let end = Location::of_span(src, 100..200).unwrap();
         assert_eq!((end.line, end.width), (1, 1));
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = ConfigError::read("/c", missing);
+        assert!(
+            e.to_string()
+                .ends_with("(pass another file with --config PATH)"),
+            "{e}"
+        );
         let e = ConfigError::invalid("/c", "x", "no");
         assert_eq!(e.render(), "config /c: field `x`: no");
     }

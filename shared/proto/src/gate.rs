@@ -398,12 +398,17 @@ impl Gate {
         }
     }
 
-    /// A durable write failed: its datagrams are not forwarded, so the view falls back to
-    /// `floors`, the durable floors raised by what still waits for the next write. A client
-    /// that retries such a datagram after the disk recovers gets it accepted once. The
-    /// recently accepted counters stay: they only name a copy, never accept one.
-    pub fn restore_floors(&mut self, floors: Floors) {
-        self.floors = floors;
+    /// A durable write failed: its datagrams are not forwarded, so the view falls back to the
+    /// `durable` floors (what is on disk) raised by the `waiting` ones (accepted since, not yet
+    /// written); it never goes below `durable`. A client that retries such a datagram after
+    /// the disk recovers gets it accepted once. The recently accepted counters stay: they only
+    /// name a copy, never accept one.
+    pub fn restore_floors(&mut self, durable: &Floors, waiting: &Floors) {
+        let mut view = durable.clone();
+        for (id, counter) in waiting {
+            raise(&mut view, *id, *counter);
+        }
+        self.floors = view;
     }
 
     /// The floor of `id` in the view: the highest counter accepted, 0 for none.
@@ -595,13 +600,26 @@ mod tests {
         let mut g = gate_with(7, policy(), None);
         let d = sealed(&pt());
         assert!(g.admit(&d, LOCAL, T).is_ok());
-        g.restore_floors([(ID, 7)].into_iter().collect());
+        g.restore_floors(&[(ID, 7)].into_iter().collect(), &Floors::new());
         assert_eq!(g.floor(&ID), 7);
         assert!(g.admit(&d, LOCAL, T).is_ok(), "the retry after the failure");
         g.raise_floors(&[(ID, NOW)].into_iter().collect());
         assert_eq!(g.admit(&d, LOCAL, T), Err(Reject::Duplicate));
         g.raise_floors(&[(ID, 3)].into_iter().collect());
         assert_eq!(g.floor(&ID), NOW, "a floor never goes down by raising");
+    }
+
+    #[test]
+    fn a_restored_view_is_the_durable_floors_raised_by_the_waiting_ones_never_lower() {
+        let other = KeyId([9; 8]);
+        let mut g = gate_with(0, policy(), None);
+        let durable: Floors = [(ID, 10)].into_iter().collect();
+        let waiting: Floors = [(ID, 5), (other, 3)].into_iter().collect();
+        g.restore_floors(&durable, &waiting);
+        assert_eq!((g.floor(&ID), g.floor(&other)), (10, 3));
+        let waiting: Floors = [(ID, 12)].into_iter().collect();
+        g.restore_floors(&durable, &waiting);
+        assert_eq!(g.floor(&ID), 12);
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn the_gate_accepts_in_order_then_rejects_replays() {
         max_clock_skew_ns: u128::MAX / 2,
         max_age_ns: None,
     });
-    restarted.restore_floors(floors.clone());
+    restarted.restore_floors(&floors, &Default::default());
     for v in &vectors {
         let key = &keys[&v.key_file];
         let expected = if v.expected.counter == floors[&key.id()] {
