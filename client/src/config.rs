@@ -40,14 +40,10 @@ pub enum ConfigError {
     Read { path: PathBuf, source: io::Error },
     #[error("config file {path}: {detail}")]
     Unsafe { path: PathBuf, detail: String },
-    /// Not TOML, or a value of the wrong type or an unknown field; `at` is where the TOML
-    /// parser points (the message names its line).
-    #[error("config file {path}, line {}: {message}", .at.line)]
-    Parse {
-        path: PathBuf,
-        at: Location,
-        message: String,
-    },
+    /// Not TOML, or a value of the wrong type or an unknown field, where the TOML parser
+    /// points: the daemons' config error (`config PATH:LINE:COLUMN: message`, one line).
+    #[error(transparent)]
+    Parse(ruroco_kit::config_error::ConfigError),
     #[error("config file {path}: [servers.{profile}] {field}: {message}")]
     Invalid {
         path: PathBuf,
@@ -217,33 +213,29 @@ impl Config {
     /// Parse and check the text of `path`.
     pub fn parse(text: &str, path: &Path, home: Option<&str>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            // Without a usable span the error is placed at the start of the file.
-            let at = e
-                .span()
-                .and_then(|span| Location::of_span(text, span))
-                .or_else(|| Location::of_span(text, 0..0))
-                .unwrap_or(Location {
-                    line: 1,
-                    column: 1,
-                    text: String::new(),
-                    width: 1,
-                });
             // toml names unknown fields but not the field whose value is wrong: take it from
             // the line the error points at.
-            let key = at
-                .text
+            let line = e
+                .span()
+                .and_then(|span| Location::of_span(text, span))
+                .map(|at| at.text)
+                .unwrap_or_default();
+            let key = line
                 .split_once('=')
                 .map(|(k, _)| k.trim())
                 .filter(|k| !k.is_empty() && !e.message().contains(&format!("`{k}`")));
             let message = parse_message(e.message());
-            ConfigError::Parse {
-                path: path.to_owned(),
-                message: match key {
-                    Some(k) => format!("{k}: {message}"),
-                    None => message,
-                },
-                at,
-            }
+            let message = match key {
+                Some(k) => format!("{k}: {message}"),
+                None => message,
+            };
+            // Without a usable span the error is placed at the start of the file.
+            ConfigError::Parse(ruroco_kit::config_error::ConfigError::syntax(
+                path,
+                text,
+                &message,
+                Some(e.span().unwrap_or(0..0)),
+            ))
         })?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -574,16 +566,14 @@ key = "~/k.key"
         let cases: &[(&str, &[&str])] = &[
             (
                 "[servers.a]\nadress = \"x\"\n",
-                &[
-                    "client.toml, line 2",
-                    "adress",
-                    "expected one of",
-                    "address",
-                ],
+                &["client.toml:2:", "adress", "expected one of", "address"],
             ),
-            ("[server.a]\n", &["line 1", "server", "servers"]),
-            ("[servers.a]\nport = \"x\"\n", &["line 2", "port"]),
-            ("[servers.a]\nfamily = \"v4\"\n", &["line 2", "ipv4"]),
+            ("[server.a]\n", &["client.toml:1:", "server", "servers"]),
+            ("[servers.a]\nport = \"x\"\n", &["client.toml:2:", "port"]),
+            (
+                "[servers.a]\nfamily = \"v4\"\n",
+                &["client.toml:2:", "ipv4"],
+            ),
             (
                 "[servers.a]\naddress = \"h:0\"\n",
                 &["[servers.a] address", "1 to 65535"],
@@ -594,7 +584,7 @@ key = "~/k.key"
             ),
             (
                 "[servers.a]\ndelay = \"5\"\n",
-                &["line 2", "delay", "\"500ms\""],
+                &["client.toml:2:", "delay", "\"500ms\""],
             ),
             (
                 "[servers.a]\nwait_timeout = \"0s\"\n",
@@ -603,7 +593,10 @@ key = "~/k.key"
             ("[servers.a]\ncommand = \"\"\n", &["[servers.a] command"]),
             ("[servers.a]\nwait = 0\n", &["[servers.a] wait"]),
             ("[servers.a]\nport = 5\n", &["[servers.a] port", "address"]),
-            ("[servers.a]\naddress = 5\n", &["line 2", "HOST[:PORT]"]),
+            (
+                "[servers.a]\naddress = 5\n",
+                &["client.toml:2:", "HOST[:PORT]"],
+            ),
             (
                 "[servers.a]\naddress = \"http://h.example:80\"\n",
                 &["[servers.a] address", "HOST:PORT", "without a scheme"],
@@ -638,12 +631,13 @@ key = "~/k.key"
     #[test]
     fn a_parse_error_keeps_the_position_toml_reports() {
         let e = parse("[servers.a]\nport = \"x\"\n").unwrap_err();
-        let ConfigError::Parse { at, .. } = &e else {
+        let ConfigError::Parse(kit) = &e else {
             panic!("not a parse error: {e}");
         };
+        let at = kit.location.as_ref().unwrap();
         assert_eq!((at.line, at.column), (2, 8), "{at:?}");
         assert_eq!((at.text.as_str(), at.width), ("port = \"x\"", 3));
-        assert!(e.to_string().contains("client.toml, line 2: port: "), "{e}");
+        assert!(e.to_string().contains("client.toml:2:8: port: "), "{e}");
     }
 
     #[test]

@@ -155,7 +155,11 @@ fn config_errors_are_one_line_with_file_line_field_and_exit_78() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    for n in [path_str(&p.config()), "line 2", "adress", "address"] {
+    for n in [
+        &format!("{}:2:", path_str(&p.config())),
+        "adress",
+        "address",
+    ] {
         assert!(err.contains(n), "{n} not in {err}");
     }
     let out = p.run(&["list"]);
