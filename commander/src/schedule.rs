@@ -1,7 +1,9 @@
 //! The grant schedule, sans-IO: one grant per (command, IP) whose command has an undo, its
 //! lifecycle run → active until a deadline → undo → gone, repeats that extend it, the limits,
-//! and which undo is due when. Every method takes the time as an argument ([`Now`]); the
-//! records it hands out are persisted by the caller (store.rs). Design: docs/grants.md.
+//! and which undo is due when. Every decision takes the time as an argument ([`Now`]); the
+//! only clock reads here are `Now::read` and `now_unix_ms`, which the callers use to make that
+//! argument. The records it hands out are persisted by the caller (store.rs). Design:
+//! docs/grants.md.
 //! It must never lose a grant that may have applied, let an undo overlap its run, keep a
 //! deadline further than `undo_after` from now, nor touch a file, a socket or a process.
 
