@@ -70,11 +70,12 @@ impl Decoder for FrameCodec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ruroco_proto::CmdHash;
 
-    fn frame(name: &str) -> [u8; FRAME_LEN] {
+    /// The 24 bytes of a frame for `name` and 192.0.2.7 (shared with the listener's tests).
+    pub(crate) fn frame(name: &str) -> [u8; FRAME_LEN] {
         Frame {
             cmd: CmdHash::of_name(name),
             ip: "192.0.2.7".parse().unwrap(),

@@ -265,15 +265,7 @@ async fn serve(stream: UnixStream, peer: PeerCred, dispatcher: Arc<Dispatcher>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ruroco_proto::{CmdHash, Frame};
-
-    fn frame(name: &str) -> [u8; FRAME_LEN] {
-        Frame {
-            cmd: CmdHash::of_name(name),
-            ip: "192.0.2.7".parse().unwrap(),
-        }
-        .to_bytes()
-    }
+    use crate::codec::tests::frame;
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_half_sent_frame_times_out_and_whole_frames_flow() {

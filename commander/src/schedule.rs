@@ -458,7 +458,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn key(c: &str, ip: &str) -> GrantKey {
@@ -573,7 +573,8 @@ mod tests {
         assert_eq!(g.admit(&key("a", "192.0.2.0"), 2), Admit::Wait);
     }
 
-    fn record(boot: &str, state: Stored, deadline: u64) -> Record {
+    /// A grant record of `open` for 192.0.2.7 (shared with the store's tests).
+    pub(crate) fn record(boot: &str, state: Stored, deadline: u64) -> Record {
         Record {
             command: "open".into(),
             ip: "192.0.2.7".parse().unwrap(),

@@ -327,23 +327,10 @@ pub(crate) fn boot_id() -> Result<String, GrantError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::tests::record;
     use crate::schedule::{Grants, MAX_COMMAND_NAME_BYTES, MAX_UNDO_TEXT_BYTES};
 
     const AFTER: Duration = Duration::from_secs(300);
-
-    fn record(boot: &str, state: Stored, deadline: u64) -> Record {
-        Record {
-            command: "open".into(),
-            ip: "192.0.2.7".parse().unwrap(),
-            undo: "close".into(),
-            undo_after_ms: 300_000,
-            boot_id: boot.into(),
-            state,
-            since_unix_ms: 1,
-            deadline_unix_ms: deadline,
-            run_as: None,
-        }
-    }
 
     #[test]
     fn store_round_trip_and_refusals() {
