@@ -62,29 +62,29 @@ impl Key {
                 .decode(text.trim())
                 .map_err(|e| KeyError::BadBase64(e.to_string()))?,
         );
-        if raw.len() != KEY_FILE_BYTES {
-            return Err(KeyError::WrongLength(raw.len()));
-        }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&raw[..8]);
-        let mut secret = [0u8; 32];
-        secret.copy_from_slice(&raw[8..]);
-        let key = Self::from_parts(KeyId(id), secret);
-        secret.zeroize();
-        Ok(key)
+        let raw: &[u8; KEY_FILE_BYTES] = raw[..]
+            .try_into()
+            .map_err(|_| KeyError::WrongLength(raw.len()))?;
+        Ok(Self::from_file_bytes(raw))
     }
 
     /// A new key from the OS CSPRNG.
     pub fn generate() -> Result<Self, KeyError> {
         let mut raw = Zeroizing::new([0u8; KEY_FILE_BYTES]);
         getrandom::fill(&mut raw[..]).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(Self::from_file_bytes(&raw))
+    }
+
+    /// A key from the decoded key file bytes `key_id (8) || AES-256 key (32)`; the stack copy
+    /// of the secret is zeroized.
+    fn from_file_bytes(raw: &[u8; KEY_FILE_BYTES]) -> Self {
         let mut id = [0u8; 8];
         id.copy_from_slice(&raw[..8]);
         let mut secret = [0u8; 32];
         secret.copy_from_slice(&raw[8..]);
         let key = Self::from_parts(KeyId(id), secret);
         secret.zeroize();
-        Ok(key)
+        key
     }
 
     /// The key file text (base64 line plus newline).
