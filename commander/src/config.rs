@@ -267,7 +267,9 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError::syntax(path, text, e.message(), e.span()))?;
-        let invalid = |field: String, message: String| ConfigError::invalid(path, field, message);
+        // Placed on the field in `text` when the file sets it, for --check's caret.
+        let invalid =
+            |field: String, message: String| ConfigError::invalid_in(path, text, field, message);
         if raw.max_parallel == 0 || raw.max_parallel > MAX_MAX_PARALLEL {
             return Err(invalid(
                 "max_parallel".to_owned(),

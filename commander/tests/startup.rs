@@ -63,6 +63,21 @@ fn check_shows_the_line_and_a_caret_under_a_type_error() {
     assert_eq!(daemon.trim_end(), lines[0], "the daemon: one line");
 }
 
+/// A value of the right type that the commander refuses is placed on its line too.
+#[test]
+fn check_shows_the_line_and_a_caret_under_a_refused_value() {
+    let env = Env::new();
+    env.write_config("max_parallel = 0", HELLO);
+    let o = env.run_binary(&["--check"]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let e = stderr(&o);
+    let lines: Vec<&str> = e.trim_end().lines().collect();
+    assert_eq!(lines.len(), 3, "{e:?}");
+    assert!(lines[0].contains(":6:16: field `max_parallel`"), "{e:?}");
+    assert_eq!(lines[1], "  6 | max_parallel = 0");
+    assert_eq!(lines[2], "    |                ^");
+}
+
 #[test]
 fn group_writable_config_is_refused() {
     let env = Env::new();

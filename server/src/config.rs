@@ -273,12 +273,15 @@ impl Config {
             let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
             ConfigError::syntax(path, text, &message, span)
         })?;
-        cfg.validate(path)?;
+        cfg.validate(path, text)?;
         Ok(cfg)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: &str| ConfigError::invalid(path, field, message);
+    /// Refuse values the types allow but the server cannot use; the error is placed on the
+    /// field in `text` when the file sets it.
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid =
+            |field: &str, message: &str| ConfigError::invalid_in(path, text, field, message);
         if self.ips.is_empty() {
             return Err(invalid(
                 "ips",

@@ -15,16 +15,26 @@ use std::process::Command;
 /// uid and gid of `daemon`, a local user that is neither root nor the server user.
 const DAEMON: u32 = 1;
 
-/// `--check` refuses with exit 78 and one line containing every needle.
+/// `--check` refuses with exit 78 and one line containing every needle; when the problem has
+/// a place in server.toml, that line and a caret follow. Returns the first line.
 fn check_refuses(env: &Env, needles: &[&str]) -> String {
     env.write_config();
     let (code, out, err) = env.run_once(&["--check"]);
     assert_eq!(code, Some(78), "stdout: {out} stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    for n in needles {
-        assert!(err.contains(n), "expected {n:?} in {err:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    match lines[..] {
+        [_] => {}
+        [first, quoted, caret] => {
+            assert!(first.contains("server.toml:"), "{err}");
+            assert!(quoted.contains(" | "), "{err}");
+            assert!(caret.trim_end().ends_with('^'), "{err}");
+        }
+        _ => panic!("neither one line nor a line with its caret: {err}"),
     }
-    err
+    for n in needles {
+        assert!(lines[0].contains(n), "expected {n:?} in {err:?}");
+    }
+    lines[0].to_owned()
 }
 
 /// The start refuses the same way (exit 78, the same line).
@@ -157,7 +167,15 @@ fn zero_max_age_and_max_clock_skew_are_refused() {
     ] {
         let (mut env, _) = env_with_key();
         env.extra_config = line.to_owned();
-        refused_alike(&env, &[&format!("`{field}`")]);
+        let first = check_refuses(&env, &[&format!("`{field}`")]);
+        start_refuses(&env, &first);
+        // --check places the refused value: its line of server.toml with a caret under "0s".
+        let (_, _, err) = env.run_once(&["--check"]);
+        assert!(err.contains(&format!(" | {field} = \"0s\"")), "{err}");
+        assert!(
+            err.lines().nth(2).is_some_and(|l| l.ends_with(" ^^^^")),
+            "{err}"
+        );
     }
 }
 

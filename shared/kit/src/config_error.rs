@@ -50,6 +50,26 @@ impl Location {
     }
 }
 
+/// The byte span of the value of `field` (dotted: `rate_limit.burst`, `commands.hello`) in the
+/// TOML `source`: `None` when the source does not parse or holds no such field (a default
+/// value, or a key that itself contains a dot).
+pub fn field_span(source: &str, field: &str) -> Option<std::ops::Range<usize>> {
+    let doc = toml::de::DeTable::parse(source).ok()?;
+    let mut table = doc.get_ref();
+    let mut parts = field.split('.').peekable();
+    loop {
+        let part = parts.next()?;
+        let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        if parts.peek().is_none() {
+            return Some(value.span());
+        }
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+}
+
 /// What is wrong with a config file.
 #[derive(Debug)]
 pub enum ConfigProblem {
@@ -115,6 +135,24 @@ impl ConfigError {
                 field: field.into(),
                 message: message.into(),
             },
+        }
+    }
+
+    /// A refused value of `field` (dotted: `commands.hello.timeout`), placed on that field's
+    /// value in the TOML `source` when it can be found there ([`field_span`]), so `--check`
+    /// shows its line with a caret.
+    pub fn invalid_in(
+        path: impl Into<PathBuf>,
+        source: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let field = field.into();
+        let span = field_span(source, &field);
+        let e = Self::invalid(path, field, message);
+        match span {
+            Some(span) => e.at(source, span),
+            None => e,
         }
     }
 
@@ -192,6 +230,31 @@ mod tests {
         assert_eq!(
             e.render(),
             "config /etc/r.toml:2:11: bad duration\n  2 | max_age = \"x\"\n    |           ^^^"
+        );
+    }
+
+    #[test]
+    fn a_refused_value_is_placed_on_its_field() {
+        let src =
+            "[rate_limit]\nburst = 0\n\n[commands]\nhello = { run = \"x\", timeout = \"0s\" }\n";
+        let e = ConfigError::invalid_in("/c", src, "rate_limit.burst", "must be at least 1");
+        assert_eq!(
+            e.render(),
+            "config /c:2:9: field `rate_limit.burst`: must be at least 1\n  2 | burst = 0\n    |         ^"
+        );
+        let e = ConfigError::invalid_in("/c", src, "commands.hello.timeout", "zero");
+        let at = e.location.as_ref().unwrap();
+        assert_eq!((at.line, at.column, at.width), (5, 32, 4));
+        // A field the file does not hold (a default), or a source that does not parse: no place.
+        assert!(
+            ConfigError::invalid_in("/c", src, "rate_limit.global", "x")
+                .location
+                .is_none()
+        );
+        assert!(
+            ConfigError::invalid_in("/c", "= broken", "a", "x")
+                .location
+                .is_none()
         );
     }
 
