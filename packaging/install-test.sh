@@ -538,7 +538,7 @@ printf '%s\n' '[commands]' "x = { run = 'true', user = 'no-such-user' }" | insid
 if inside ruroco-commander --check --config /root/bad-user.toml >"$work/check.log" 2>&1; then
     fail "--check accepted an unknown user"
 fi
-grep -q 'commands.x: user "no-such-user" does not exist' "$work/check.log" || { cat "$work/check.log" >&2; fail "--check does not name the unknown user"; }
+grep -qF 'field `commands.x`: user "no-such-user" does not exist' "$work/check.log" || { cat "$work/check.log" >&2; fail "--check does not name the unknown user"; }
 ok "user = 'nobody' runs as uid $(inside id -u nobody); another user with its supplementary group, HOME and USER, its undo too; --check refuses an unknown user"
 # --- a key made on the server alone --------------------------------------------------------------
 say "ruroco-server gen-key"
