@@ -201,3 +201,22 @@ pub fn read_ack(stream: &mut UnixStream) -> Ack {
     stream.read_exact(&mut b).expect("an acknowledgement");
     Ack::from_bytes(&b).unwrap()
 }
+
+/// The shape of a refusal on stderr: the daemon prints one line (the journal's); `--check`
+/// prints that line alone or, when the problem has a place in the config, followed by the
+/// config line and a caret under the problem.
+#[allow(dead_code)]
+pub fn assert_refusal_shape(check: bool, e: &str) {
+    let lines: Vec<&str> = e.trim_end().lines().collect();
+    match (check, lines.len()) {
+        (_, 1) => {}
+        (true, 3) => {
+            assert!(lines[1].contains(" | "), "the config line: {e:?}");
+            assert!(
+                lines[2].trim_start().starts_with("| ") && lines[2].ends_with('^'),
+                "a caret line: {e:?}"
+            );
+        }
+        _ => panic!("one line (or three for --check): {e:?}"),
+    }
+}
