@@ -44,7 +44,8 @@ pub enum ConfigError {
     /// points: the daemons' config error (`config PATH:LINE:COLUMN: message`, one line).
     #[error(transparent)]
     Parse(ruroco_kit::config_error::ConfigError),
-    #[error("config file {path}: [servers.{profile}] {field}: {message}")]
+    // A profile name may hold control characters (a quoted TOML key): escaped, so one line.
+    #[error("config file {path}: [servers.{}] {field}: {message}", .profile.escape_debug())]
     Invalid {
         path: PathBuf,
         profile: String,

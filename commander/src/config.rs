@@ -269,10 +269,10 @@ impl Config {
             .map_err(|e| ConfigError::syntax(path, text, e.message(), e.span()))?;
         // Placed on the field in `text` when the file sets it, for --check's caret.
         let invalid =
-            |field: String, message: String| ConfigError::invalid_in(path, text, field, message);
+            |field: &[&str], message: String| ConfigError::invalid_in(path, text, field, message);
         if raw.max_parallel == 0 || raw.max_parallel > MAX_MAX_PARALLEL {
             return Err(invalid(
-                "max_parallel".to_owned(),
+                &["max_parallel"],
                 format!(
                     "{} is out of range: use 1..={MAX_MAX_PARALLEL}",
                     raw.max_parallel
@@ -281,13 +281,13 @@ impl Config {
         }
         if raw.queue > MAX_QUEUE {
             return Err(invalid(
-                "queue".to_owned(),
+                &["queue"],
                 format!("{} is out of range: use 0..={MAX_QUEUE}", raw.queue),
             ));
         }
         if raw.server_user.is_empty() || raw.socket_group.is_empty() {
             return Err(invalid(
-                "server_user".to_owned(),
+                &["server_user"],
                 "server_user and socket_group must not be empty".to_owned(),
             ));
         }
@@ -296,13 +296,13 @@ impl Config {
             || !raw.control_socket.is_absolute()
         {
             return Err(invalid(
-                "socket".to_owned(),
+                &["socket"],
                 "socket, control_socket and state_dir must be absolute paths".to_owned(),
             ));
         }
         if raw.max_grants == 0 || raw.max_grants > MAX_GRANTS_HARD {
             return Err(invalid(
-                "max_grants".to_owned(),
+                &["max_grants"],
                 format!(
                     "{} is out of range: use 1..={MAX_GRANTS_HARD}",
                     raw.max_grants
@@ -312,13 +312,13 @@ impl Config {
         let default_timeout = raw.default_timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
         if default_timeout.is_zero() {
             return Err(invalid(
-                "default_timeout".to_owned(),
+                &["default_timeout"],
                 "must be longer than zero, e.g. \"30s\"".to_owned(),
             ));
         }
         if raw.commands.is_empty() {
             return Err(invalid(
-                "commands".to_owned(),
+                &["commands"],
                 "no commands: add a [commands] table, e.g. hello = \"echo hello from $RUROCO_IP\""
                     .to_owned(),
             ));
@@ -326,14 +326,11 @@ impl Config {
         let mut by_hash = BTreeMap::new();
         for (name, RawCommand(t)) in raw.commands {
             if name.is_empty() {
-                return Err(invalid(
-                    "commands".to_owned(),
-                    "a command name is empty".to_owned(),
-                ));
+                return Err(invalid(&["commands"], "a command name is empty".to_owned()));
             }
             if name.len() > MAX_COMMAND_NAME_BYTES {
                 return Err(invalid(
-                    "commands".to_owned(),
+                    &["commands"],
                     format!(
                         "a command name is longer than {MAX_COMMAND_NAME_BYTES} bytes: shorten it"
                     ),
@@ -341,36 +338,33 @@ impl Config {
             }
             if t.run.trim().is_empty() {
                 return Err(invalid(
-                    format!("commands.{name}"),
+                    &["commands", &name],
                     "run is empty: give the shell text to run".to_owned(),
                 ));
             }
             let timeout = t.timeout.map_or(default_timeout, |d| d.0);
             if timeout.is_zero() {
-                return Err(invalid(format!("commands.{name}"), "timeout must be longer than zero: set e.g. timeout = \"30s\" (or leave it out for default_timeout)".to_owned()));
+                return Err(invalid(&["commands", &name], "timeout must be longer than zero: set e.g. timeout = \"30s\" (or leave it out for default_timeout)".to_owned()));
             }
             let undo = match (t.undo, t.undo_after) {
                 (None, None) => None,
                 (Some(run), Some(after)) => {
                     if run.trim().is_empty() {
-                        return Err(invalid(
-                            format!("commands.{name}"),
-                            "undo is empty".to_owned(),
-                        ));
+                        return Err(invalid(&["commands", &name], "undo is empty".to_owned()));
                     }
                     if run.len() > MAX_UNDO_TEXT_BYTES {
                         return Err(invalid(
-                            format!("commands.{name}"),
+                            &["commands", &name],
                             format!(
                                 "undo is longer than {MAX_UNDO_TEXT_BYTES} bytes: move it into a script and call that"
                             ),
                         ));
                     }
                     if after.0 > MAX_UNDO_AFTER {
-                        return Err(invalid(format!("commands.{name}"), "undo_after is longer than 366 days: use a shorter one (or a command without undo)".to_owned()));
+                        return Err(invalid(&["commands", &name], "undo_after is longer than 366 days: use a shorter one (or a command without undo)".to_owned()));
                     }
                     if after.0.is_zero() {
-                        return Err(invalid(format!("commands.{name}"), "undo_after must be longer than zero (the access would be undone as it opens): set e.g. undo_after = \"5m\"".to_owned()));
+                        return Err(invalid(&["commands", &name], "undo_after must be longer than zero (the access would be undone as it opens): set e.g. undo_after = \"5m\"".to_owned()));
                     }
                     Some(Undo {
                         run,
@@ -379,14 +373,14 @@ impl Config {
                 }
                 (Some(_), None) => {
                     return Err(invalid(
-                        format!("commands.{name}"),
+                        &["commands", &name],
                         "undo without undo_after: add undo_after = \"5m\" (or remove undo)"
                             .to_owned(),
                     ));
                 }
                 (None, Some(_)) => {
                     return Err(invalid(
-                        format!("commands.{name}"),
+                        &["commands", &name],
                         "undo_after without undo: add undo = \"...\" (or remove undo_after)"
                             .to_owned(),
                     ));
@@ -397,7 +391,7 @@ impl Config {
                 (Some(n), Some(_)) if (1..=raw.max_grants).contains(&n) => n,
                 (Some(n), Some(_)) => {
                     return Err(invalid(
-                        format!("commands.{name}"),
+                        &["commands", &name],
                         format!(
                             "max_grants = {n} is out of range: use 1..={} (the top-level max_grants)",
                             raw.max_grants
@@ -405,17 +399,17 @@ impl Config {
                     ));
                 }
                 (Some(_), None) => {
-                    return Err(invalid(format!("commands.{name}"), "max_grants without undo: only commands with an undo make grants; remove max_grants".to_owned()));
+                    return Err(invalid(&["commands", &name], "max_grants without undo: only commands with an undo make grants; remove max_grants".to_owned()));
                 }
             };
             let run_as = resolve_run_as(t.user.as_deref(), t.group.as_deref())
-                .map_err(|m| invalid(format!("commands.{name}"), m))?
+                .map_err(|m| invalid(&["commands", &name], m))?
                 .map(Arc::new);
             let hash = CmdHash::of_name(&name);
             if let Some(other) = by_hash.get(&hash) {
                 let other: &Command = other;
                 return Err(invalid(
-                    format!("commands.{name}"),
+                    &["commands", &name],
                     format!(
                         "commands.{name} and commands.{} share the hash {hash}: rename one",
                         other.name

@@ -280,8 +280,11 @@ impl Config {
     /// Refuse values the types allow but the server cannot use; the error is placed on the
     /// field in `text` when the file sets it.
     fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let invalid =
-            |field: &str, message: &str| ConfigError::invalid_in(path, text, field, message);
+        let invalid = |field: &str, message: &str| {
+            // The server's field names are fixed: a dot only separates keys.
+            let keys: Vec<&str> = field.split('.').collect();
+            ConfigError::invalid_in(path, text, &keys, message)
+        };
         if self.ips.is_empty() {
             return Err(invalid(
                 "ips",

@@ -36,27 +36,34 @@ impl Location {
         let text = source[line_start..line_end].trim_end_matches('\r');
         let line = source[..start].matches('\n').count() + 1;
         let column = source[line_start..start].chars().count() + 1;
-        let end = span.end.clamp(start, line_end);
+        // Underline within the line's own text (a CRLF's `\r` is not part of it).
+        let end = span.end.clamp(start, (line_start + text.len()).max(start));
         let width = source
             .get(start..end)
             .map_or(1, |s| s.chars().count())
             .max(1);
+        // The quoted line goes to a terminal: control characters (an ESC, a lone CR) become
+        // `?`, one character for one, so the caret still lines up; tabs stay.
+        let text = text
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+            .collect();
         Some(Self {
             line,
             column,
-            text: text.to_owned(),
+            text,
             width,
         })
     }
 }
 
-/// The byte span of the value of `field` (dotted: `rate_limit.burst`, `commands.hello`) in the
-/// TOML `source`: `None` when the source does not parse or holds no such field (a default
-/// value, or a key that itself contains a dot).
-pub fn field_span(source: &str, field: &str) -> Option<std::ops::Range<usize>> {
+/// The byte span of the value at `field` (its path of keys: `["rate_limit", "burst"]`) in the
+/// TOML `source`: `None` when the source does not parse or does not set that field (a
+/// default value).
+pub fn field_span(source: &str, field: &[&str]) -> Option<std::ops::Range<usize>> {
     let doc = toml::de::DeTable::parse(source).ok()?;
     let mut table = doc.get_ref();
-    let mut parts = field.split('.').peekable();
+    let mut parts = field.iter().copied().peekable();
     loop {
         let part = parts.next()?;
         let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
@@ -138,19 +145,17 @@ impl ConfigError {
         }
     }
 
-    /// A refused value of `field` (dotted: `commands.hello.timeout`), placed on that field's
-    /// value in the TOML `source` when it can be found there ([`field_span`]), so `--check`
-    /// shows its line with a caret.
+    /// A refused value of the field at `field` (its path of keys: `["commands", "hello"]`, a
+    /// key may hold a dot), named joined with `.` and placed on that field's value in the TOML
+    /// `source` when the file sets it ([`field_span`]), so `--check` shows its line with a caret.
     pub fn invalid_in(
         path: impl Into<PathBuf>,
         source: &str,
-        field: impl Into<String>,
+        field: &[&str],
         message: impl Into<String>,
     ) -> Self {
-        let field = field.into();
-        let span = field_span(source, &field);
-        let e = Self::invalid(path, field, message);
-        match span {
+        let e = Self::invalid(path, field.join("."), message);
+        match field_span(source, field) {
             Some(span) => e.at(source, span),
             None => e,
         }
@@ -195,6 +200,10 @@ impl fmt::Display for ConfigError {
             write!(f, ":{}:{}", loc.line, loc.column)?;
         }
         match &self.problem {
+            ConfigProblem::Syntax(m) => write!(f, ": {}", one_line(m)),
+            ConfigProblem::Invalid { field, message } => {
+                write!(f, ": field `{}`: {}", escaped(field), one_line(message))
+            }
             ConfigProblem::Read(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 write!(
                     f,
@@ -202,10 +211,28 @@ impl fmt::Display for ConfigError {
                 )
             }
             ConfigProblem::Read(e) => write!(f, ": cannot read: {e}"),
-            ConfigProblem::Syntax(m) => write!(f, ": {m}"),
-            ConfigProblem::Invalid { field, message } => write!(f, ": field `{field}`: {message}"),
         }
     }
+}
+
+/// `s` on one line: whitespace runs (a parser's multi-line message) become one space, other
+/// control characters (from a quoted key of the file, say) their escape ([`escaped`]).
+fn one_line(s: &str) -> String {
+    escaped(&s.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// `s` with every control character written as its escape (`\n`, `\u{1b}`): a field name
+/// keeps what it holds, on one line.
+fn escaped(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl std::error::Error for ConfigError {
@@ -237,24 +264,54 @@ mod tests {
     fn a_refused_value_is_placed_on_its_field() {
         let src =
             "[rate_limit]\nburst = 0\n\n[commands]\nhello = { run = \"x\", timeout = \"0s\" }\n";
-        let e = ConfigError::invalid_in("/c", src, "rate_limit.burst", "must be at least 1");
+        let e = ConfigError::invalid_in("/c", src, &["rate_limit", "burst"], "must be at least 1");
         assert_eq!(
             e.render(),
             "config /c:2:9: field `rate_limit.burst`: must be at least 1\n  2 | burst = 0\n    |         ^"
         );
-        let e = ConfigError::invalid_in("/c", src, "commands.hello.timeout", "zero");
+        let e = ConfigError::invalid_in("/c", src, &["commands", "hello", "timeout"], "zero");
         let at = e.location.as_ref().unwrap();
         assert_eq!((at.line, at.column, at.width), (5, 32, 4));
         // A field the file does not hold (a default), or a source that does not parse: no place.
         assert!(
-            ConfigError::invalid_in("/c", src, "rate_limit.global", "x")
+            ConfigError::invalid_in("/c", src, &["rate_limit", "global"], "x")
                 .location
                 .is_none()
         );
         assert!(
-            ConfigError::invalid_in("/c", "= broken", "a", "x")
+            ConfigError::invalid_in("/c", "= broken", &["a"], "x")
                 .location
                 .is_none()
+        );
+        // A command named "x.run" is placed on its own line, not on x's run.
+        let src = "[commands]\nx = { run = \"echo\" }\n\"x.run\" = { run = \"  \" }\n";
+        let e = ConfigError::invalid_in("/c", src, &["commands", "x.run"], "run is empty");
+        assert_eq!(
+            e.location.as_ref().map(|l| l.line),
+            Some(3),
+            "{}",
+            e.render()
+        );
+    }
+
+    #[test]
+    fn the_message_is_one_line_and_the_quoted_line_has_no_control_characters() {
+        let e = ConfigError::invalid("/c", "commands.a\nSTOPPING=1", "run is\nempty");
+        assert_eq!(
+            e.to_string(),
+            "config /c: field `commands.a\\nSTOPPING=1`: run is empty"
+        );
+        let src = "ips = [\r\n \"0.0.0.0\"]\r\nx = \"\u{1b}[2J\"\r\n";
+        let at = Location::of_span(src, 6..src.find(']').unwrap() + 1).unwrap();
+        assert_eq!(
+            (at.text.as_str(), at.width),
+            ("ips = [", 1),
+            "the CR is not underlined"
+        );
+        let esc = src.find('\u{1b}').unwrap();
+        assert_eq!(
+            Location::of_span(src, esc..esc + 1).unwrap().text,
+            "x = \"?[2J\""
         );
     }
 

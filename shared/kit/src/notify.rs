@@ -77,7 +77,10 @@ pub fn ready() {
 /// `READY=1` with `STATUS=<status>` in the same datagram, so the first status line shown is
 /// never missing; `status` must be one line. Retried while the queue is full.
 pub fn ready_with_status(status: &str) {
-    send(&format!("READY=1\nSTATUS={status}\n"), LIFECYCLE_ATTEMPTS);
+    send(
+        &format!("READY=1\nSTATUS={}\n", one_line(status)),
+        LIFECYCLE_ATTEMPTS,
+    );
 }
 
 /// `RELOADING=1` with `MONOTONIC_USEC=<CLOCK_MONOTONIC in µs>` (sd_notify(3)): a reload has
@@ -98,7 +101,26 @@ pub fn stopping() {
 /// `STATUS=<text>`: the one-line status `systemctl status` shows (sd_notify(3)); `text`
 /// must be one line. Sent once: dropped when the queue is full, the next one replaces it.
 pub fn status(text: &str) {
-    send(&format!("STATUS={text}\n"), 1);
+    send(&format!("STATUS={}\n", one_line(text)), 1);
+}
+
+/// `text` with every control character (a newline above all: it would start another
+/// `VAR=value` assignment in the datagram, e.g. `STOPPING=1`) written as its escape (`\n`).
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
 }
 
 /// `WATCHDOG=1`: the keep-alive for `WatchdogSec=` (sd_notify(3), sd_watchdog_enabled(3)).
@@ -123,6 +145,15 @@ pub fn watchdog_period() -> Option<Duration> {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn a_status_text_cannot_add_an_assignment() {
+        assert_eq!(
+            one_line("reload failed: a\nSTOPPING=1"),
+            "reload failed: a\\nSTOPPING=1"
+        );
+        assert_eq!(one_line("plain, one line"), "plain, one line");
+    }
 
     #[test]
     fn messages_arrive_and_a_full_queue_never_blocks() {
