@@ -61,12 +61,7 @@ pub const STATE_DIR_RULE: Rule = Rule {
 /// `<state_dir>/grants`, the grant records: root's alone to change, as `state_dir`.
 pub const GRANTS_DIR_RULE: Rule = Rule {
     what: "grants directory",
-    kind: Kind::Dir,
-    owner: Owner::Root,
-    forbidden: 0o022,
-    need: Access::MODIFY_DIR,
-    fix_access: "chown root:root {path} && chmod 0700 {path}",
-    create: None,
+    ..STATE_DIR_RULE
 };
 /// Upper bounds that keep a typo from turning into unbounded concurrency or memory.
 const MAX_MAX_PARALLEL: usize = 1024;
